@@ -1,0 +1,79 @@
+"""The ``robolearn`` command. Each subcommand lives in ``robolearn/commands/<name>.py`` and
+exposes ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported
+only when their subcommand runs, so ``robolearn --help`` stays fast and a missing optional
+dependency only affects the command that needs it."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import warnings
+
+COMMANDS: dict[str, str] = {
+    "collect": "robolearn.commands.collect",
+    "train": "robolearn.commands.train",
+    "eval": "robolearn.commands.evaluate",
+    "convert": "robolearn.commands.convert",
+    "inspect": "robolearn.commands.inspect",
+    "replay": "robolearn.commands.replay",
+    "merge": "robolearn.commands.merge",
+    "split": "robolearn.commands.split",
+    "import-lerobot": "robolearn.commands.import_lerobot",
+    "teleop": "robolearn.commands.teleop",
+    "serve-arm": "robolearn.commands.serve_arm",
+    "deploy": "robolearn.commands.deploy",
+}
+
+HELP = {
+    "collect": "record scripted-operator demos into a demo folder",
+    "train": "train a policy from a launch file",
+    "eval": "roll a trained policy out closed-loop",
+    "convert": "convert robomimic/robosuite HDF5 <-> demo folder",
+    "inspect": "summarise a demo folder (report + plots)",
+    "replay": "replay a recorded episode in simulation",
+    "merge": "merge demo folders of the same task",
+    "split": "write a train/valid split into meta.json",
+    "import-lerobot": "import a LeRobot dataset (v2.1/v3) into a demo folder",
+    "teleop": "teleoperate an arm and record demos",
+    "serve-arm": "serve an arm over TCP beside the robot",
+    "deploy": "run a trained policy on an arm through the safety shield",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MUJOCO_GL", "osmesa")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="robolearn", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        sub.add_parser(name, help=HELP.get(name, ""), add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.parse_args(argv or ["--help"])
+        return 2
+    name = argv[0]
+    try:
+        module = importlib.import_module(COMMANDS[name])
+    except ModuleNotFoundError as exc:
+        print(f"robolearn {name}: not available ({exc})", file=sys.stderr)
+        return 2
+    cmd_parser = argparse.ArgumentParser(prog=f"robolearn {name}", description=getattr(module, "HELP", HELP.get(name)))
+    module.add_arguments(cmd_parser)
+    args = cmd_parser.parse_args(argv[1:])
+    from robolearn.config import ConfigError
+    from robolearn.data.format import DemoFormatError
+
+    try:
+        with warnings.catch_warnings():
+            return int(module.run(args) or 0)
+    except (ConfigError, DemoFormatError) as exc:
+        print(f"robolearn {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"robolearn {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,384 @@
+"""Demo folder, format 1: one ``meta.json`` plus one ``.npz`` file per episode.
+
+Why a folder of small files rather than one big HDF5: a recording process that
+crashes loses at most the episode it was writing (each episode is written under
+a temporary name and renamed into place), folders merge and append by copying
+files, and every file can be validated on its own with an error that names it.
+
+The layout is documented for users in ``datasets/README.md``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+FORMAT_VERSION = 1
+META_NAME = "meta.json"
+EPISODE_DIR = "episodes"
+EPISODE_PATTERN = re.compile(r"^episode_(\d{6})\.npz$")
+_REQUIRED_META = ("format_version", "task", "control_hz", "obs_spec", "action_spec")
+
+
+class DemoFormatError(ValueError):
+    """A demo folder or episode file that does not match its ``meta.json``.
+
+    The message always names the file, the field and what was expected, so a
+    user can fix or delete the one bad file instead of reading a numpy traceback.
+    """
+
+    def __init__(self, path: str | os.PathLike, field_name: str, problem: str):
+        self.path = str(path)
+        self.field = field_name
+        self.problem = problem
+        super().__init__(f"{self.path}: field '{field_name}': {problem}")
+
+
+@dataclass
+class ObsFieldSpec:
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass
+class ActionSpec:
+    """Actions follow robosuite's OSC_POSE convention by default (7 numbers in [-1, 1])."""
+
+    dim: int
+    low: float | list[float] = -1.0
+    high: float | list[float] = 1.0
+    names: list[str] | None = None
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        low = np.broadcast_to(np.asarray(self.low, dtype=np.float32), (self.dim,)).copy()
+        high = np.broadcast_to(np.asarray(self.high, dtype=np.float32), (self.dim,)).copy()
+        return low, high
+
+
+@dataclass
+class DemoMeta:
+    task: str
+    control_hz: float
+    obs_spec: dict[str, ObsFieldSpec]
+    action_spec: ActionSpec
+    robot: str | None = None
+    controller: str | None = None
+    source: str | None = None
+    format_version: int = FORMAT_VERSION
+    #: Optional train/valid split: lists of episode indices. Training uses ``train`` when present.
+    split: dict[str, list[int]] | None = None
+    #: Free-form, task-specific settings (e.g. the env spec used to record).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["obs_spec"] = {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in self.obs_spec.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], path: str | os.PathLike = META_NAME) -> "DemoMeta":
+        if not isinstance(d, Mapping):
+            raise DemoFormatError(path, "<root>", "expected a JSON object")
+        for key in _REQUIRED_META:
+            if key not in d:
+                raise DemoFormatError(path, key, "missing required key")
+        version = d["format_version"]
+        if version != FORMAT_VERSION:
+            raise DemoFormatError(
+                path, "format_version", f"unknown format version {version!r}; this robolearn reads version {FORMAT_VERSION}"
+            )
+        obs_spec: dict[str, ObsFieldSpec] = {}
+        if not isinstance(d["obs_spec"], Mapping) or not d["obs_spec"]:
+            raise DemoFormatError(path, "obs_spec", "expected a non-empty mapping of observation key -> {shape, dtype}")
+        for k, v in d["obs_spec"].items():
+            try:
+                obs_spec[k] = ObsFieldSpec(shape=tuple(int(s) for s in v["shape"]), dtype=str(v.get("dtype", "float32")))
+                np.dtype(obs_spec[k].dtype)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DemoFormatError(path, f"obs_spec.{k}", f"expected {{shape: [ints], dtype: str}} ({exc})") from None
+        a = d["action_spec"]
+        try:
+            action_spec = ActionSpec(dim=int(a["dim"]), low=a.get("low", -1.0), high=a.get("high", 1.0), names=a.get("names"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DemoFormatError(path, "action_spec", f"expected {{dim: int, low, high}} ({exc})") from None
+        try:
+            control_hz = float(d["control_hz"])
+        except (TypeError, ValueError):
+            raise DemoFormatError(path, "control_hz", f"expected a number, got {d['control_hz']!r}") from None
+        return cls(
+            task=str(d["task"]),
+            control_hz=control_hz,
+            obs_spec=obs_spec,
+            action_spec=action_spec,
+            robot=d.get("robot"),
+            controller=d.get("controller"),
+            source=d.get("source"),
+            format_version=version,
+            split=d.get("split"),
+            extra=dict(d.get("extra") or {}),
+        )
+
+    def compatible_with(self, other: "DemoMeta") -> str | None:
+        """Return why two metas cannot share a folder, or None when they can."""
+        if self.task != other.task:
+            return f"task {other.task!r} != folder's task {self.task!r}"
+        if self.to_json()["obs_spec"] != other.to_json()["obs_spec"]:
+            return f"obs_spec {other.to_json()['obs_spec']} != folder's {self.to_json()['obs_spec']}"
+        if self.action_spec.dim != other.action_spec.dim:
+            return f"action dim {other.action_spec.dim} != folder's {self.action_spec.dim}"
+        if abs(self.control_hz - other.control_hz) > 1e-9:
+            return f"control_hz {other.control_hz} != folder's {self.control_hz}"
+        return None
+
+
+@dataclass
+class Episode:
+    """One recorded episode: ``obs[k]`` has T+1 rows (the last is the final observation), the rest T rows."""
+
+    obs: dict[str, np.ndarray]
+    actions: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray
+    success: bool
+    states: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return int(self.actions.shape[0])
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_meta(folder: Path, meta: DemoMeta) -> None:
+    atomic_write_bytes(Path(folder) / META_NAME, (json.dumps(meta.to_json(), indent=2) + "\n").encode())
+
+
+def read_meta(folder: str | os.PathLike) -> DemoMeta:
+    folder = Path(folder)
+    path = folder / META_NAME
+    if not folder.is_dir():
+        raise DemoFormatError(folder, "<folder>", "not a directory (expected a demo folder with meta.json)")
+    if not path.is_file():
+        raise DemoFormatError(path, "<file>", "missing; every demo folder needs a meta.json")
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DemoFormatError(path, "<file>", f"unreadable JSON ({exc})") from None
+    return DemoMeta.from_json(d, path)
+
+
+class DemoWriter:
+    """Appends episodes to a demo folder, one atomic file per episode.
+
+    Opening an existing folder resumes it: the meta must be compatible (same task,
+    observation and action spec, rate) and new episodes take the next free index.
+    """
+
+    def __init__(self, folder: str | os.PathLike, meta: DemoMeta):
+        self.folder = Path(folder)
+        self.meta = meta
+        meta_path = self.folder / META_NAME
+        if meta_path.exists():
+            existing = read_meta(self.folder)
+            why = existing.compatible_with(meta)
+            if why:
+                raise DemoFormatError(meta_path, "meta", f"cannot append to this folder: {why}")
+            self.meta = existing
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_meta(self.folder, meta)
+        (self.folder / EPISODE_DIR).mkdir(exist_ok=True)
+        self._next = 1 + max(episode_indices(self.folder), default=-1)
+
+    @property
+    def next_index(self) -> int:
+        return self._next
+
+    def write_episode(
+        self,
+        obs: Mapping[str, np.ndarray],
+        actions: np.ndarray,
+        rewards: np.ndarray | None = None,
+        dones: np.ndarray | None = None,
+        success: bool = False,
+        states: np.ndarray | None = None,
+        timestamps: np.ndarray | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
+    ) -> Path:
+        actions = np.asarray(actions, dtype=np.float32)
+        T = actions.shape[0]
+        rewards = np.zeros(T, np.float32) if rewards is None else np.asarray(rewards, np.float32)
+        if dones is None:
+            dones = np.zeros(T, bool)
+            if T:
+                dones[-1] = True
+        arrays: dict[str, np.ndarray] = {
+            "actions": actions,
+            "rewards": rewards,
+            "dones": np.asarray(dones, bool),
+            "success": np.asarray(bool(success)),
+        }
+        for k, spec in self.meta.obs_spec.items():
+            if k not in obs:
+                raise DemoFormatError(self.folder / EPISODE_DIR, f"obs/{k}", "missing from the episode being written")
+            arrays[f"obs/{k}"] = np.asarray(obs[k], dtype=spec.dtype)
+        if states is not None:
+            arrays["states"] = np.asarray(states)
+        if timestamps is not None:
+            arrays["timestamps"] = np.asarray(timestamps, np.float64)
+        for k, v in (extra or {}).items():
+            arrays[f"extra/{k}"] = np.asarray(v)
+        path = self.folder / EPISODE_DIR / f"episode_{self._next:06d}.npz"
+        # Validate before writing: a bad episode never lands in the folder.
+        _validate_arrays(path, arrays, self.meta)
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+        self._next += 1
+        return path
+
+
+def episode_indices(folder: str | os.PathLike) -> list[int]:
+    d = Path(folder) / EPISODE_DIR
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = EPISODE_PATTERN.match(p.name)
+        if m:
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def _validate_arrays(path: Path, arrays: Mapping[str, np.ndarray], meta: DemoMeta) -> None:
+    for key in ("actions", "rewards", "dones", "success"):
+        if key not in arrays:
+            raise DemoFormatError(path, key, "missing required key")
+    actions = arrays["actions"]
+    A = meta.action_spec.dim
+    if actions.ndim != 2 or actions.shape[1] != A:
+        raise DemoFormatError(path, "actions", f"expected shape (T, {A}), got {actions.shape}")
+    if not np.issubdtype(actions.dtype, np.floating):
+        raise DemoFormatError(path, "actions", f"expected a float dtype, got {actions.dtype}")
+    if not np.all(np.isfinite(actions)):
+        bad = np.argwhere(~np.isfinite(actions))[0]
+        raise DemoFormatError(path, "actions", f"NaN or inf at step {bad[0]}, dim {bad[1]}")
+    T = actions.shape[0]
+    if T == 0:
+        raise DemoFormatError(path, "actions", "episode has no steps")
+    for key in ("rewards", "dones"):
+        if arrays[key].shape != (T,):
+            raise DemoFormatError(path, key, f"expected shape ({T},) to match actions, got {arrays[key].shape}")
+    if arrays["success"].shape != ():
+        raise DemoFormatError(path, "success", f"expected a scalar flag, got shape {arrays['success'].shape}")
+    for k, spec in meta.obs_spec.items():
+        name = f"obs/{k}"
+        if name not in arrays:
+            raise DemoFormatError(path, name, "missing required key (listed in meta.json obs_spec)")
+        o = arrays[name]
+        if o.shape[1:] != tuple(spec.shape):
+            raise DemoFormatError(path, name, f"expected per-step shape {tuple(spec.shape)}, got {o.shape[1:]}")
+        if o.dtype != np.dtype(spec.dtype):
+            raise DemoFormatError(path, name, f"expected dtype {spec.dtype}, got {o.dtype}")
+        if o.shape[0] != T + 1:
+            raise DemoFormatError(
+                path, name, f"observation/action length mismatch: expected {T + 1} rows (T+1 for T={T} actions), got {o.shape[0]}"
+            )
+        if np.issubdtype(o.dtype, np.floating) and not np.all(np.isfinite(o)):
+            raise DemoFormatError(path, name, "contains NaN or inf")
+    if "states" in arrays and arrays["states"].shape[0] not in (T, T + 1):
+        raise DemoFormatError(path, "states", f"expected {T} or {T + 1} rows, got {arrays['states'].shape[0]}")
+    if "timestamps" in arrays and arrays["timestamps"].shape[0] != T + 1:
+        raise DemoFormatError(path, "timestamps", f"expected {T + 1} rows, got {arrays['timestamps'].shape[0]}")
+
+
+def load_episode_file(path: str | os.PathLike, meta: DemoMeta) -> Episode:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DemoFormatError(path, "<file>", f"truncated or unreadable episode file ({type(exc).__name__}: {exc})") from None
+    _validate_arrays(path, arrays, meta)
+    return Episode(
+        obs={k: arrays[f"obs/{k}"] for k in meta.obs_spec},
+        actions=arrays["actions"],
+        rewards=arrays["rewards"],
+        dones=arrays["dones"],
+        success=bool(arrays["success"]),
+        states=arrays.get("states"),
+        timestamps=arrays.get("timestamps"),
+        extra={k[len("extra/"):]: v for k, v in arrays.items() if k.startswith("extra/")},
+    )
+
+
+class DemoReader:
+    """Reads and validates a demo folder. Construction checks meta.json and that episodes exist;
+    ``validate()`` or iteration checks every episode file."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.meta = read_meta(self.folder)
+        self.indices = episode_indices(self.folder)
+        if not self.indices:
+            raise DemoFormatError(self.folder / EPISODE_DIR, "<folder>", "empty demo folder: no episode_NNNNNN.npz files")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def path(self, index: int) -> Path:
+        return self.folder / EPISODE_DIR / f"episode_{index:06d}.npz"
+
+    def load(self, index: int) -> Episode:
+        return load_episode_file(self.path(index), self.meta)
+
+    def __iter__(self) -> Iterator[Episode]:
+        for i in self.indices:
+            yield self.load(i)
+
+    def split_indices(self, name: str) -> list[int]:
+        """Episode indices of a split from meta.json (all episodes when the folder has no split)."""
+        if not self.meta.split:
+            return list(self.indices) if name == "train" else []
+        if name not in self.meta.split:
+            raise DemoFormatError(self.folder / META_NAME, f"split.{name}", f"no such split; have {sorted(self.meta.split)}")
+        missing = sorted(set(self.meta.split[name]) - set(self.indices))
+        if missing:
+            raise DemoFormatError(self.folder / META_NAME, f"split.{name}", f"names episodes that do not exist: {missing[:10]}")
+        return list(self.meta.split[name])
+
+    def validate(self) -> int:
+        for _ in self:
+            pass
+        return len(self.indices)
+
+
+def load_folder(folder: str | os.PathLike, split: str | None = "train") -> tuple[DemoMeta, list[Episode]]:
+    reader = DemoReader(folder)
+    idx = reader.split_indices(split) if split else reader.indices
+    return reader.meta, [reader.load(i) for i in idx]

@@ -1,0 +1,111 @@
+"""The algorithm contract and registry.
+
+An algorithm is a typed config dataclass plus an ``nn.Module`` that owns its networks and
+optimisers and implements two halves:
+
+- training: ``train_step(data, gen) -> metrics`` samples what it needs from the
+  in-memory ``DemoDataset`` (transitions, sequences or goal windows) and takes one step;
+- acting: ``reset_policy()`` and ``act(obs) -> action`` on one *normalised* observation
+  vector, with runtime state (RNN state, current subgoal) kept on the module.
+
+The runtime ``Policy`` in ``robolearn/policy.py`` wraps any algorithm with the observation
+flattening and normalisation, so checkpoints only store weights, config and normalisers.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from robolearn.config import ConfigError, from_dict
+
+_MODULES = {
+    "bc": "robolearn.algos.bc",
+    "bc_rnn": "robolearn.algos.bc_rnn",
+    "bcq": "robolearn.algos.bcq",
+    "hbc": "robolearn.algos.hbc",
+    "iris": "robolearn.algos.iris",
+}
+_REGISTRY: dict[str, type["Algo"]] = {}
+
+
+def register(name: str):
+    def deco(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def algo_class(name: str) -> type["Algo"]:
+    if name not in _REGISTRY and name in _MODULES:
+        importlib.import_module(_MODULES[name])
+    if name not in _REGISTRY:
+        raise ConfigError("algo", "name", f"unknown algorithm {name!r}; known: {sorted(_MODULES)}")
+    return _REGISTRY[name]
+
+
+def algo_names() -> list[str]:
+    return sorted(_MODULES)
+
+
+@dataclass
+class AlgoConfig:
+    """Fields every algorithm has."""
+
+    batch_size: int = 100
+    lr: float = 1e-3
+
+
+class Algo(nn.Module):
+    name: ClassVar[str]
+    Config: ClassVar[type[AlgoConfig]]
+
+    def __init__(self, cfg: AlgoConfig, obs_dim: int, action_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+
+    @classmethod
+    def build(cls, cfg_dict: dict[str, Any], obs_dim: int, action_dim: int, source: str = "algo") -> "Algo":
+        cfg = from_dict(cls.Config, cfg_dict, source)
+        return cls(cfg, obs_dim, action_dim)
+
+    # --- training -----------------------------------------------------------------------
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, data, gen: torch.Generator) -> dict[str, float]:
+        raise NotImplementedError
+
+    # --- acting -----------------------------------------------------------------------------
+    def reset_policy(self, gen: torch.Generator | None = None) -> None:
+        """Clear runtime state at the start of an episode."""
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """One normalised observation vector (D,) -> one action (A,) in [-1, 1]."""
+        raise NotImplementedError
+
+    def current_goal(self) -> torch.Tensor | None:
+        """The normalised subgoal being pursued, for hierarchical policies."""
+        return None
+
+
+def step_optimizer(opt: torch.optim.Optimizer, loss: torch.Tensor, clip: float | None = None) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        for group in opt.param_groups:
+            nn.utils.clip_grad_norm_(group["params"], clip)
+    opt.step()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the unmasked steps of (B, T, A) sequences."""
+    err = ((pred - target) ** 2).sum(-1) * mask
+    return err.sum() / mask.sum().clamp(min=1.0)

@@ -1,0 +1,38 @@
+"""Behaviour cloning with an MLP: the simplest baseline, state -> action, L2 loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from robolearn.algos.base import Algo, AlgoConfig, register, step_optimizer
+from robolearn.models.nets import mlp
+
+
+@dataclass
+class BCConfig(AlgoConfig):
+    hidden: list[int] = field(default_factory=lambda: [1024, 1024])
+
+
+@register("bc")
+class BC(Algo):
+    Config = BCConfig
+
+    def __init__(self, cfg: BCConfig, obs_dim: int, action_dim: int):
+        super().__init__(cfg, obs_dim, action_dim)
+        self.net = mlp(obs_dim, cfg.hidden, action_dim)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+
+    def optimizers(self):
+        return {"policy": self.opt}
+
+    def train_step(self, data, gen):
+        b = data.transitions(self.cfg.batch_size, gen)
+        loss = F.mse_loss(torch.tanh(self.net(b["obs"])), b["action"], reduction="none").sum(-1).mean()
+        step_optimizer(self.opt, loss)
+        return {"loss/policy": loss.item()}
+
+    @torch.no_grad()
+    def act(self, obs):
+        return torch.tanh(self.net(obs[None]))[0]

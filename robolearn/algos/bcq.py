@@ -1,0 +1,123 @@
+"""Batch-constrained Q-learning (Fujimoto et al. 2019), discrete-sample form, no perturbation actor.
+
+The max over next actions in the Bellman target only ranges over actions sampled from an
+action cVAE fit to the data: Q is never asked about actions the demonstrations do not
+support, which is what keeps offline Q-learning from chasing its own extrapolation errors.
+
+``BCQCritic`` is the reusable part: IRIS uses it as its value selector, scoring a subgoal g
+as max over sampled actions of Q(g, a).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from robolearn.algos.base import Algo, AlgoConfig, register, step_optimizer
+from robolearn.models.nets import ConditionalVAE, QEnsemble
+
+
+@dataclass
+class BCQCriticConfig:
+    critic_hidden: list[int] = field(default_factory=lambda: [300, 400])
+    num_critics: int = 2
+    critic_lr: float = 1e-3
+    #: target = lam * min + (1 - lam) * max over critics (clipped double-Q, softened).
+    target_lambda: float = 0.75
+    gamma: float = 0.99
+    tau: float = 5e-4
+    #: next-action samples for the Bellman max.
+    target_action_samples: int = 10
+    action_vae_latent: int = 16
+    action_vae_hidden: list[int] = field(default_factory=lambda: [300, 400])
+    action_vae_kl: float = 0.5
+    action_vae_lr: float = 1e-3
+    #: clip of the latent when sampling actions: keeps samples near the data's support.
+    latent_clip: float = 0.5
+
+
+class BCQCritic(nn.Module):
+    def __init__(self, cfg: BCQCriticConfig, obs_dim: int, action_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.critic = QEnsemble(obs_dim, action_dim, cfg.critic_hidden, cfg.num_critics)
+        self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.action_vae = ConditionalVAE(action_dim, obs_dim, cfg.action_vae_latent, cfg.action_vae_hidden)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.vae_opt = torch.optim.Adam(self.action_vae.parameters(), lr=cfg.action_vae_lr)
+
+    def optimizers(self):
+        return {"critic": self.critic_opt, "action_vae": self.vae_opt}
+
+    def _combine(self, q: torch.Tensor) -> torch.Tensor:
+        lam = self.cfg.target_lambda
+        return lam * q.min(0).values + (1 - lam) * q.max(0).values
+
+    def sample_actions(self, obs: torch.Tensor, n: int, gen: torch.Generator | None = None) -> torch.Tensor:
+        return self.action_vae.sample(obs, n, gen, clip_z=self.cfg.latent_clip).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def state_value(self, obs: torch.Tensor, n: int, gen: torch.Generator | None = None, net: nn.Module | None = None):
+        """V(s) = max over ``n`` data-supported actions of the combined critics' Q(s, a); obs (B, D) -> (B,)."""
+        net = net or self.critic
+        B = obs.shape[0]
+        a = self.sample_actions(obs, n, gen)  # (B, n, A)
+        s = obs.unsqueeze(1).expand(B, n, obs.shape[-1])
+        q = net(s.reshape(B * n, -1), a.reshape(B * n, -1)).reshape(-1, B, n)
+        return self._combine(q).max(-1).values
+
+    def update(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
+        vae_loss, vae_info = self.action_vae.loss(batch["action"], batch["obs"], self.cfg.action_vae_kl, gen)
+        step_optimizer(self.vae_opt, vae_loss)
+        with torch.no_grad():
+            next_v = self.state_value(batch["next_obs"], self.cfg.target_action_samples, gen, net=self.target)
+            y = batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * next_v
+        q = self.critic(batch["obs"], batch["action"])
+        critic_loss = sum(F.mse_loss(qi, y) for qi in q)
+        step_optimizer(self.critic_opt, critic_loss)
+        with torch.no_grad():
+            for p, tp in zip(self.critic.parameters(), self.target.parameters()):
+                tp.lerp_(p, self.cfg.tau)
+        return {
+            "loss/critic": critic_loss.item(),
+            "loss/action_vae": vae_loss.item(),
+            "action_vae/kl": vae_info["kl"].item(),
+            "value/q_mean": q.mean().item(),
+            "value/target_mean": y.mean().item(),
+        }
+
+
+@dataclass
+class BCQConfig(AlgoConfig, BCQCriticConfig):
+    #: actions sampled from the action cVAE when acting; the highest-Q one is taken.
+    policy_action_samples: int = 100
+
+
+@register("bcq")
+class BCQ(Algo):
+    Config = BCQConfig
+
+    def __init__(self, cfg: BCQConfig, obs_dim: int, action_dim: int):
+        super().__init__(cfg, obs_dim, action_dim)
+        self.bcq = BCQCritic(cfg, obs_dim, action_dim)
+        self._gen = torch.Generator().manual_seed(0)
+
+    def optimizers(self):
+        return self.bcq.optimizers()
+
+    def train_step(self, data, gen):
+        return self.bcq.update(data.transitions(self.cfg.batch_size, gen), gen)
+
+    def reset_policy(self, gen=None):
+        if gen is not None:
+            self._gen = gen
+
+    @torch.no_grad()
+    def act(self, obs):
+        n = self.cfg.policy_action_samples
+        a = self.bcq.sample_actions(obs[None], n, self._gen)[0]  # (n, A)
+        q = self.bcq._combine(self.bcq.critic(obs[None].expand(n, -1), a))
+        return a[q.argmax()]

@@ -1,0 +1,87 @@
+"""HBC: hierarchical behaviour cloning, IRIS without the value.
+
+High level: a goal cVAE p(s_{t+T} | s_t) proposes the state T steps ahead.
+Low level: a goal-conditioned LSTM imitates the T-step window that led to that state.
+The high level re-plans every T steps and the low level's LSTM state resets with it.
+
+HBC samples one goal; IRIS (``iris.py``) overrides ``choose_goal`` to sample many and keep
+the one its value function prefers. Everything else is shared, so the comparison between
+the two isolates exactly what the value selector adds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from robolearn.algos.base import Algo, AlgoConfig, masked_mse, register, step_optimizer
+from robolearn.models.nets import ConditionalVAE, LSTMPolicy
+
+
+@dataclass
+class HBCConfig(AlgoConfig):
+    #: subgoal horizon T: goal = observation T steps ahead; re-plan every T steps.
+    subgoal_horizon: int = 10
+    goal_vae_latent: int = 16
+    goal_vae_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
+    goal_vae_kl: float = 5e-4
+    goal_vae_lr: float = 1e-3
+    #: clip of the latent when sampling goals (None: sample the full prior).
+    goal_latent_clip: float | None = None
+    low_hidden: int = 400
+    low_layers: int = 2
+
+
+@register("hbc")
+class HBC(Algo):
+    Config = HBCConfig
+
+    def __init__(self, cfg: HBCConfig, obs_dim: int, action_dim: int):
+        super().__init__(cfg, obs_dim, action_dim)
+        self.goal_vae = ConditionalVAE(obs_dim, obs_dim, cfg.goal_vae_latent, cfg.goal_vae_hidden)
+        self.low = LSTMPolicy(2 * obs_dim, action_dim, cfg.low_hidden, cfg.low_layers)
+        self.goal_opt = torch.optim.Adam(self.goal_vae.parameters(), lr=cfg.goal_vae_lr)
+        self.low_opt = torch.optim.Adam(self.low.parameters(), lr=cfg.lr)
+        self._gen = torch.Generator().manual_seed(0)
+        self._goal: torch.Tensor | None = None
+        self._state = None
+        self._t = 0
+
+    def optimizers(self):
+        return {"goal_vae": self.goal_opt, "low": self.low_opt}
+
+    def train_step(self, data, gen):
+        T = self.cfg.subgoal_horizon
+        pairs = data.goal_pairs(self.cfg.batch_size, T, gen)
+        goal_loss, info = self.goal_vae.loss(pairs["goal"], pairs["obs"], self.cfg.goal_vae_kl, gen)
+        step_optimizer(self.goal_opt, goal_loss)
+        w = data.goal_windows(self.cfg.batch_size, T, gen)
+        goal_seq = w["goal"].unsqueeze(1).expand(-1, T, -1)
+        pred, _ = self.low(torch.cat([w["obs"], goal_seq], -1))
+        low_loss = masked_mse(pred, w["action"], w["mask"])
+        step_optimizer(self.low_opt, low_loss)
+        return {"loss/goal_vae": goal_loss.item(), "goal_vae/kl": info["kl"].item(), "loss/low": low_loss.item()}
+
+    # --- acting -------------------------------------------------------------------------
+    def sample_goals(self, obs: torch.Tensor, n: int) -> torch.Tensor:
+        return self.goal_vae.sample(obs[None], n, self._gen, clip_z=self.cfg.goal_latent_clip)[0]
+
+    def choose_goal(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.sample_goals(obs, 1)[0]
+
+    def reset_policy(self, gen=None):
+        if gen is not None:
+            self._gen = gen
+        self._goal, self._state, self._t = None, None, 0
+
+    @torch.no_grad()
+    def act(self, obs):
+        if self._t % self.cfg.subgoal_horizon == 0:
+            self._goal = self.choose_goal(obs)
+            self._state = None
+        self._t += 1
+        a, self._state = self.low(torch.cat([obs, self._goal])[None, None], self._state)
+        return a[0, 0]
+
+    def current_goal(self):
+        return self._goal

@@ -1,0 +1,57 @@
+"""IRIS (Mandlekar et al., ICRA 2020): HBC plus a BCQ value selector.
+
+Every T steps the goal cVAE proposes N candidate subgoals; each is scored by
+V(g) = max over M actions sampled from the action cVAE of Q(g, a), where Q is learnt by
+batch-constrained Q-learning on the low-level (state, action) transitions. The best
+candidate becomes the goal of the goal-conditioned LSTM. Because Q propagates the sparse
+success reward backwards through every demo, the selector prefers subgoals that lie on
+the fastest way to success seen in *any* demo: it stitches the best pieces of many
+suboptimal demos together, which pure imitation (HBC, BC-RNN) cannot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from robolearn.algos.bcq import BCQCritic, BCQCriticConfig
+from robolearn.algos.hbc import HBC, HBCConfig
+from robolearn.algos.base import register
+
+
+@dataclass
+class IRISConfig(HBCConfig):
+    value: BCQCriticConfig = field(default_factory=BCQCriticConfig)
+    #: candidate subgoals proposed per re-plan.
+    num_goal_samples: int = 100
+    #: actions sampled per candidate to take the max over in V(g).
+    num_value_action_samples: int = 100
+
+
+@register("iris")
+class IRIS(HBC):
+    Config = IRISConfig
+
+    def __init__(self, cfg: IRISConfig, obs_dim: int, action_dim: int):
+        super().__init__(cfg, obs_dim, action_dim)
+        self.value = BCQCritic(cfg.value, obs_dim, action_dim)
+        self.last_scores: torch.Tensor | None = None
+
+    def optimizers(self):
+        return {**super().optimizers(), **self.value.optimizers()}
+
+    def train_step(self, data, gen):
+        metrics = super().train_step(data, gen)
+        metrics.update(self.value.update(data.transitions(self.cfg.batch_size, gen), gen))
+        return metrics
+
+    @torch.no_grad()
+    def score_goals(self, goals: torch.Tensor) -> torch.Tensor:
+        """V(g) for each candidate goal (N, D) -> (N,)."""
+        return self.value.state_value(goals, self.cfg.num_value_action_samples, self._gen)
+
+    def choose_goal(self, obs):
+        goals = self.sample_goals(obs, self.cfg.num_goal_samples)
+        scores = self.score_goals(goals)
+        self.last_scores = scores
+        return goals[scores.argmax()]

@@ -1,0 +1,131 @@
+"""In-memory window sampler over a demo folder.
+
+All episodes are flattened into one (N, D) observation tensor plus per-step episode
+bookkeeping, so every sampler (transitions, sequences, goal windows) is a single
+vectorised gather: fast enough that data never limits a CPU training step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from robolearn.data.format import DemoFormatError, Episode
+
+
+@dataclass
+class Normalizer:
+    """Per-dimension standardisation of the flattened observation; saved as JSON in checkpoints."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, min_std: float = 1e-3) -> "Normalizer":
+        return cls(mean=x.mean(0).astype(np.float32), std=np.maximum(x.std(0), min_std).astype(np.float32))
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Normalizer":
+        return cls(mean=np.asarray(d["mean"], np.float32), std=np.asarray(d["std"], np.float32))
+
+    def __call__(self, x):
+        if isinstance(x, torch.Tensor):
+            return (x - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)
+        return (x - self.mean) / self.std
+
+
+def flatten_obs(obs: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
+    """One step's observation dict -> one float32 vector, keys in a fixed order."""
+    missing = [k for k in keys if k not in obs]
+    if missing:
+        raise KeyError(f"observation has no key {missing[0]!r} (have {sorted(obs)})")
+    return np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in keys])
+
+
+class DemoDataset:
+    """Flattened demos. ``obs`` holds every observation row (T+1 per episode) normalised;
+    step i of episode e lives at row ``ep_start[e] + i``."""
+
+    def __init__(self, episodes: list[Episode], obs_keys: list[str], normalizer: Normalizer | None = None, source: str = "dataset"):
+        if not episodes:
+            raise DemoFormatError(source, "episodes", "no episodes to train on")
+        self.obs_keys = list(obs_keys)
+        raw = []
+        for i, ep in enumerate(episodes):
+            missing = [k for k in obs_keys if k not in ep.obs]
+            if missing:
+                raise DemoFormatError(source, f"obs/{missing[0]}", f"key requested by data.obs_keys is not recorded (episode #{i})")
+            raw.append(np.concatenate([ep.obs[k].reshape(ep.obs[k].shape[0], -1).astype(np.float32) for k in obs_keys], -1))
+        all_obs = np.concatenate(raw, 0)
+        self.normalizer = normalizer or Normalizer.fit(all_obs)
+        self.obs = torch.from_numpy(self.normalizer(all_obs).astype(np.float32))
+        self.actions = torch.from_numpy(np.concatenate([np.pad(ep.actions, ((0, 1), (0, 0))) for ep in episodes]).astype(np.float32))
+        # Rewards and dones are per step; the extra row per episode (the final obs) is never a sampled step.
+        rewards, dones = [], []
+        for ep in episodes:
+            r = np.zeros(ep.length + 1, np.float32)
+            r[:-1] = ep.rewards
+            d = np.zeros(ep.length + 1, np.float32)
+            d[:-1] = ep.dones
+            # An episode that ended in success is terminal at its last step, whatever the recorder wrote.
+            if ep.success:
+                d[ep.length - 1] = 1.0
+            rewards.append(r)
+            dones.append(d)
+        self.rewards = torch.from_numpy(np.concatenate(rewards))
+        self.dones = torch.from_numpy(np.concatenate(dones))
+        lengths = np.array([ep.length for ep in episodes])
+        starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+        self.lengths = torch.from_numpy(lengths)
+        self.ep_start = torch.from_numpy(starts)
+        self.ep_end = torch.from_numpy(starts + lengths)  # row of the final observation
+        # Every valid step index (rows that have an action), and the episode each belongs to.
+        self.step_rows = torch.from_numpy(np.concatenate([s + np.arange(n) for s, n in zip(starts, lengths)]))
+        self.step_episode = torch.from_numpy(np.concatenate([np.full(n, e) for e, n in enumerate(lengths)]))
+        self.obs_dim = self.obs.shape[1]
+        self.action_dim = self.actions.shape[1]
+        self.num_episodes = len(episodes)
+
+    def _rows(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.randint(len(self.step_rows), (batch,), generator=gen)
+        return self.step_rows[i], self.step_episode[i]
+
+    def transitions(self, batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        rows, _ = self._rows(batch, gen)
+        return {
+            "obs": self.obs[rows],
+            "action": self.actions[rows],
+            "reward": self.rewards[rows],
+            "next_obs": self.obs[rows + 1],
+            "done": self.dones[rows],
+        }
+
+    def _window(self, rows: torch.Tensor, ep: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
+        idx = rows[:, None] + torch.arange(length)[None, :]
+        last = (self.ep_end[ep] - 1)[:, None]
+        mask = (idx <= last).float()
+        idx = torch.minimum(idx, last)
+        return {"obs": self.obs[idx], "action": self.actions[idx], "mask": mask}
+
+    def sequences(self, batch: int, length: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Windows of ``length`` steps starting at a random step; steps past the episode's end
+        repeat its last step and are masked out of the loss."""
+        rows, ep = self._rows(batch, gen)
+        return self._window(rows, ep, length)
+
+    def goal_windows(self, batch: int, horizon: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Windows of ``horizon`` steps whose goal is the observation ``horizon`` steps after the
+        window's start (clipped to the episode's final observation): IRIS's low-level data."""
+        rows, ep = self._rows(batch, gen)
+        out = self._window(rows, ep, horizon)
+        out["goal"] = self.obs[torch.minimum(rows + horizon, self.ep_end[ep])]
+        return out
+
+    def goal_pairs(self, batch: int, horizon: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        rows, ep = self._rows(batch, gen)
+        return {"obs": self.obs[rows], "goal": self.obs[torch.minimum(rows + horizon, self.ep_end[ep])]}
+

@@ -1,0 +1,139 @@
+"""``robolearn train``: one launch file, one seed, one run folder.
+
+The run folder holds everything a person needs to look at afterwards: ``launch.json``
+(the resolved config), ``metrics.jsonl``, TensorBoard scalars under ``tb/``, a PNG of the
+loss curves, ``train_summary.json`` and periodic checkpoints under ``checkpoints/``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from robolearn.algos.base import algo_class
+from robolearn.config import ConfigError
+from robolearn.data.dataset import DemoDataset
+from robolearn.data.format import load_folder
+from robolearn.launch import LaunchConfig, load_launch
+from robolearn.policy import LATEST, load_algo, restore_training_state, save_checkpoint
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def load_dataset(cfg: LaunchConfig):
+    path = cfg.data_path()
+    meta, episodes = load_folder(path, cfg.data.split)
+    if meta.task != cfg.task:
+        raise ConfigError(cfg.source, "data.path", f"demo folder {path} holds task {meta.task!r}, the launch file trains {cfg.task!r}")
+    obs_keys = cfg.data.obs_keys or list(meta.obs_spec)
+    unknown = [k for k in obs_keys if k not in meta.obs_spec]
+    if unknown:
+        raise ConfigError(cfg.source, "data.obs_keys", f"{unknown} not recorded in {path} (have {list(meta.obs_spec)})")
+    return meta, episodes, obs_keys, DemoDataset(episodes, obs_keys, source=str(path))
+
+
+def plot_losses(metrics_path: Path, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    keys = sorted({k for r in rows for k in r if k.startswith("loss/")})
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        ax.plot(*zip(*pts))
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        ax.set_yscale("log" if min(v for _, v in pts) > 0 else "linear")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+
+
+def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = False, progress: bool = True) -> Path:
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    if (ckpt_dir / LATEST).exists() and not resume:
+        raise ConfigError(out, "--out", "run folder already has checkpoints; pass --resume to continue it or choose a new folder")
+    torch.set_num_threads(cfg.train.threads)
+    gen = seed_everything(seed)
+    meta, episodes, obs_keys, data = load_dataset(cfg)
+    cls = algo_class(cfg.algo_name)
+    algo = cls.build(cfg.algo_params, data.obs_dim, data.action_dim, f"{cfg.source}: algo")
+    start = 0
+    if resume and (ckpt_dir / LATEST).exists():
+        loaded, info, ckpt = load_algo(out)
+        if info["algo"] != cfg.algo_name:
+            raise ConfigError(out, "algo.name", f"run was trained with {info['algo']!r}, launch file says {cfg.algo_name!r}")
+        algo.load_state_dict(loaded.state_dict())
+        start = restore_training_state(algo, ckpt, info, gen)
+    out.mkdir(parents=True, exist_ok=True)
+    lengths = [ep.length for ep in episodes]
+    run_meta: dict[str, Any] = {
+        "task": cfg.task,
+        "control_hz": meta.control_hz,
+        "action_dim": data.action_dim,
+        "obs_keys": obs_keys,
+        "env": {**dict(meta.extra.get("env", {})), **cfg.env},
+        "eval_horizon": cfg.eval.horizon,
+        "seed": seed,
+        "data": {"path": str(cfg.data_path()), "episodes": len(episodes), "median_length": float(np.median(lengths)),
+                 "success_rate": float(np.mean([ep.success for ep in episodes]))},
+    }
+    (out / "launch.json").write_text(json.dumps({**dataclasses.asdict(cfg), "seed": seed}, indent=2, default=str))
+    obs_shapes = {k: list(meta.obs_spec[k].shape) for k in obs_keys}
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(ckpt_dir / f"step_{step:07d}", algo, step=step, normalizer=data.normalizer, obs_keys=obs_keys,
+                        obs_shapes=obs_shapes, meta=run_meta, gen=gen)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None)
+    metrics_path = out / "metrics.jsonl"
+    t0 = time.perf_counter()
+    algo.train()
+    bar = tqdm(range(start, cfg.train.steps), desc=f"train {cfg.algo_name}", disable=not progress, dynamic_ncols=True,
+               initial=start, total=cfg.train.steps)
+    last: dict[str, float] = {}
+    with metrics_path.open("a") as mf:
+        for step in bar:
+            m = algo.train_step(data, gen)
+            done = step + 1
+            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                last = m
+                for k, v in m.items():
+                    writer.add_scalar(k, v, done)
+                mf.write(json.dumps({"step": done, "wall_s": round(time.perf_counter() - t0, 3), **m}) + "\n")
+                mf.flush()
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(m.items())[:3]})
+            if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
+                checkpoint(done)
+    writer.close()
+    wall = time.perf_counter() - t0
+    plot_losses(metrics_path, out / "losses.png")
+    summary = {"algo": cfg.algo_name, "steps": cfg.train.steps, "resumed_from": start, "wall_s": round(wall, 2),
+               "steps_per_s": round((cfg.train.steps - start) / max(wall, 1e-9), 2), "final": last, "seed": seed}
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return out
+
+
+def train_from_launch(launch_path: str | Path, out_dir: str | Path, seed: int = 0, overrides: list[str] | None = None,
+                      resume: bool = False, progress: bool = True) -> Path:
+    return train(load_launch(launch_path, overrides), out_dir, seed=seed, resume=resume, progress=progress)

@@ -1,0 +1,56 @@
+"""``robolearn collect TASK --operator KIND --episodes N --seed S --out DIR``: record
+scripted-operator demos into a demo folder (appending when it exists). The logic lives in
+``robolearn.collect``; this module only parses arguments and prints the summary."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "record scripted-operator demos into a demo folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("task", help="task name, e.g. graph_reach, lift, can")
+    parser.add_argument("--operator", required=True, help="scripted operator kind: proficient, suboptimal, multimodal")
+    parser.add_argument("--episodes", type=int, required=True, help="episodes to roll out")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; episode i uses a seed derived from (seed, i)")
+    parser.add_argument("--out", required=True, help="demo folder to create or append to")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes rolling out episodes (default 1)")
+    parser.add_argument("--keep-failed", action="store_true", help="also write episodes that did not succeed")
+    parser.add_argument("--horizon", type=int, default=None, help="override the task's episode horizon")
+    parser.add_argument(
+        "--set", dest="env_set", action="append", default=[], metavar="KEY=VALUE",
+        help="override another env setting from envs/TASK.yaml (repeatable; VALUE parsed as YAML)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _env_overrides(args: argparse.Namespace) -> dict:
+    from robolearn.config import apply_overrides
+
+    env: dict = apply_overrides({}, list(args.env_set))
+    if args.horizon is not None:
+        env["horizon"] = args.horizon
+    return env
+
+
+def run(args: argparse.Namespace) -> int:
+    from robolearn.collect import CollectConfig, collect
+
+    cfg = CollectConfig(
+        task=args.task,
+        operator=args.operator,
+        episodes=args.episodes,
+        out=args.out,
+        seed=args.seed,
+        workers=args.workers,
+        keep_failed=args.keep_failed,
+        env=_env_overrides(args),
+        progress=not args.no_progress,
+    )
+    stats = collect(cfg)
+    print(stats.summary())
+    if stats.kept == 0:
+        print(f"robolearn collect: warning: no episode was kept in {stats.out} (all {stats.failed} failed)", file=sys.stderr)
+        return 1
+    return 0

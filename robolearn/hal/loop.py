@@ -1,0 +1,237 @@
+"""ControlLoop: one fixed-rate loop for teleoperation, evaluation and deployment.
+
+Why a deadline schedule: sleeping ``period`` after each step adds the step's own time
+to every period, so the real rate drifts below the nominal one (LeRobot once recorded
+timestamps that claimed a rate the loop never ran at). Here step k starts at
+``t0 + k * period`` on the monotonic clock; the loop sleeps until the deadline, minus a
+short busy-wait tail for sub-millisecond accuracy. A step that finishes after its next
+deadline is an overrun: it is counted and the schedule resyncs to now instead of firing
+a burst of late steps to catch up.
+
+Each period's jitter (actual start-to-start interval minus the nominal period) goes into
+a preallocated array; the hot path does no I/O and no allocation beyond what the
+command source, the arm and the recorder need.
+
+Stopping: ``request_stop()`` (any thread), ``stop_when(obs)``, ``max_steps``, Ctrl-C
+(KeyboardInterrupt) or an exception from the arm or the source. Every way out calls
+``arm.stop()`` and either finishes or discards the episode being recorded, so a
+deployment interrupted by the operator still leaves a readable demo folder.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from robolearn.hal.arm import Arm, Observation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopStats:
+    """Timing of one ``run``. Jitter = actual period - nominal period, in ms."""
+
+    hz: float
+    steps: int = 0
+    overruns: int = 0
+    jitter_p50_ms: float = 0.0
+    jitter_p99_ms: float = 0.0
+    jitter_max_ms: float = 0.0
+    #: |jitter| percentiles: how far periods stray either way.
+    abs_jitter_p99_ms: float = 0.0
+    #: Time from the step's start to the end of its work (observe, act, send, record).
+    work_p50_ms: float = 0.0
+    work_p99_ms: float = 0.0
+    mean_rate_hz: float = 0.0
+    duration_s: float = 0.0
+    stopped_by: str = ""
+    episode_path: str | None = None
+    success: bool | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"{self.steps} steps at {self.hz:g} Hz (mean {self.mean_rate_hz:.2f} Hz), overruns {self.overruns}, "
+            f"jitter p50 {self.jitter_p50_ms:.3f} ms p99 {self.jitter_p99_ms:.3f} ms max {self.jitter_max_ms:.3f} ms, "
+            f"work p99 {self.work_p99_ms:.3f} ms, stopped by {self.stopped_by}"
+        )
+
+
+class _Buffer:
+    """A float64 array that grows by doubling: no per-step allocation in steady state."""
+
+    def __init__(self, n: int):
+        self.a = np.empty(max(int(n), 16))
+        self.n = 0
+
+    def add(self, x: float) -> None:
+        if self.n == self.a.shape[0]:
+            self.a = np.concatenate([self.a, np.empty_like(self.a)])
+        self.a[self.n] = x
+        self.n += 1
+
+    def values(self) -> np.ndarray:
+        return self.a[: self.n]
+
+
+class ControlLoop:
+    """Runs ``source.act(obs) -> action`` against ``arm`` at ``hz``.
+
+    recorder: an ``EpisodeRecorder``; the loop calls start/record/finish (or discard).
+    on_step: ``f(step, obs: Observation, applied: np.ndarray)`` after each send (keep it cheap).
+    keep_on_interrupt: on Ctrl-C/request_stop/errors, write the partial episode (True) or discard it.
+    spin_s: busy-wait tail before each deadline; trades CPU for sub-millisecond accuracy.
+    """
+
+    def __init__(
+        self,
+        arm: Arm,
+        source: Any,
+        hz: float,
+        recorder: Any = None,
+        on_step: Callable[[int, Observation, np.ndarray], None] | None = None,
+        keep_on_interrupt: bool = True,
+        spin_s: float = 0.0005,
+        reset_source: bool = True,
+    ):
+        if not hz > 0:
+            raise ValueError(f"ControlLoop: hz must be positive, got {hz!r}")
+        self.arm, self.source, self.hz = arm, source, float(hz)
+        self.period = 1.0 / self.hz
+        self.recorder, self.on_step = recorder, on_step
+        self.keep_on_interrupt = keep_on_interrupt
+        self.spin_s = float(spin_s)
+        self.reset_source = reset_source
+        self._stop = threading.Event()
+        self.last_obs: Observation | None = None
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current step. Safe from any thread or signal handler."""
+        self._stop.set()
+
+    def _sleep_until(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining > self.spin_s:
+            time.sleep(remaining - self.spin_s)
+        while time.monotonic() < deadline:
+            pass
+
+    def run(self, max_steps: int | None = None, stop_when: Callable[[Mapping[str, np.ndarray]], bool] | None = None) -> LoopStats:
+        """Run until ``max_steps``, ``stop_when(obs)``, ``request_stop()`` or Ctrl-C.
+
+        Ctrl-C is handled (arm stopped, episode kept or discarded) and reported as
+        ``stopped_by == "interrupt"`` rather than re-raised, so callers can still print
+        a summary; other exceptions are re-raised after the same clean-up.
+        """
+        self._stop.clear()
+        stats = LoopStats(hz=self.hz)
+        cap = max_steps if max_steps is not None else int(self.hz * 60)
+        jitter, work = _Buffer(cap), _Buffer(cap)
+        arm, source, recorder, on_step = self.arm, self.source, self.recorder, self.on_step
+        period, stop = self.period, self._stop
+        step = 0
+        finished_ok = False
+        obs: Observation | None = None
+        t_start = time.monotonic()
+        try:
+            if self.reset_source and hasattr(source, "reset"):
+                source.reset()
+            obs = arm.observe()
+            self.last_obs = obs
+            if recorder is not None:
+                recorder.start()
+            prev_tick = time.monotonic()
+            deadline = prev_tick
+            t_start = prev_tick
+            while True:
+                if max_steps is not None and step >= max_steps:
+                    stats.stopped_by = "max_steps"
+                    break
+                if stop.is_set():
+                    stats.stopped_by = "request_stop"
+                    break
+                action = source.act(obs.data)
+                applied = arm.send(action)
+                if recorder is not None:
+                    recorder.record(obs.data, applied, timestamp=obs.timestamp)
+                if on_step is not None:
+                    on_step(step, obs, applied)
+                obs = arm.observe()
+                self.last_obs = obs
+                step += 1
+                if stop_when is not None and stop_when(obs.data):
+                    stats.stopped_by = "stop_when"
+                    break
+                deadline += period
+                now = time.monotonic()
+                work.add((now - prev_tick) * 1e3)
+                if now > deadline:
+                    stats.overruns += 1
+                    deadline = now  # resync: never fire a burst of late steps
+                else:
+                    self._sleep_until(deadline)
+                tick = time.monotonic()
+                jitter.add((tick - prev_tick - period) * 1e3)
+                prev_tick = tick
+            finished_ok = True
+        except KeyboardInterrupt:
+            stats.stopped_by = "interrupt"
+            log.warning("control loop interrupted after %d steps", step)
+        except BaseException as exc:
+            stats.stopped_by = "error"
+            stats.error = f"{type(exc).__name__}: {exc}"
+            self._finish(stats, step, obs, keep=self.keep_on_interrupt, t_start=t_start, jitter=jitter, work=work)
+            raise
+        self._finish(stats, step, obs, keep=finished_ok or self.keep_on_interrupt, t_start=t_start, jitter=jitter, work=work)
+        return stats
+
+    def _finish(self, stats: LoopStats, step: int, obs: Observation | None, keep: bool, t_start: float,
+                jitter: _Buffer, work: _Buffer) -> None:
+        stats.steps = step
+        stats.duration_s = time.monotonic() - t_start
+        j, w = jitter.values(), work.values()
+        if j.size:
+            stats.jitter_p50_ms = float(np.percentile(j, 50))
+            stats.jitter_p99_ms = float(np.percentile(j, 99))
+            stats.jitter_max_ms = float(j.max())
+            stats.abs_jitter_p99_ms = float(np.percentile(np.abs(j), 99))
+            stats.mean_rate_hz = float(j.size / ((j.sum() / 1e3) + j.size * self.period))
+        if w.size:
+            stats.work_p50_ms = float(np.percentile(w, 50))
+            stats.work_p99_ms = float(np.percentile(w, 99))
+        try:
+            self.arm.stop()
+        except Exception as exc:  # the arm may be gone (server killed); report, keep cleaning up
+            log.error("arm.stop() failed while stopping the loop: %s", exc)
+        success = None
+        fn = getattr(self.arm, "success", None)
+        if callable(fn):
+            try:
+                success = bool(fn())
+            except Exception as exc:
+                log.warning("arm.success() failed: %s", exc)
+        stats.success = success
+        rec = self.recorder
+        if rec is None or not getattr(rec, "recording", False):
+            return
+        if keep and step > 0 and obs is not None:
+            try:
+                path: Path = rec.finish(obs.data, bool(success), final_timestamp=obs.timestamp)
+                stats.episode_path = str(path)
+                log.info("episode written to %s", path)
+            except Exception as exc:
+                log.error("could not write the episode: %s", exc)
+                rec.discard()
+                if stats.error is None:
+                    raise
+        else:
+            rec.discard()

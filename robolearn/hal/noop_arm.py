@@ -1,0 +1,160 @@
+"""An in-memory arm that integrates OSC_POSE delta commands into an end-effector pose.
+
+Why it exists: the loop benchmark and the HAL tests need an Arm whose own cost is
+negligible (microseconds), so that what they measure is the loop, the shield or the
+socket, not a physics engine. It also serves as the arm behind ``robolearn serve-arm
+controllers/noop.yaml`` for protocol tests on a machine without a robot.
+
+The quaternion helpers here use robosuite's (x, y, z, w) order and are shared by the
+PyBullet arm and the vendor drivers, so every backend agrees on one convention.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from robolearn.data.format import ActionSpec, ObsFieldSpec
+from robolearn.hal.arm import ArmError, ArmSpec, Observation
+
+EEF_POS, EEF_QUAT, GRIPPER_QPOS = "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"
+FINGER_OPEN = 0.04  # metres per finger at gripper = -1 (Panda-like)
+
+
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of two (x, y, z, w) quaternions: the rotation b, then a."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ],
+        dtype=np.float64,
+    )
+
+
+def axis_angle_to_quat(v: np.ndarray) -> np.ndarray:
+    """Rotation vector (axis * angle, radians) -> (x, y, z, w) quaternion."""
+    v = np.asarray(v, dtype=np.float64)
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-12:
+        return np.array([0.0, 0.0, 0.0, 1.0])
+    s = np.sin(angle / 2.0) / angle
+    return np.array([v[0] * s, v[1] * s, v[2] * s, np.cos(angle / 2.0)])
+
+
+def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
+    """(x, y, z, w) quaternion -> rotation vector, angle in [0, pi]."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q)
+    if q[3] < 0:
+        q = -q
+    s = float(np.linalg.norm(q[:3]))
+    if s < 1e-12:
+        return np.zeros(3)
+    angle = 2.0 * np.arctan2(s, q[3])
+    return q[:3] / s * angle
+
+
+def quat_conj(q: np.ndarray) -> np.ndarray:
+    return np.array([-q[0], -q[1], -q[2], q[3]], dtype=np.float64)
+
+
+def default_obs_spec() -> dict[str, ObsFieldSpec]:
+    return {
+        EEF_POS: ObsFieldSpec((3,)),
+        EEF_QUAT: ObsFieldSpec((4,)),
+        GRIPPER_QPOS: ObsFieldSpec((2,)),
+    }
+
+
+class NoopArm:
+    """Integrates ``pos += cmd[:3] * pos_scale`` and ``quat = aa(cmd[3:6] * rot_scale) * quat``.
+
+    ``stop()`` and the commands it saw are counted (``stop_count``, ``send_count``,
+    ``last_command``) so tests can check what a shield or server did to the arm.
+    Thread-safe: the shield's watchdog and an arm server may call ``stop()`` from
+    another thread.
+    """
+
+    def __init__(
+        self,
+        control_hz: float = 20.0,
+        pos_scale: float = 0.05,
+        rot_scale: float = 0.5,
+        home_pos: tuple[float, float, float] = (0.0, 0.0, 1.0),
+        home_quat: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0),
+        name: str = "noop",
+    ):
+        self.spec = ArmSpec(name=name, obs_spec=default_obs_spec(), action_spec=ActionSpec(dim=7), control_hz=float(control_hz))
+        self.pos_scale = float(pos_scale)
+        self.rot_scale = float(rot_scale)
+        self._home_pos = np.asarray(home_pos, dtype=np.float64)
+        self._home_quat = np.asarray(home_quat, dtype=np.float64)
+        self._pos = self._home_pos.copy()
+        self._quat = self._home_quat.copy()
+        self._fingers = np.full(2, FINGER_OPEN)
+        self._connected = False
+        self._lock = threading.Lock()
+        self.stop_count = 0
+        self.send_count = 0
+        self.last_command: np.ndarray | None = None
+        self.last_stop_time: float | None = None
+
+    def connect(self) -> None:
+        self._connected = True
+        self.home()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def _require(self) -> None:
+        if not self._connected:
+            raise ArmError(f"{self.spec.name}: not connected; call connect() first")
+
+    def observe(self) -> Observation:
+        self._require()
+        with self._lock:
+            data = {
+                EEF_POS: self._pos.astype(np.float32),
+                EEF_QUAT: self._quat.astype(np.float32),
+                GRIPPER_QPOS: self._fingers.astype(np.float32),
+            }
+        return Observation(time.monotonic(), data)
+
+    def send(self, command: np.ndarray) -> np.ndarray:
+        self._require()
+        cmd = np.asarray(command, dtype=np.float64)
+        if cmd.shape != (7,):
+            raise ArmError(f"{self.spec.name}: command must have shape (7,), got {cmd.shape}")
+        with self._lock:
+            self._pos = self._pos + cmd[:3] * self.pos_scale
+            dq = axis_angle_to_quat(cmd[3:6] * self.rot_scale)
+            q = quat_mul(dq, self._quat)
+            self._quat = q / np.linalg.norm(q)
+            self._fingers[:] = FINGER_OPEN * (1.0 - float(np.clip(cmd[6], -1.0, 1.0))) / 2.0
+            self.send_count += 1
+            self.last_command = cmd.astype(np.float32)
+        return cmd.astype(np.float32)
+
+    def home(self) -> Observation:
+        self._require()
+        with self._lock:
+            self._pos = self._home_pos.copy()
+            self._quat = self._home_quat.copy()
+            self._fingers[:] = FINGER_OPEN
+        return self.observe()
+
+    def stop(self) -> None:
+        # Delta commands already hold position when none arrive; a stop only needs recording.
+        with self._lock:
+            self.stop_count += 1
+            self.last_stop_time = time.monotonic()
+
+    def close(self) -> None:
+        self._connected = False

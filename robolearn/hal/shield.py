@@ -1,0 +1,372 @@
+"""SafetyShield: an Arm that wraps another Arm and stands between every command source
+and the hardware. ON by default (``controllers/<arm>.yaml`` under ``shield:``).
+
+Why a wrapper rather than checks inside each backend: LeRobot, ur_rtde and Polymetis
+users get clipping only where a backend remembered it, clipping is off by default and
+most arms have no command watchdog. One shield, configured per arm, gives every
+backend (simulated, remote, vendor) the same guarantees:
+
+* workspace box: a translation that would take the end effector out of the box is
+  shortened so the target stays inside (an arm already outside may only move back in);
+* per-step translation (metres) and rotation (radians) limits, gripper limits, and the
+  action bounds [-1, 1];
+* NaN/inf or wrongly shaped commands are rejected: the arm holds position (zero motion,
+  last gripper command) and ``ShieldError`` is raised after ``max_rejects_in_row``;
+* a command watchdog in a background thread: when no valid command arrives for
+  ``watchdog_ms`` the arm is stopped, even if the command source hangs completely;
+* an e-stop latch: after ``estop()`` every send/home raises ``EStopError`` and the arm
+  is held until ``reset_estop()`` is called explicitly.
+
+Every intervention increments a counter in ``ShieldStats`` and is logged.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from robolearn.config import ConfigError, from_dict
+from robolearn.hal.arm import Arm, ArmError, ArmSpec, Observation
+
+log = logging.getLogger(__name__)
+EEF_POS = "robot0_eef_pos"
+
+
+class ShieldError(ArmError):
+    """The shield refused to go on (repeated invalid commands, e-stop, missing eef position)."""
+
+
+class EStopError(ShieldError):
+    """The e-stop latch is set; only ``reset_estop()`` clears it."""
+
+
+@dataclass
+class ShieldConfig:
+    """Per-arm safety limits. Lengths in metres, angles in radians, in the arm's base frame."""
+
+    enabled: bool = True
+    #: End-effector workspace box (metres). Required when ``enabled``.
+    workspace_low: list[float] | None = None
+    workspace_high: list[float] | None = None
+    #: Largest end-effector translation per control step (metres).
+    max_step_pos: float = 0.05
+    #: Largest rotation per control step (radians).
+    max_step_rot: float = 0.5
+    gripper_low: float = -1.0
+    gripper_high: float = 1.0
+    #: Consecutive rejected (NaN/inf, wrong shape) commands before ShieldError.
+    max_rejects_in_row: int = 3
+    #: No valid command for this long -> arm.stop(). 0 disables (never do that on hardware).
+    watchdog_ms: float = 500.0
+
+    def validate(self, source: str = "shield") -> None:
+        if not self.enabled:
+            return
+        for name in ("workspace_low", "workspace_high"):
+            v = getattr(self, name)
+            if v is None:
+                raise ConfigError(source, name, "required while the shield is enabled: a list of 3 numbers (metres)")
+            if len(v) != 3 or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v):
+                raise ConfigError(source, name, f"expected a list of 3 finite numbers, got {v!r}")
+        if any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high)):
+            raise ConfigError(source, "workspace_low", f"must be below workspace_high on every axis: {self.workspace_low} vs {self.workspace_high}")
+        for name in ("max_step_pos", "max_step_rot"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(source, name, f"expected a positive number, got {getattr(self, name)!r}")
+        if not -1.0 <= self.gripper_low <= self.gripper_high <= 1.0:
+            raise ConfigError(source, "gripper_low", "expected -1 <= gripper_low <= gripper_high <= 1")
+        if self.max_rejects_in_row < 1:
+            raise ConfigError(source, "max_rejects_in_row", "expected an integer >= 1")
+        if self.watchdog_ms < 0:
+            raise ConfigError(source, "watchdog_ms", "expected >= 0 (0 disables the watchdog)")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, source: str = "shield") -> "ShieldConfig":
+        cfg = from_dict(cls, data, source)
+        cfg.validate(source)
+        return cfg
+
+
+@dataclass
+class ShieldStats:
+    """How often the shield stepped in. ``interventions`` sums everything but ``commands``."""
+
+    commands: int = 0
+    clipped_bounds: int = 0
+    clipped_workspace: int = 0
+    clipped_step_pos: int = 0
+    clipped_step_rot: int = 0
+    clipped_gripper: int = 0
+    rejected_nonfinite: int = 0
+    rejected_shape: int = 0
+    refused_estop: int = 0
+    watchdog_stops: int = 0
+    estops: int = 0
+
+    @property
+    def interventions(self) -> int:
+        return sum(v for k, v in asdict(self).items() if k != "commands")
+
+    def to_dict(self) -> dict[str, int]:
+        d = asdict(self)
+        d["interventions"] = self.interventions
+        return d
+
+
+class SafetyShield:
+    """Wraps ``arm``; is itself an Arm. ``pos_scale``/``rot_scale`` are the controller's
+    metres and radians per command unit (robosuite OSC_POSE: 0.05 and 0.5), needed to
+    turn per-step limits and the workspace box into command units."""
+
+    def __init__(self, arm: Arm, config: ShieldConfig | None = None, pos_scale: float = 0.05, rot_scale: float = 0.5):
+        self.arm = arm
+        self.config = config if config is not None else ShieldConfig()
+        self.config.validate()
+        if pos_scale <= 0 or rot_scale <= 0:
+            raise ConfigError("shield", "pos_scale", f"controller scales must be positive, got pos {pos_scale}, rot {rot_scale}")
+        self.pos_scale = float(pos_scale)
+        self.rot_scale = float(rot_scale)
+        self.stats = ShieldStats()
+        self._lock = threading.RLock()
+        self._estop = False
+        self._rejects_in_row = 0
+        self._last_gripper = -1.0
+        self._eef_pos: np.ndarray | None = None
+        self._last_valid = time.monotonic()
+        self._wd_armed = False  # armed by the first valid command; disarmed by a trip until the next one
+        self._wd_stop = threading.Event()
+        self._wd_thread: threading.Thread | None = None
+        if self.config.enabled:
+            self._low = np.asarray(self.config.workspace_low, dtype=np.float64)
+            self._high = np.asarray(self.config.workspace_high, dtype=np.float64)
+        lo, hi = arm.spec.action_spec.bounds()
+        self._act_low, self._act_high = lo.astype(np.float64), hi.astype(np.float64)
+        self._dim = arm.spec.action_spec.dim
+
+    # -- Arm protocol -----------------------------------------------------------------
+    @property
+    def spec(self) -> ArmSpec:
+        return self.arm.spec
+
+    @property
+    def connected(self) -> bool:
+        return self.arm.connected
+
+    def connect(self) -> None:
+        self.arm.connect()
+        self._start_watchdog()
+
+    def observe(self) -> Observation:
+        with self._lock:
+            obs = self.arm.observe()
+        pos = obs.data.get(EEF_POS)
+        if pos is not None:
+            self._eef_pos = np.asarray(pos, dtype=np.float64)
+        return obs
+
+    def send(self, command: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if self._estop:
+                self.stats.refused_estop += 1
+                self._hold()
+                raise EStopError(f"{self.spec.name}: e-stop is latched; command refused (call reset_estop() to resume)")
+            self.stats.commands += 1
+            if not self.config.enabled:
+                applied = self.arm.send(command)
+                self._mark_valid()
+                return applied
+            cmd = self._check(command)
+            if cmd is None:
+                return self._reject()
+            self._rejects_in_row = 0
+            cmd = self._clip(cmd)
+            applied = self.arm.send(cmd.astype(np.float32))
+            self._last_gripper = float(cmd[6]) if self._dim >= 7 else self._last_gripper
+            self._mark_valid()
+            return applied
+
+    def home(self) -> Observation:
+        with self._lock:
+            if self._estop:
+                self.stats.refused_estop += 1
+                raise EStopError(f"{self.spec.name}: e-stop is latched; home refused (call reset_estop() first)")
+            self._wd_armed = False  # homing is not commanded motion; re-armed by the next command
+            obs = self.arm.home()
+        pos = obs.data.get(EEF_POS)
+        if pos is not None:
+            self._eef_pos = np.asarray(pos, dtype=np.float64)
+        self._last_gripper = -1.0
+        return obs
+
+    def stop(self) -> None:
+        self.arm.stop()
+
+    def close(self) -> None:
+        self._wd_stop.set()
+        if self._wd_thread is not None and self._wd_thread is not threading.current_thread():
+            self._wd_thread.join(timeout=2.0)
+        self._wd_thread = None
+        try:
+            self.arm.stop()
+        except ArmError:
+            pass
+        self.arm.close()
+
+    # Pass optional methods of the wrapped arm through (success(), get_state(), ...).
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name == "arm":
+            raise AttributeError(name)
+        return getattr(self.arm, name)
+
+    # -- e-stop -----------------------------------------------------------------------
+    def estop(self) -> None:
+        """Latch the e-stop and stop the arm now. Safe from any thread or signal handler."""
+        self._estop = True
+        self.stats.estops += 1
+        log.critical("%s: E-STOP latched; arm stopped", self.spec.name)
+        with self._lock:
+            self.arm.stop()
+
+    def reset_estop(self) -> None:
+        with self._lock:
+            if self._estop:
+                log.warning("%s: e-stop reset by operator", self.spec.name)
+            self._estop = False
+            self._rejects_in_row = 0
+            self._wd_armed = False
+
+    @property
+    def estopped(self) -> bool:
+        return self._estop
+
+    # -- internals --------------------------------------------------------------------
+    def _log(self, counter: str, level: int, msg: str, *args) -> None:
+        """Log the 1st, 10th, 100th, ... intervention of a kind: a policy pushing against the
+        box every step must not flood the log or slow the loop, but every kind is reported."""
+        n = getattr(self.stats, counter)
+        if n == 1 or (n >= 10 and str(n).strip("0") == "1"):
+            log.log(level, "%s: " + msg + " [%s #%d]", self.spec.name, *args, counter, n)
+
+    def _check(self, command: np.ndarray) -> np.ndarray | None:
+        try:
+            cmd = np.asarray(command, dtype=np.float64)
+        except (TypeError, ValueError):
+            self.stats.rejected_shape += 1
+            self._log("rejected_shape", logging.WARNING, "rejected a command that is not numeric: %r", command)
+            return None
+        if cmd.shape != (self._dim,):
+            self.stats.rejected_shape += 1
+            self._log("rejected_shape", logging.WARNING, "rejected a command of shape %s (expected (%d,))", cmd.shape, self._dim)
+            return None
+        if not np.all(np.isfinite(cmd)):
+            self.stats.rejected_nonfinite += 1
+            self._log("rejected_nonfinite", logging.WARNING, "rejected a NaN/inf command %s; holding position", np.array2string(cmd, precision=3))
+            return None
+        return cmd
+
+    def _reject(self) -> np.ndarray:
+        self._rejects_in_row += 1
+        applied = self._hold()
+        if self._rejects_in_row >= self.config.max_rejects_in_row:
+            self.arm.stop()
+            raise ShieldError(
+                f"{self.spec.name}: {self._rejects_in_row} invalid commands in a row "
+                f"(limit max_rejects_in_row={self.config.max_rejects_in_row}); arm stopped"
+            )
+        return applied
+
+    def _hold(self) -> np.ndarray:
+        """Zero motion, gripper unchanged: holds position on delta-command arms and keeps a simulator stepping."""
+        hold = np.zeros(self._dim, dtype=np.float32)
+        if self._dim >= 7:
+            hold[6] = self._last_gripper
+        try:
+            return self.arm.send(hold)
+        except ArmError:
+            self.arm.stop()
+            raise
+
+    def _clip(self, cmd: np.ndarray) -> np.ndarray:
+        cfg, name = self.config, self.spec.name
+        out = np.clip(cmd, self._act_low, self._act_high)
+        if not np.array_equal(out, cmd):
+            self.stats.clipped_bounds += 1
+            self._log("clipped_bounds", logging.INFO, "command clipped to the action bounds")
+        # Translation: per-step limit, then the workspace box, in metres.
+        d = out[:3] * self.pos_scale
+        n = float(np.linalg.norm(d))
+        if n > cfg.max_step_pos:
+            d *= cfg.max_step_pos / n
+            self.stats.clipped_step_pos += 1
+            self._log("clipped_step_pos", logging.INFO, "step translation %.4f m limited to %.4f m", n, cfg.max_step_pos)
+        if self._eef_pos is None:
+            self.observe()
+        eef = self._eef_pos
+        if eef is None:
+            raise ShieldError(f"{name}: the arm's observation has no '{EEF_POS}'; the workspace box cannot be enforced")
+        # An arm already outside the box may stay or move back in, never further out.
+        low, high = np.minimum(self._low, eef), np.maximum(self._high, eef)
+        target = np.clip(eef + d, low, high)
+        if not np.allclose(target, eef + d, atol=1e-12):
+            self.stats.clipped_workspace += 1
+            self._log("clipped_workspace", logging.WARNING, "target %s outside the workspace box; clipped to %s", np.round(eef + d, 4), np.round(target, 4))
+            d = target - eef
+        out[:3] = d / self.pos_scale
+        if self._dim >= 6:
+            r = out[3:6] * self.rot_scale
+            n = float(np.linalg.norm(r))
+            if n > cfg.max_step_rot:
+                out[3:6] *= cfg.max_step_rot / n
+                self.stats.clipped_step_rot += 1
+                self._log("clipped_step_rot", logging.INFO, "step rotation %.3f rad limited to %.3f rad", n, cfg.max_step_rot)
+        if self._dim >= 7:
+            g = float(np.clip(out[6], cfg.gripper_low, cfg.gripper_high))
+            if g != out[6]:
+                self.stats.clipped_gripper += 1
+                self._log("clipped_gripper", logging.INFO, "gripper %.3f clipped to %.3f", out[6], g)
+                out[6] = g
+        return out
+
+    def _mark_valid(self) -> None:
+        self._last_valid = time.monotonic()
+        self._wd_armed = True
+
+    def _start_watchdog(self) -> None:
+        if self.config.watchdog_ms <= 0 or self._wd_thread is not None:
+            if self.config.watchdog_ms <= 0:
+                log.warning("%s: command watchdog disabled (watchdog_ms = 0)", self.spec.name)
+            return
+        self._wd_stop.clear()
+        self._wd_thread = threading.Thread(target=self._watchdog, name=f"shield-watchdog-{self.spec.name}", daemon=True)
+        self._wd_thread.start()
+
+    def _watchdog(self) -> None:
+        limit = self.config.watchdog_ms / 1000.0
+        poll = min(max(limit / 5.0, 0.002), 0.05)
+        while not self._wd_stop.wait(poll):
+            if not self._wd_armed or time.monotonic() - self._last_valid <= limit:
+                continue
+            # Do not wait forever for a lock held by a hung send(): stop regardless, it is idempotent.
+            got = self._lock.acquire(timeout=limit)
+            try:
+                if not self._wd_armed or time.monotonic() - self._last_valid <= limit:
+                    continue
+                self._wd_armed = False
+                self.stats.watchdog_stops += 1
+                log.error(
+                    "%s: watchdog: no valid command for %.0f ms (limit %.0f ms); arm stopped",
+                    self.spec.name, 1000 * (time.monotonic() - self._last_valid), self.config.watchdog_ms,
+                )
+                try:
+                    self.arm.stop()
+                except Exception as exc:  # the watchdog must survive a failing stop and keep trying later
+                    log.critical("%s: watchdog could not stop the arm: %s", self.spec.name, exc)
+                    self._wd_armed = True
+            finally:
+                if got:
+                    self._lock.release()

@@ -1,0 +1,146 @@
+"""SafetyShield: clipping, rejection, watchdog and e-stop, against the in-memory NoopArm."""
+import time
+
+import numpy as np
+import pytest
+
+from robolearn.config import ConfigError
+from robolearn.hal.noop_arm import NoopArm
+from robolearn.hal.shield import EStopError, SafetyShield, ShieldConfig, ShieldError
+
+
+def make(watchdog_ms=0.0, **kw):
+    arm = NoopArm(home_pos=(0.0, 0.0, 1.0))
+    cfg = ShieldConfig(workspace_low=[-0.2, -0.2, 0.9], workspace_high=[0.2, 0.2, 1.2], watchdog_ms=watchdog_ms, **kw)
+    shield = SafetyShield(arm, cfg, pos_scale=0.05, rot_scale=0.5)
+    shield.connect()
+    shield.observe()
+    return arm, shield
+
+
+def test_in_box_command_passes_unchanged():
+    arm, sh = make()
+    cmd = np.array([0.2, -0.1, 0.3, 0.1, 0.0, -0.1, 0.5], np.float32)
+    applied = sh.send(cmd)
+    np.testing.assert_allclose(applied, cmd, atol=1e-6)
+    assert sh.stats.interventions == 0 and sh.stats.commands == 1
+    sh.close()
+
+
+def test_workspace_box_clips_target_inside_and_counts():
+    arm, sh = make()
+    for _ in range(20):  # push +x at full speed: 0.05 m/step, box edge at 0.2
+        sh.observe()
+        sh.send(np.array([1, 0, 0, 0, 0, 0, -1], np.float32))
+    pos = sh.observe().data["robot0_eef_pos"]
+    assert pos[0] == pytest.approx(0.2, abs=1e-6)
+    assert sh.stats.clipped_workspace == 16  # steps 1-4 fit (0.05 .. 0.2), the rest are clipped
+    sh.close()
+
+
+def test_arm_outside_box_may_only_move_back_in():
+    arm, sh = make()
+    arm._pos = np.array([0.5, 0.0, 1.0])  # e.g. started outside
+    sh.observe()
+    out = sh.send(np.array([1, 0, 0, 0, 0, 0, 0], np.float32))
+    assert out[0] == pytest.approx(0.0)  # no further out
+    back = sh.send(np.array([-1, 0, 0, 0, 0, 0, 0], np.float32))
+    assert back[0] == pytest.approx(-1.0)  # back in is allowed
+    sh.close()
+
+
+def test_step_limits_gripper_and_bounds():
+    arm, sh = make(max_step_pos=0.01, max_step_rot=0.1, gripper_low=-1.0, gripper_high=0.5)
+    applied = sh.send(np.array([0.6, 0.8, 0, 0, 0, 2.0, 1.0], np.float32))
+    assert np.linalg.norm(applied[:3] * 0.05) == pytest.approx(0.01, rel=1e-5)
+    np.testing.assert_allclose(applied[:3] / np.linalg.norm(applied[:3]), [0.6, 0.8, 0], atol=1e-5)  # direction kept
+    assert np.linalg.norm(applied[3:6] * 0.5) == pytest.approx(0.1, rel=1e-5)
+    assert applied[6] == pytest.approx(0.5)
+    s = sh.stats
+    assert (s.clipped_step_pos, s.clipped_step_rot, s.clipped_gripper, s.clipped_bounds) == (1, 1, 1, 1)
+    sh.close()
+
+
+def test_nan_rejected_holds_position_then_raises():
+    arm, sh = make(max_rejects_in_row=3)
+    sh.send(np.array([0, 0, 0, 0, 0, 0, 0.7], np.float32))
+    before = sh.observe().data["robot0_eef_pos"].copy()
+    bad = np.array([np.nan, 0, 0, 0, 0, 0, 0], np.float32)
+    held = sh.send(bad)
+    np.testing.assert_allclose(held[:6], 0.0)
+    assert held[6] == pytest.approx(0.7)  # gripper kept, not dropped to 0
+    sh.send(np.array([0, np.inf, 0, 0, 0, 0, 0], np.float32))
+    np.testing.assert_allclose(sh.observe().data["robot0_eef_pos"], before)
+    with pytest.raises(ShieldError, match="3 invalid commands in a row"):
+        sh.send(bad)
+    assert sh.stats.rejected_nonfinite == 3 and arm.stop_count >= 1
+    sh.close()
+
+
+def test_valid_command_resets_reject_streak_and_wrong_shape_counted():
+    arm, sh = make(max_rejects_in_row=2)
+    sh.send(np.full(7, np.nan))
+    sh.send(np.zeros(7))
+    sh.send(np.zeros(5))
+    assert sh.stats.rejected_nonfinite == 1 and sh.stats.rejected_shape == 1
+    sh.close()
+
+
+def test_estop_latches_until_reset():
+    arm, sh = make()
+    sh.estop()
+    assert arm.stop_count >= 1
+    for _ in range(3):
+        with pytest.raises(EStopError):
+            sh.send(np.zeros(7, np.float32))
+    with pytest.raises(EStopError):
+        sh.home()
+    assert sh.stats.refused_estop == 4 and arm.send_count == 3  # refused sends only hold (zero motion)
+    np.testing.assert_allclose(arm.last_command[:6], 0.0)
+    sh.reset_estop()
+    out = sh.send(np.array([0.1, 0, 0, 0, 0, 0, 0], np.float32))
+    assert out[0] == pytest.approx(0.1)
+    sh.close()
+
+
+def test_watchdog_stops_arm_when_source_stalls():
+    arm, sh = make(watchdog_ms=60)
+    sh.send(np.zeros(7, np.float32))
+    stops = arm.stop_count
+    time.sleep(0.4)  # the command source hangs completely
+    assert sh.stats.watchdog_stops == 1  # once per stall, not every poll
+    assert arm.stop_count == stops + 1
+    sh.send(np.zeros(7, np.float32))
+    time.sleep(0.25)
+    assert sh.stats.watchdog_stops == 2
+    sh.close()
+
+
+def test_watchdog_quiet_while_commands_flow():
+    arm, sh = make(watchdog_ms=100)
+    t_end = time.monotonic() + 0.3
+    while time.monotonic() < t_end:
+        sh.send(np.zeros(7, np.float32))
+        time.sleep(0.01)
+    assert sh.stats.watchdog_stops == 0
+    sh.close()
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="workspace_low"):
+        ShieldConfig.from_mapping({"enabled": True}, "controllers/x.yaml:shield")
+    with pytest.raises(ConfigError, match="max_step_poss"):
+        ShieldConfig.from_mapping({"max_step_poss": 1}, "controllers/x.yaml:shield")
+    with pytest.raises(ConfigError, match="workspace_low"):
+        ShieldConfig.from_mapping({"workspace_low": [0, 0, 1], "workspace_high": [1, 1, 0.5]})
+    cfg = ShieldConfig.from_mapping({"workspace_low": [0, 0, 0], "workspace_high": [1, 1, 1], "max_step_pos": 1})
+    assert cfg.max_step_pos == 1.0
+
+
+def test_disabled_shield_passes_through():
+    arm = NoopArm()
+    sh = SafetyShield(arm, ShieldConfig(enabled=False, watchdog_ms=0))
+    sh.connect()
+    out = sh.send(np.array([5, 0, 0, 0, 0, 0, 0], np.float32))
+    assert out[0] == 5
+    sh.close()

@@ -1,0 +1,87 @@
+"""inspect, merge and split on small synthetic demo folders with known figures."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from robolearn.cli import main
+from robolearn.data.format import ActionSpec, DemoFormatError, DemoMeta, DemoReader, DemoWriter, ObsFieldSpec
+
+
+def point_meta(task="graph_reach", hz=10.0, dim=2):
+    return DemoMeta(task=task, control_hz=hz, obs_spec={"pos": ObsFieldSpec((dim,))}, action_spec=ActionSpec(dim=dim))
+
+
+def synthetic_folder(path, lengths=(10, 20, 30, 40, 50, 60), successes=(1, 1, 1, 0, 1, 0), detour=True):
+    """Episodes move in a straight line: odd ones along +x, even ones along +y (two approach modes).
+    Episode 5 takes a detour (out and back along -y first)."""
+    w = DemoWriter(path, point_meta())
+    for i, (T, ok) in enumerate(zip(lengths, successes)):
+        d = np.array([1.0, 0.0]) if i % 2 else np.array([0.0, 1.0])
+        steps = np.tile(d * 0.1, (T, 1))
+        if i == 5 and detour:
+            steps[:10] = [0.0, -0.1]
+            steps[10:20] = [0.0, 0.1]
+        pos = np.concatenate([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
+        actions = np.clip(steps * 10, -1, 1) * 0.5
+        actions[0] = [-0.9, 0.8]  # known extremes
+        w.write_episode(obs={"pos": pos}, actions=actions, success=bool(ok))
+    return path
+
+
+def test_inspect_reports_known_figures(tmp_path):
+    from robolearn.inspect_report import InspectConfig, write_report
+
+    folder = synthetic_folder(tmp_path / "demos")
+    s = write_report(folder, tmp_path / "report", InspectConfig(approach_steps=5), progress=False)
+    assert s.episodes == 6 and s.success_rate == pytest.approx(4 / 6)
+    assert (s.length_min, s.length_median, s.length_max) == (10, 35, 60)
+    L = np.array([10, 20, 30, 40, 50, 60])
+    assert s.length_cv == pytest.approx(L.std() / L.mean())
+    assert s.action_min == pytest.approx([-0.9, -0.5]) and s.action_max == pytest.approx([0.5, 0.8])
+    assert s.obs_ranges["pos"]["max"] == pytest.approx([4.0, 5.0])
+    assert s.obs_ranges["pos"]["min"] == pytest.approx([0.0, -1.0])
+    # approach modes: +y (episodes 0, 2, 4), +x (1, 3) and episode 5's detour, which starts along -y
+    assert s.approach_clusters == 3 and s.approach_cluster_sizes == [3, 2, 1]
+    assert [list(np.round(d)) for d in s.approach_cluster_directions] == [[0, 1], [1, 0], [0, -1]]
+    # the detour episode walks 6 units for a 4-unit displacement
+    assert s.per_episode[5]["path_over_straight"] == pytest.approx(6.0 / 4.0)
+    assert s.path_over_straight_max == pytest.approx(1.5)
+    assert s.path_over_straight_median == pytest.approx(1.0)
+    for name in ("report.md", "summary.json", "trajectories.png", "actions.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "success rate **66.7%**" in md and "10 / 35 / 60" in md
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["episodes"] == 6
+
+
+def test_inspect_two_clusters_exactly(tmp_path):
+    from robolearn.inspect_report import InspectConfig, summarize
+
+    folder = synthetic_folder(tmp_path / "d", lengths=(10, 11, 12, 13, 14, 15, 16, 17), successes=(1,) * 8, detour=False)
+    s, _ = summarize(folder, InspectConfig(approach_steps=5), progress=False)
+    assert s.approach_clusters == 2 and s.approach_cluster_sizes == [4, 4]
+    assert s.approach_silhouette > 0.9
+
+
+def test_inspect_single_mode_reports_one_cluster(tmp_path):
+    from robolearn.inspect_report import summarize
+
+    w = DemoWriter(tmp_path / "d", point_meta())
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        d = np.array([1.0, 0.0]) + rng.normal(0, 0.05, 2)
+        pos = np.concatenate([np.zeros((1, 2)), np.cumsum(np.tile(d * 0.1, (12, 1)), 0)])
+        w.write_episode(obs={"pos": pos}, actions=np.zeros((12, 2)), success=True)
+    s, _ = summarize(tmp_path / "d", progress=False)
+    assert s.approach_clusters == 1 and s.approach_cluster_sizes == [8]
+
+
+def test_inspect_cli(tmp_path, capsys):
+    folder = synthetic_folder(tmp_path / "demos")
+    assert main(["inspect", str(folder), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "6** episodes" in capsys.readouterr().out
+    assert main(["inspect", str(folder), "--pos-key", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err

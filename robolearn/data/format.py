@@ -13,7 +13,6 @@ import json
 import os
 import re
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -311,10 +310,10 @@ def _validate_arrays(path: Path, arrays: Mapping[str, np.ndarray], meta: DemoMet
             )
         if np.issubdtype(o.dtype, np.floating) and not np.all(np.isfinite(o)):
             raise DemoFormatError(path, name, "contains NaN or inf")
-    if "states" in arrays and arrays["states"].shape[0] not in (T, T + 1):
-        raise DemoFormatError(path, "states", f"expected {T} or {T + 1} rows, got {arrays['states'].shape[0]}")
-    if "timestamps" in arrays and arrays["timestamps"].shape[0] != T + 1:
-        raise DemoFormatError(path, "timestamps", f"expected {T + 1} rows, got {arrays['timestamps'].shape[0]}")
+    if "states" in arrays and (arrays["states"].ndim == 0 or arrays["states"].shape[0] not in (T, T + 1)):
+        raise DemoFormatError(path, "states", f"expected {T} or {T + 1} rows, got shape {arrays['states'].shape}")
+    if "timestamps" in arrays and arrays["timestamps"].shape != (T + 1,):
+        raise DemoFormatError(path, "timestamps", f"expected shape ({T + 1},), got {arrays['timestamps'].shape}")
 
 
 def load_episode_file(path: str | os.PathLike, meta: DemoMeta) -> Episode:
@@ -322,7 +321,8 @@ def load_episode_file(path: str | os.PathLike, meta: DemoMeta) -> Episode:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - corrupt files surface as zlib.error, NotImplementedError,
+        # tokenize errors (npy header) or TypeError (a bare .npy); all mean "unreadable file".
         raise DemoFormatError(path, "<file>", f"truncated or unreadable episode file ({type(exc).__name__}: {exc})") from None
     _validate_arrays(path, arrays, meta)
     return Episode(

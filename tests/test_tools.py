@@ -85,3 +85,57 @@ def test_inspect_cli(tmp_path, capsys):
     assert "6** episodes" in capsys.readouterr().out
     assert main(["inspect", str(folder), "--pos-key", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- replay
+
+
+def graph_reach_folder(path, n=2, T=25):
+    """Real Graph Reach rollouts with recorded simulator states, as `robolearn collect` writes them."""
+    from robolearn.tasks.base import make_env
+
+    env = make_env("graph_reach")
+    meta = DemoMeta(task="graph_reach", control_hz=env.control_hz, obs_spec=env.obs_spec, action_spec=env.action_spec, extra={"env": {}})
+    w = DemoWriter(path, meta)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        obs = env.reset(seed=i)
+        rows, states, acts = [obs["pos"]], [env.get_state()], []
+        for _ in range(T):
+            a = rng.uniform(-1, 1, 2).astype(np.float32)
+            r = env.step(a)
+            acts.append(a)
+            rows.append(r.obs["pos"])
+            states.append(env.get_state())
+        w.write_episode(obs={"pos": np.stack(rows)}, actions=np.stack(acts), states=np.stack(states), success=False)
+    env.close()
+    return path
+
+
+def test_replay_actions_and_states_exact_and_detects_drift(tmp_path):
+    from robolearn.commands.replay import replay_episode
+
+    folder = graph_reach_folder(tmp_path / "gr")
+    d = replay_episode(folder, 1, "actions")
+    assert d.steps == 25 and d.max["pos"] == 0.0 and d.per_step["pos"].shape == (26,)
+    d = replay_episode(folder, 0, "states")
+    assert d.max["pos"] == 0.0
+    # tamper with one recorded action: actions replay now drifts from that step on
+    p = folder / "episodes" / "episode_000000.npz"
+    with np.load(p) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["actions"][10] = -arrays["actions"][10]
+    np.savez(p, **arrays)
+    d = replay_episode(folder, 0, "actions")
+    assert d.max["pos"] > 1e-3 and np.all(d.per_step["pos"][:11] == 0) and d.worst_step["pos"] >= 11
+
+
+def test_replay_cli_video_and_errors(tmp_path, capsys):
+    folder = graph_reach_folder(tmp_path / "gr", n=1, T=8)
+    out = tmp_path / "r.mp4"
+    assert main(["replay", str(folder), "--episode", "0", "--video", str(out), "--size", "64", "64", "--json", str(tmp_path / "d.json")]) == 0
+    assert out.stat().st_size > 0
+    assert json.loads((tmp_path / "d.json").read_text())["max"]["pos"] == 0.0
+    capsys.readouterr()
+    assert main(["replay", str(folder), "--episode", "7"]) == 2
+    assert "no episode 7" in capsys.readouterr().err

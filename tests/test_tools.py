@@ -139,3 +139,64 @@ def test_replay_cli_video_and_errors(tmp_path, capsys):
     capsys.readouterr()
     assert main(["replay", str(folder), "--episode", "7"]) == 2
     assert "no episode 7" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- merge, split
+
+
+def test_merge_renumbers_keeps_splits_and_appends(tmp_path):
+    from robolearn.data.tools import merge, split
+
+    a = synthetic_folder(tmp_path / "a", lengths=(5, 6, 7), successes=(1, 0, 1))
+    b = synthetic_folder(tmp_path / "b", lengths=(8, 9), successes=(1, 1))
+    split(b, valid=0.5, seed=0)
+    assert main(["merge", str(tmp_path / "m"), str(a), str(b), "--quiet"]) == 0
+    r = DemoReader(tmp_path / "m")
+    assert r.indices == [0, 1, 2, 3, 4]
+    assert [r.load(i).length for i in r.indices] == [5, 6, 7, 8, 9]
+    assert [r.load(i).success for i in r.indices] == [True, False, True, True, True]
+    vb = DemoReader(b).meta.split["valid"][0]
+    assert r.meta.split["valid"] == [3 + vb] and sorted(r.meta.split["train"] + r.meta.split["valid"]) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(r.load(4).obs["pos"], DemoReader(b).load(1).obs["pos"])
+    # appending to an existing output resumes its numbering
+    merge(tmp_path / "m", [a], progress=False)
+    r = DemoReader(tmp_path / "m")
+    assert r.indices == list(range(8)) and r.load(7).length == 7
+    assert len(r.meta.extra["merged_from"]) == 3
+
+
+def test_merge_refuses_mismatch_and_bad_episodes(tmp_path):
+    from robolearn.data.tools import merge
+
+    a = synthetic_folder(tmp_path / "a", lengths=(5, 6), successes=(1, 1))
+    w = DemoWriter(tmp_path / "other", point_meta(task="lift"))
+    w.write_episode(obs={"pos": np.zeros((3, 2))}, actions=np.zeros((2, 2)))
+    with pytest.raises(DemoFormatError, match="task 'lift'") as exc:
+        merge(tmp_path / "m", [a, tmp_path / "other"], progress=False)
+    assert "other" in str(exc.value)
+    w = DemoWriter(tmp_path / "dim3", point_meta(dim=3))
+    w.write_episode(obs={"pos": np.zeros((3, 3))}, actions=np.zeros((2, 3)))
+    with pytest.raises(DemoFormatError, match="obs_spec"):
+        merge(tmp_path / "m", [a, tmp_path / "dim3"], progress=False)
+    assert not (tmp_path / "m").exists()
+    bad = tmp_path / "a" / "episodes" / "episode_000001.npz"
+    bad.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(DemoFormatError, match="episode_000001"):
+        merge(tmp_path / "m", [a], progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_split_is_seeded_and_validated(tmp_path, capsys):
+    from robolearn.config import ConfigError
+    from robolearn.data.tools import split
+
+    f = synthetic_folder(tmp_path / "d", lengths=tuple(range(5, 25)), successes=(1,) * 20)
+    assert main(["split", str(f), "--valid", "0.2", "--seed", "3"]) == 0
+    r = DemoReader(f)
+    tr, va = r.split_indices("train"), r.split_indices("valid")
+    assert len(va) == 4 and len(tr) == 16 and sorted(tr + va) == list(range(20))
+    assert split(f, 0.2, 3) == {"train": tr, "valid": va}
+    assert split(f, 0.2, 4)["valid"] != va
+    with pytest.raises(ConfigError, match="fraction"):
+        split(f, 1.5)
+    assert main(["split", str(f), "--valid", "-1"]) == 2

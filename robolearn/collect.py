@@ -178,7 +178,9 @@ def collect(cfg: CollectConfig) -> CollectStats:
     cfg.validate()
     env = make_env(cfg.task, **cfg.env)
     try:
-        # Fail on a bad operator name before creating the folder or starting workers.
+        # Fail on a bad operator name before creating the folder or starting workers (after a
+        # reset, since an operator factory may read the scene it is built for).
+        env.reset(seed=0)
         make_operator(cfg.task, env, cfg.operator, np.random.default_rng(0))
         writer = DemoWriter(cfg.out, build_meta(env, cfg))
         first = writer.next_index

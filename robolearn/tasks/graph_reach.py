@@ -132,7 +132,7 @@ class GraphReachEnv:
         self._rng = np.random.default_rng()
         self._pos = self.start_xy.copy()
         self._t = 0
-        self._mask_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._mask_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ TaskEnv
     def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
@@ -194,11 +194,12 @@ class GraphReachEnv:
         """RGB frame (height, width, 3) uint8 of the map, the goal region, the point and, when
         ``goal`` is given (a policy's subgoal observation), a red ring at ``goal["pos"]``."""
         key = (int(width), int(height))
-        if key not in self._mask_cache:
-            self._mask_cache[key] = self.map.free_mask(*key)
-        frame = np.where(self._mask_cache[key][..., None], _FLOOR, _WALL).astype(np.uint8)
-        top_left, scale = self.map.pixel_frame(*key)
-        centres = self.map.pixel_centres(*key)
+        if key not in self._mask_cache:  # the map is fixed: rasterise it once per frame size
+            centres = self.map.pixel_centres(*key)
+            self._mask_cache[key] = (np.where(self.map.is_free(centres)[..., None], _FLOOR, _WALL).astype(np.uint8), centres)
+        background, centres = self._mask_cache[key]
+        frame = background.copy()
+        _, scale = self.map.pixel_frame(*key)
 
         def disk(xy: np.ndarray, radius: float, colour: np.ndarray, ring: float = 0.0) -> None:
             d = np.linalg.norm(centres - np.asarray(xy, float), axis=-1)

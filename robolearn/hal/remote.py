@@ -1,0 +1,197 @@
+"""RemoteArm: an Arm on the policy host that talks to an ``ArmServer`` beside the robot.
+
+Every call is one request and one reply on a TCP connection with TCP_NODELAY. Every
+receive has a deadline (``timeout_s``, 1 s by default): a server that dies or hangs
+turns into an ``ArmError`` naming the server and the request within that time, never
+a loop blocked forever. Observations are re-stamped with this host's monotonic clock
+on arrival (the server's clock is a different one); the server's stamp is kept under
+``server_timestamp``.
+
+There is deliberately no background heartbeat thread: if the policy stalls, the server
+must notice and stop the arm. Call ``heartbeat()`` explicitly during long pauses that
+are intended (e.g. while an operator confirms).
+"""
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+from robolearn.hal import protocol as P
+from robolearn.hal.arm import ArmError, ArmSpec, Observation
+
+
+class RemoteArmError(ArmError):
+    """The server answered with an error, or the connection to it failed."""
+
+    def __init__(self, message: str, code: str = "connection"):
+        self.code = code
+        super().__init__(message)
+
+
+def _raise_for(code: str, message: str, where: str) -> None:
+    from robolearn.hal.shield import EStopError, ShieldError
+
+    text = f"{where}: [{code}] {message}"
+    if code == "estop":
+        raise EStopError(text)
+    if code == "shield":
+        raise ShieldError(text)
+    raise RemoteArmError(text, code)
+
+
+class RemoteArm:
+    def __init__(self, host: str = "127.0.0.1", port: int = 5555, timeout_s: float = 1.0, connect_timeout_s: float = 3.0,
+                 spec: ArmSpec | None = None):
+        self.host, self.port = host, int(port)
+        self.timeout_s, self.connect_timeout_s = float(timeout_s), float(connect_timeout_s)
+        self._spec = spec
+        self._sock: socket.socket | None = None
+        self.server_heartbeat_ms: float | None = None
+        self.last_server_timestamp: float | None = None
+
+    @property
+    def where(self) -> str:
+        return f"arm server {self.host}:{self.port}"
+
+    # -- connection -----------------------------------------------------------------------
+    def _open(self) -> socket.socket:
+        try:
+            s = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
+        except OSError as exc:
+            raise RemoteArmError(f"cannot connect to {self.where}: {exc}") from None
+        P.configure_socket(s)
+        s.settimeout(self.timeout_s)
+        return s
+
+    @staticmethod
+    def _roundtrip(s: socket.socket, where: str, msg_type: int, meta=None, arrays=None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        name = P.TYPE_NAMES.get(msg_type, str(msg_type))
+        try:
+            s.sendall(P.encode(msg_type, meta, arrays))
+            rtype, rmeta, rarrays = P.recv_message(s)
+        except socket.timeout:
+            raise RemoteArmError(f"{where}: no reply to {name} within {s.gettimeout():.2f} s (server hung or network down)") from None
+        except P.ConnectionClosed as exc:
+            raise RemoteArmError(f"{where}: connection lost during {name} ({exc}); is the server still running?") from None
+        except P.ProtocolError as exc:
+            raise RemoteArmError(f"{where}: malformed reply to {name}: {exc}", exc.code) from None
+        except OSError as exc:
+            raise RemoteArmError(f"{where}: connection lost during {name} ({exc})") from None
+        if rtype == P.ERROR:
+            _raise_for(str(rmeta.get("code", "error")), str(rmeta.get("message", "")), f"{where} refused {name}")
+        if rtype != P.OK:
+            raise RemoteArmError(f"{where}: unexpected reply type {rtype} to {name}", "bad_type")
+        return rmeta, rarrays
+
+    def _call(self, msg_type: int, meta=None, arrays=None):
+        if self._sock is None:
+            raise RemoteArmError(f"{self.where}: not connected; call connect() first", "not_connected")
+        try:
+            return self._roundtrip(self._sock, self.where, msg_type, meta, arrays)
+        except RemoteArmError as exc:
+            if exc.code in ("connection", "bad_magic", "version", "bad_json", "bad_arrays", "bad_dtype", "too_large"):
+                self._drop()
+            raise
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = None
+
+    @property
+    def spec(self) -> ArmSpec:
+        """Readable without taking control: asks the server (INFO) the first time."""
+        if self._spec is None:
+            s = self._open()
+            try:
+                meta, _ = self._roundtrip(s, self.where, P.INFO)
+            finally:
+                s.close()
+            self._spec = P.spec_from_json(meta["spec"])
+        return self._spec
+
+    def server_info(self) -> dict[str, Any]:
+        """The server's INFO reply (spec, counters) over a separate connection; needs no control."""
+        s = self._open()
+        try:
+            meta, _ = self._roundtrip(s, self.where, P.INFO)
+        finally:
+            s.close()
+        return meta
+
+    @spec.setter
+    def spec(self, value: ArmSpec) -> None:
+        self._spec = value
+
+    def connect(self) -> None:
+        if self._sock is not None:
+            return
+        self._sock = self._open()
+        meta, _ = self._call(P.HELLO, {"client": "robolearn.RemoteArm"})
+        server_spec = P.spec_from_json(meta["spec"])
+        if self._spec is not None and (self._spec.action_spec.dim != server_spec.action_spec.dim
+                                       or set(self._spec.obs_spec) != set(server_spec.obs_spec)):
+            self.close()
+            raise RemoteArmError(
+                f"{self.where}: served arm {server_spec.name!r} does not match the configured spec "
+                f"(action dim {server_spec.action_spec.dim} vs {self._spec.action_spec.dim}, "
+                f"obs keys {sorted(server_spec.obs_spec)} vs {sorted(self._spec.obs_spec)})", "spec_mismatch")
+        self._spec = server_spec
+        self.server_heartbeat_ms = meta.get("heartbeat_ms")
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    # -- Arm protocol ---------------------------------------------------------------------
+    def _obs(self, meta, arrays) -> Observation:
+        self.last_server_timestamp = meta.get("timestamp")
+        return Observation(time.monotonic(), {k: np.array(v) for k, v in arrays.items()})
+
+    def observe(self) -> Observation:
+        return self._obs(*self._call(P.OBSERVE))
+
+    def send(self, command: np.ndarray) -> np.ndarray:
+        cmd = np.asarray(command, dtype=np.float32)
+        _, arrays = self._call(P.SEND, None, {"command": cmd})
+        return np.array(arrays["applied"])
+
+    def home(self) -> Observation:
+        old = self._sock.gettimeout() if self._sock is not None else None
+        if self._sock is not None:
+            self._sock.settimeout(max(30.0, self.timeout_s))  # homing a real arm takes seconds
+        try:
+            return self._obs(*self._call(P.HOME))
+        finally:
+            if self._sock is not None:
+                self._sock.settimeout(old)
+
+    def stop(self) -> None:
+        """Best effort: when the connection is gone the server has already stopped the arm."""
+        if self._sock is None:
+            return
+        try:
+            self._call(P.STOP)
+        except RemoteArmError:
+            pass
+
+    def heartbeat(self) -> float:
+        """Tell the server this side is alive; returns the round trip in seconds."""
+        t = time.perf_counter()
+        self._call(P.HEARTBEAT)
+        return time.perf_counter() - t
+
+    def close(self) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._call(P.BYE)
+        except ArmError:
+            pass
+        self._drop()

@@ -167,13 +167,18 @@ class GraphReachEnv:
         """The whole simulator state: the point's position (float64, full precision)."""
         return self._pos.copy()
 
-    def set_state(self, state: np.ndarray) -> None:
+    def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """Put the point at ``state`` and return the observation there (as robosuite tasks do)."""
         s = np.asarray(state, dtype=np.float64).reshape(-1)
         if s.shape != (2,) or not np.all(np.isfinite(s)):
             raise ValueError(f"graph_reach: state must be a finite (x, y) position, got {state!r}")
         if not self.map.is_free(s):
             raise ValueError(f"graph_reach: state {s.tolist()} is inside a wall (outside every corridor)")
         self._pos = s.copy()
+        return self._obs()
+
+    def observe(self) -> dict[str, np.ndarray]:
+        return self._obs()
 
     # ------------------------------------------------------------------ helpers
     def _obs(self) -> dict[str, np.ndarray]:
@@ -218,6 +223,8 @@ class GraphReachEnv:
 
     def plot_rollouts(self, episodes: list[dict[str, np.ndarray]], successes: list[bool], path: str, title: str = "") -> None:
         """PNG of the corridor map with each rollout's path, green when it succeeded, red when not."""
+        if len(episodes) != len(successes):
+            raise ValueError(f"graph_reach.plot_rollouts: {len(episodes)} episodes but {len(successes)} success flags")
         import matplotlib
 
         matplotlib.use("Agg")

@@ -1,0 +1,55 @@
+"""Can: pick the can out of the left bin and place it in its slot's bin on the right
+(robosuite ``PickPlace`` with ``single_object_mode=2, object_type="can"``, i.e. PickPlaceCan).
+
+Success is robosuite's test: the can inside the target bin and the gripper away from it.
+``object`` is robomimic's 14-number layout: can position (3), quaternion xyzw (4), can
+position in the end-effector frame (3), can orientation in the end-effector frame (4).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from robolearn.tasks.base import register_env, register_operator
+from robolearn.tasks.robosuite_common import RobosuiteTaskEnv
+
+
+def _can_object(env: Any, raw: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([raw["Can_pos"], raw["Can_quat"], raw["Can_to_robot0_eef_pos"], raw["Can_to_robot0_eef_quat"]])
+
+
+class CanEnv(RobosuiteTaskEnv):
+    name = "can"
+    robosuite_env = "PickPlace"
+    object_dim = 14
+    plot_limits = ((-0.2, 0.4), (-0.55, 0.55), (0.78, 1.2))
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.arm._object_fn = _can_object
+
+    def robosuite_kwargs(self) -> dict[str, Any]:
+        return {"single_object_mode": 2, "object_type": "can"}
+
+    @property
+    def target_position(self) -> np.ndarray:
+        """Centre of the can's slot in the target bin (x, y, bin floor z)."""
+        env = self.sim_env
+        return np.asarray(env.target_bin_placements[env.object_id], dtype=np.float64)
+
+    @property
+    def bin_floor(self) -> float:
+        return float(self.sim_env.bin2_pos[2])
+
+
+@register_env("can")
+def make_can(**kwargs: Any) -> CanEnv:
+    return CanEnv(**kwargs)
+
+
+@register_operator("can")
+def make_can_operator(env: CanEnv, kind: str, rng: np.random.Generator):
+    from robolearn.tasks.manip_operators import make_operator_for
+
+    return make_operator_for("can", env, kind, rng)

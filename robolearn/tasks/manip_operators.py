@@ -1,0 +1,527 @@
+"""Scripted operators for Lift and Can: ``proficient``, ``suboptimal`` and ``multimodal``.
+
+An operator is a command source like a teleoperation device: ``reset()`` then
+``act(obs) -> 7 numbers in [-1, 1]`` (OSC_POSE delta position, delta axis-angle, gripper),
+computed only from the observation it is shown (end-effector pose, gripper fingers,
+object state) plus fixed scene facts a person would know (table height, where the target
+bin is). It never reads the simulator, so the same script could drive a real arm.
+
+Each script is a Python generator: motion primitives (``_move``, ``_grip``, ``_wait``)
+yield one command per control step and read the newest observation after each yield.
+That keeps behaviours such as "grasp, carry, release, then grasp again" readable as
+straight-line code with ordinary ``if``/``for``, and lets the suboptimal operator splice
+randomly chosen behaviours into an otherwise proficient script.
+
+The suboptimal operator imitates the deliberately suboptimal operator of the IRIS paper:
+most episodes *undo progress* before finishing. It records which behaviours it ran in
+``self.behaviours`` (and ``self.events`` with step indices) so tests and analysis can
+check them against the recorded object and gripper states.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Iterator
+
+import numpy as np
+
+from robolearn.config import ConfigError
+
+KINDS = ("proficient", "suboptimal", "multimodal")
+LIFT_BEHAVIOURS = ("partial_lift", "push", "drag", "carry_release", "wander", "missed_grasp")
+CAN_BEHAVIOURS = ("partial_lift", "drag", "carry_release", "wander", "missed_grasp")
+
+#: Command gain: position command per metre of error. With robosuite's OSC_POSE at 20 Hz
+#: (0.05 m per command unit, kp 150) a steady command of 1 moves ~12 mm per step, so 25
+#: closes ~30 % of the error per step: fast and free of overshoot.
+POS_GAIN = 25.0
+ROT_GAIN = 1.6
+OPEN, CLOSE = -1.0, 1.0
+
+Script = Generator[np.ndarray, None, None]
+
+
+# ---------------------------------------------------------------------------------------
+# rotation helpers (quaternions are xyzw, as robosuite reports them)
+# ---------------------------------------------------------------------------------------
+def quat_to_mat(q: np.ndarray) -> np.ndarray:
+    x, y, z, w = np.asarray(q, dtype=np.float64) / max(np.linalg.norm(q), 1e-12)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def mat_to_axis_angle(r: np.ndarray) -> np.ndarray:
+    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
+    angle = math.acos(cos)
+    if angle < 1e-6:
+        return np.zeros(3)
+    v = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    n = np.linalg.norm(v)
+    if n < 1e-9:  # angle near pi: take the axis from the diagonal
+        axis = np.sqrt(np.clip((np.diag(r) + 1.0) / 2.0, 0.0, None))
+        return axis * angle
+    return v / n * angle
+
+
+def rot_z(yaw: float) -> np.ndarray:
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+#: The Panda hand pointing straight down (180 degrees about x), robosuite's home orientation.
+R_DOWN = np.diag([1.0, -1.0, -1.0])
+
+
+def object_yaw(quat: np.ndarray) -> float:
+    """Yaw of a box-like object: the heading of whichever body axis lies most horizontal
+    after choosing the most vertical one as "up" (works when the cube has tipped over)."""
+    r = quat_to_mat(quat)
+    up = int(np.argmax(np.abs(r[2, :])))
+    other = (up + 1) % 3
+    return math.atan2(r[1, other], r[0, other])
+
+
+def wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+# ---------------------------------------------------------------------------------------
+# task geometry: the fixed facts a human operator would know
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Scene:
+    task: str
+    table_z: float  # surface the object rests on
+    success_z: float | None  # Lift: object centre height that counts as success
+    grasp_dz: float  # end-effector height relative to the object centre when grasping
+    hover_dz: float  # height above the object centre for approach
+    lift_z: float  # absolute end-effector height for the final lift / carry
+    yaw_period: float  # symmetry of the object about z (cube: pi/2, can: any)
+    #: xy box the operator may push/carry the object to (centre, half sizes)
+    area_centre: np.ndarray
+    area_half: np.ndarray
+    target: np.ndarray | None = None  # Can: slot in the target bin (x, y, floor z)
+
+
+def scene_for(task: str, env: Any) -> Scene:
+    if task == "lift":
+        table = float(getattr(env, "table_height", 0.8))
+        return Scene(
+            task="lift",
+            table_z=table,
+            success_z=table + float(getattr(env, "success_height", 0.04)),
+            grasp_dz=-0.002,
+            hover_dz=0.09,
+            lift_z=table + 0.20,
+            yaw_period=math.pi / 2,
+            area_centre=np.zeros(2),
+            area_half=np.array([0.12, 0.12]),
+        )
+    if task == "can":
+        floor = float(getattr(env, "bin_floor", 0.8))
+        target = np.asarray(getattr(env, "target_position", np.array([0.1975, 0.4025, floor])), dtype=np.float64)
+        return Scene(
+            task="can",
+            table_z=floor,
+            success_z=None,
+            grasp_dz=0.012,
+            hover_dz=0.12,
+            lift_z=floor + 0.19,
+            yaw_period=0.0,
+            area_centre=np.array([0.10, -0.25]),
+            area_half=np.array([0.08, 0.10]),
+            target=target,
+        )
+    raise ConfigError("operator", "task", f"no scripted operators for task {task!r}; known: lift, can")
+
+
+# ---------------------------------------------------------------------------------------
+# the operator
+# ---------------------------------------------------------------------------------------
+class ScriptedOperator:
+    """A scripted command source. ``kind`` picks the script; ``rng`` makes every random
+    choice (behaviours, speeds, pauses, action noise), so one seed gives one demo."""
+
+    def __init__(self, scene: Scene, kind: str, rng: np.random.Generator, noise: float | None = None):
+        if kind not in KINDS:
+            raise ConfigError("operator", "kind", f"unknown operator kind {kind!r}; expected one of {list(KINDS)}")
+        self.scene = scene
+        self.kind = kind
+        self.rng = rng
+        self.noise = (0.05 if kind != "suboptimal" else 0.1) if noise is None else float(noise)
+        self.reset()
+
+    # -- CommandSource -------------------------------------------------------------------
+    def reset(self) -> None:
+        self.obs: dict[str, np.ndarray] | None = None
+        self.step_count = 0
+        self.behaviours: list[str] = []
+        self.events: list[tuple[int, str]] = []
+        self.mode: str = ""
+        self._gen: Iterator[np.ndarray] | None = None
+        self._grip = OPEN
+        self._yaw_offset = 0.0
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        self.obs = {k: np.asarray(v, dtype=np.float64) for k, v in obs.items()}
+        for key in ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"):
+            if key not in self.obs:
+                raise ConfigError("operator", key, f"observation lacks {key!r}; the scripted operator needs it")
+        if self._gen is None:
+            self._gen = self._script()
+        try:
+            action = next(self._gen)
+        except StopIteration:
+            action = self._hold()
+            self._gen = iter(())
+        self.step_count += 1
+        return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+
+    # -- observation helpers --------------------------------------------------------------
+    def eef(self) -> np.ndarray:
+        return self.obs["robot0_eef_pos"]
+
+    def obj(self) -> np.ndarray:
+        return self.obs["object"][:3]
+
+    def obj_quat(self) -> np.ndarray:
+        return self.obs["object"][3:7]
+
+    def gap(self) -> float:
+        q = self.obs["robot0_gripper_qpos"]
+        return float(q[0] - q[1])
+
+    def holding(self) -> bool:
+        """Fingers stopped part way and the object sits between them."""
+        near = np.linalg.norm(self.obj() - self.eef()) < 0.05
+        return self.gap() > 0.012 and near
+
+    def lifted(self) -> bool:
+        return self.obj()[2] > self.scene.table_z + 0.035 + (0.0 if self.scene.task == "lift" else 0.04)
+
+    def _event(self, name: str) -> None:
+        self.events.append((self.step_count, name))
+
+    # -- low-level command ----------------------------------------------------------------
+    def _command(self, target: np.ndarray, speed: float, yaw: float | None, grip: float) -> np.ndarray:
+        a = np.zeros(7)
+        d = (np.asarray(target) - self.eef()) * POS_GAIN
+        n = np.linalg.norm(d)
+        if n > speed:
+            d *= speed / n
+        a[:3] = d
+        a[3:6] = self._rot_command(yaw)
+        a[6] = grip
+        if self.noise:
+            a[:3] += self.rng.normal(0.0, self.noise, 3) * min(1.0, n)
+        return a
+
+    def _rot_command(self, yaw: float | None) -> np.ndarray:
+        r = quat_to_mat(self.obs["robot0_eef_quat"])
+        cur_yaw = math.atan2(r[1, 0], r[0, 0])
+        goal_yaw = cur_yaw if yaw is None else yaw
+        err = mat_to_axis_angle(rot_z(goal_yaw) @ R_DOWN @ r.T)
+        return np.clip(err * ROT_GAIN, -0.6, 0.6)
+
+    def _hold(self) -> np.ndarray:
+        a = np.zeros(7)
+        a[3:6] = self._rot_command(None)
+        a[6] = self._grip
+        return a
+
+    def grasp_yaw(self) -> float | None:
+        """The hand yaw for grasping the object now: the object's yaw (plus this episode's
+        grasp-yaw offset) taken modulo the hand's 180-degree symmetry, nearest the current yaw."""
+        if self.scene.yaw_period == 0.0:
+            if self._yaw_offset == 0.0:
+                return None
+            return self._yaw_offset
+        r = quat_to_mat(self.obs["robot0_eef_quat"])
+        cur = math.atan2(r[1, 0], r[0, 0])
+        base = object_yaw(self.obj_quat()) + self._yaw_offset
+        period = math.pi  # the parallel gripper looks the same turned by 180 degrees
+        if self._yaw_offset == 0.0:
+            period = self.scene.yaw_period  # any face pair will do
+        k = round((cur - base) / period)
+        return base + k * period
+
+    # -- motion primitives (generators) ---------------------------------------------------
+    def _move(
+        self,
+        target: Callable[[], np.ndarray],
+        grip: float | None = None,
+        speed: float = 1.0,
+        tol: float = 0.012,
+        max_steps: int = 60,
+        yaw: Callable[[], float | None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> Script:
+        if grip is not None:
+            self._grip = grip
+        still = 0
+        last = self.eef().copy()
+        for _ in range(max_steps):
+            t = np.asarray(target(), dtype=np.float64)
+            if np.linalg.norm(t - self.eef()) < tol or (stop is not None and stop()):
+                return
+            # Blocked (fingers on the table, arm at its reach): a person would stop pushing.
+            still = still + 1 if np.linalg.norm(self.eef() - last) < 0.0015 else 0
+            if still >= 4 and np.linalg.norm(t - self.eef()) < 4 * tol + 0.01:
+                return
+            last = self.eef().copy()
+            yield self._command(t, speed, yaw() if yaw else None, self._grip)
+
+    def _grip_to(self, grip: float, steps: int = 8) -> Script:
+        self._grip = grip
+        self._event("close" if grip > 0 else "open")
+        hold = self.eef().copy()
+        for _ in range(steps):
+            yield self._command(hold, 0.3, None, grip)
+
+    def _wait(self, steps: int) -> Script:
+        hold = self.eef().copy()
+        for _ in range(steps):
+            a = self._command(hold, 0.2, None, self._grip)
+            yield a
+
+    # -- building blocks ------------------------------------------------------------------
+    def _speed(self) -> float:
+        if self.kind == "suboptimal":
+            return float(self.rng.uniform(0.5, 1.0))
+        return 1.0
+
+    def _maybe_hesitate(self) -> Script:
+        if self.kind == "suboptimal" and self.rng.random() < 0.25:
+            self._event("hesitate")
+            yield from self._wait(int(self.rng.integers(3, 11)))
+
+    def _above(self, dz: float | None = None) -> Callable[[], np.ndarray]:
+        dz = self.scene.hover_dz if dz is None else dz
+        return lambda: self.obj() + np.array([0.0, 0.0, dz])
+
+    def _approach(self, side: str = "above") -> Script:
+        """Get above the object, from straight above or sliding in from one side."""
+        if self.kind == "suboptimal" and self.rng.random() < 0.4:
+            self._event("detour")
+            p = self.eef() + np.append(self.rng.uniform(-0.12, 0.12, 2), self.rng.uniform(0.0, 0.08))
+            yield from self._move(lambda: p, OPEN, self._speed(), tol=0.03)
+            yield from self._maybe_hesitate()
+        if side in ("left", "right"):
+            s = -1.0 if side == "left" else 1.0
+            start = self.obj().copy()
+            via = start + np.array([0.0, s * 0.13, self.scene.hover_dz * 0.5])
+            yield from self._move(lambda: via + np.array([0.0, 0.0, 0.06]), OPEN, 1.0, tol=0.02, yaw=self.grasp_yaw)
+            yield from self._move(lambda: via, OPEN, 1.0, tol=0.015, yaw=self.grasp_yaw)
+            yield from self._move(self._above(self.scene.hover_dz * 0.5), OPEN, 0.8, tol=0.012, yaw=self.grasp_yaw)
+        else:
+            yield from self._move(self._above(), OPEN, self._speed(), tol=0.015, yaw=self.grasp_yaw)
+
+    def _descend_and_close(self, extra_dz: float = 0.0, offset: np.ndarray | None = None) -> Script:
+        off = np.zeros(3) if offset is None else offset
+        yield from self._move(
+            lambda: self.obj() + np.array([0.0, 0.0, self.scene.grasp_dz + extra_dz]) + off,
+            OPEN,
+            self._speed() * 0.8,
+            tol=0.007,
+            max_steps=50,
+            yaw=self.grasp_yaw,
+        )
+        yield from self._grip_to(CLOSE, 7)
+
+    def _release_and_rise(self, dz: float = 0.08) -> Script:
+        yield from self._grip_to(OPEN, 6)
+        up = self.eef() + np.array([0.0, 0.0, dz])
+        yield from self._move(lambda: up, OPEN, self._speed(), tol=0.015, max_steps=30)
+
+    def _grasp(self, side: str = "above", tries: int = 4) -> Generator[np.ndarray, None, bool]:
+        """Approach, descend, close; retry when the fingers close on nothing."""
+        for attempt in range(tries):
+            yield from self._approach(side if attempt == 0 else "above")
+            yield from self._maybe_hesitate()
+            yield from self._descend_and_close()
+            if self.holding():
+                self._event("grasped")
+                return True
+            self._event("regrasp")
+            yield from self._release_and_rise(0.06)
+        return False
+
+    def _place_point(self, min_dist: float, max_dist: float) -> np.ndarray:
+        """A random object destination min..max metres away, inside the allowed area."""
+        start = self.obj()[:2]
+        for _ in range(50):
+            ang = self.rng.uniform(0, 2 * math.pi)
+            dist = self.rng.uniform(min_dist, max_dist)
+            p = start + dist * np.array([math.cos(ang), math.sin(ang)])
+            if np.all(np.abs(p - self.scene.area_centre) <= self.scene.area_half):
+                return p
+        return self.scene.area_centre + self.rng.uniform(-0.5, 0.5, 2) * self.scene.area_half
+
+    # -- behaviours that undo progress (suboptimal) ---------------------------------------
+    def _b_partial_lift(self) -> Script:
+        ok = yield from self._grasp()
+        if not ok:
+            return
+        rest_z = self.obj()[2]
+        if self.scene.success_z is not None:  # stay clearly below the success height
+            rise = min(self.rng.uniform(0.008, 0.013), self.scene.success_z - 0.007 - rest_z)
+        else:
+            rise = self.rng.uniform(0.03, 0.07)
+        top = self.eef() + np.array([0.0, 0.0, rise])
+        guard = (lambda: self.obj()[2] > self.scene.success_z - 0.006) if self.scene.success_z else None
+        self._event("partial_lift_up")
+        yield from self._move(lambda: top, CLOSE, self._speed() * 0.6, tol=0.003, max_steps=25, stop=guard)
+        yield from self._wait(int(self.rng.integers(2, 8)))
+        down = self.eef() - np.array([0.0, 0.0, rise + 0.002])
+        yield from self._move(lambda: down, CLOSE, self._speed() * 0.6, tol=0.004, max_steps=25)
+        self._event("partial_lift_down")
+        yield from self._release_and_rise()
+
+    def _b_push(self) -> Script:
+        """Push the object along the table with the closed hand, without grasping it."""
+        dest = self._place_point(0.05, 0.10)
+        start = self.obj().copy()
+        d = dest - start[:2]
+        d /= max(np.linalg.norm(d), 1e-9)
+        behind = np.array([*(start[:2] - d * 0.075), start[2] + 0.08])
+        self._grip = CLOSE
+        self._event("push_start")
+        yield from self._move(lambda: behind, CLOSE, self._speed(), tol=0.015)
+        low = np.array([behind[0], behind[1], start[2] - 0.005])
+        yield from self._move(lambda: low, CLOSE, 0.6, tol=0.01, max_steps=30)
+        end = np.array([*(dest - d * 0.03), start[2] - 0.005])
+        yield from self._move(lambda: end, CLOSE, self._speed() * 0.6, tol=0.01, max_steps=50)
+        self._event("push_end")
+        up = self.eef() + np.array([0.0, 0.0, 0.08])
+        yield from self._move(lambda: up, OPEN, self._speed(), tol=0.015, max_steps=30)
+
+    def _b_drag(self) -> Script:
+        """Grasp the object and drag it along the table, then let go."""
+        ok = yield from self._grasp()
+        if not ok:
+            return
+        dest = self._place_point(0.05, 0.10)
+        z = self.eef()[2] + 0.002
+        self._event("drag_start")
+        yield from self._move(lambda: np.array([dest[0], dest[1], z]), CLOSE, self._speed() * 0.6, tol=0.01, max_steps=50)
+        self._event("drag_end")
+        yield from self._release_and_rise()
+
+    def _b_carry_release(self) -> Script:
+        """Grasp, carry the object (low, below success height) elsewhere, set it down, let go."""
+        ok = yield from self._grasp()
+        if not ok:
+            return
+        dest = self._place_point(0.07, 0.13)
+        rest_z = self.obj()[2]
+        if self.scene.success_z is not None:
+            rise = min(0.010, self.scene.success_z - 0.008 - rest_z)
+        else:
+            rise = self.rng.uniform(0.08, 0.12)
+        z0 = self.eef()[2]
+        guard = (lambda: self.obj()[2] > self.scene.success_z - 0.006) if self.scene.success_z else None
+        self._event("carry_start")
+        yield from self._move(lambda: np.array([*self.eef()[:2], z0 + rise]), CLOSE, 0.5, tol=0.003, max_steps=20, stop=guard)
+        yield from self._move(lambda: np.array([dest[0], dest[1], z0 + rise]), CLOSE, self._speed() * 0.7, tol=0.01, max_steps=60)
+        yield from self._move(lambda: np.array([dest[0], dest[1], z0 + 0.001]), CLOSE, 0.5, tol=0.004, max_steps=40)
+        self._event("carry_end")
+        yield from self._release_and_rise()
+
+    def _b_wander(self) -> Script:
+        """Approach the object, then drift away and come back later."""
+        yield from self._approach()
+        self._event("wander")
+        for _ in range(int(self.rng.integers(1, 3))):
+            p = self.eef() + np.append(self.rng.uniform(-0.18, 0.18, 2), self.rng.uniform(0.0, 0.12))
+            p[:2] = np.clip(p[:2], self.scene.area_centre - 0.2, self.scene.area_centre + 0.2)
+            yield from self._move(lambda p=p: p, OPEN, self._speed(), tol=0.03)
+            yield from self._wait(int(self.rng.integers(2, 9)))
+
+    def _b_missed_grasp(self) -> Script:
+        """Close the hand too high (or beside the object), notice, open and back off."""
+        yield from self._approach()
+        off = np.zeros(3)
+        extra = float(self.rng.uniform(0.045, 0.06))
+        self._event("missed_grasp")
+        yield from self._descend_and_close(extra_dz=extra, offset=off)
+        yield from self._wait(int(self.rng.integers(2, 6)))
+        yield from self._release_and_rise(0.05)
+
+    # -- finishing: the proficient part ---------------------------------------------------
+    def _finish_lift(self, side: str = "above") -> Script:
+        for _ in range(4):
+            ok = yield from self._grasp(side)
+            if ok:
+                self._event("final_lift")
+                xy = self.eef()[:2].copy()
+                yield from self._move(
+                    lambda: np.array([xy[0], xy[1], self.scene.lift_z]), CLOSE, 1.0, tol=0.01, max_steps=40
+                )
+                if self.lifted():
+                    return
+                yield from self._release_and_rise()
+            side = "above"
+
+    def _finish_can(self, side: str = "above") -> Script:
+        # Aim a little inside the slot centre, towards the robot: the far corner of the
+        # target bin is at the edge of the Panda's reach.
+        tgt = self.scene.target + np.array([-0.01, -0.04, 0.0])
+        for _ in range(4):
+            ok = yield from self._grasp(side)
+            side = "above"
+            if not ok:
+                continue
+            self._event("final_lift")
+            xy = self.eef()[:2].copy()
+            yield from self._move(lambda: np.array([xy[0], xy[1], self.scene.lift_z]), CLOSE, 1.0, tol=0.02, max_steps=40)
+            if not self.holding():
+                continue
+            self._event("transport")
+            yield from self._move(lambda: np.array([tgt[0], tgt[1], self.scene.lift_z]), CLOSE, 1.0, tol=0.02, max_steps=80)
+            yield from self._move(lambda: np.array([tgt[0], tgt[1], tgt[2] + 0.13]), CLOSE, 0.6, tol=0.015, max_steps=40)
+            yield from self._grip_to(OPEN, 6)
+            yield from self._move(lambda: np.array([tgt[0], tgt[1], self.scene.lift_z + 0.05]), OPEN, 1.0, tol=0.02, max_steps=40)
+            near_target = np.linalg.norm(self.obj()[:2] - tgt[:2]) < 0.12
+            if near_target:
+                return
+
+    def _finish(self, side: str = "above") -> Script:
+        if self.scene.task == "lift":
+            yield from self._finish_lift(side)
+        else:
+            yield from self._finish_can(side)
+
+    # -- scripts ---------------------------------------------------------------------------
+    def _script(self) -> Script:
+        # Let the object settle (robosuite drops it from 1 cm) while starting to move.
+        if self.kind == "proficient":
+            self.mode = "proficient"
+            yield from self._finish("above")
+        elif self.kind == "multimodal":
+            side = str(self.rng.choice(["above", "left", "right"]))
+            self._yaw_offset = float(self.rng.choice([0.0, math.pi / 2]))
+            if self.scene.yaw_period == 0.0:
+                self._yaw_offset = float(self.rng.choice([0.0, math.pi / 4, -math.pi / 4]))
+            self.mode = f"{side}/yaw{int(round(math.degrees(self._yaw_offset)))}"
+            yield from self._finish(side)
+        else:
+            pool = LIFT_BEHAVIOURS if self.scene.task == "lift" else CAN_BEHAVIOURS
+            n = int(self.rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
+            chosen = list(self.rng.choice(pool, size=n, replace=False))
+            self.behaviours = [str(b) for b in chosen]
+            self.mode = "+".join(self.behaviours)
+            for b in self.behaviours:
+                self._event(f"begin:{b}")
+                yield from getattr(self, f"_b_{b}")()
+                yield from self._maybe_hesitate()
+            yield from self._finish("above")
+
+
+def make_operator_for(task: str, env: Any, kind: str, rng: np.random.Generator, noise: float | None = None) -> ScriptedOperator:
+    """The operator factory that ``robolearn/tasks/lift.py`` and ``can.py`` register."""
+    return ScriptedOperator(scene_for(task, env), kind, rng if rng is not None else np.random.default_rng(), noise)

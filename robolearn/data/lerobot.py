@@ -1,0 +1,293 @@
+"""Import LeRobot datasets (format v2.1 and v3.0) into a demo folder.
+
+LeRobot layouts (huggingface/lerobot, ``LeRobotDataset``)::
+
+    v2.1  meta/info.json (codebase_version "v2.1", fps, features, data_path, chunks_size)
+          meta/episodes.jsonl            one JSON line per episode: episode_index, tasks, length
+          meta/tasks.jsonl               task_index, task (language)
+          data/chunk-XXX/episode_XXXXXX.parquet   one episode per file
+    v3.0  meta/info.json (codebase_version "v3.0", data_path "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet")
+          meta/episodes/chunk-XXX/file-XXX.parquet   episode_index, length, data/chunk_index, data/file_index, ...
+          meta/tasks.parquet
+          data/chunk-XXX/file-XXX.parquet        many episodes per file, an episode_index column
+
+Each parquet row is one frame: ``observation.*`` features, ``action``, ``timestamp``,
+``frame_index``, ``episode_index``, and optionally ``next.reward`` / ``next.done`` /
+``next.success``. Numeric ``observation.*`` features become observation keys with the
+prefix dropped and dots turned to underscores (``observation.state`` -> ``state``); image
+and video features are skipped (this stack is low-dimensional).
+
+A LeRobot frame pairs an observation with the action taken from it, so T frames hold
+T-1 complete transitions (o_t, a_t, o_t+1). The folder keeps all T observations and the
+first T-1 actions; the last frame's action (which has no recorded outcome) is kept as the
+episode extra ``final_action`` rather than dropped silently. Actions in LeRobot are
+usually joint targets, not [-1, 1] deltas, so the action spec's bounds are the data's range.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robolearn.data.format import ActionSpec, DemoFormatError, DemoMeta, DemoWriter, ObsFieldSpec
+from robolearn.data.staging import staged_dir
+
+SUPPORTED = ("v2.0", "v2.1", "v3.0")
+BOOKKEEPING = {"timestamp", "frame_index", "episode_index", "index", "task_index"}
+NUMERIC = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "bool"}
+
+
+@dataclass
+class LeRobotImportConfig:
+    #: robolearn task name for the folder; default: the first task text of the dataset, slugified.
+    task: str | None = None
+    #: episode success: "auto" (next.success when recorded, else every episode, since LeRobot
+    #: datasets hold demonstrations the operator kept), "all", "none", or "reward" (final next.reward >= 1).
+    success: str = "auto"
+
+
+def _pq():
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # the 'lerobot' extra
+        raise DemoFormatError("pyarrow", "<import>", f"importing LeRobot datasets needs pyarrow (pip install 'robolearn[lerobot]'): {exc}") from None
+    return pq
+
+
+def read_info(src: Path) -> dict[str, Any]:
+    path = src / "meta" / "info.json"
+    if not src.is_dir():
+        raise DemoFormatError(src, "<folder>", "not a directory (expected a LeRobot dataset folder)")
+    if not path.is_file():
+        raise DemoFormatError(path, "<file>", "missing; a LeRobot dataset has meta/info.json")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DemoFormatError(path, "<file>", f"invalid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise DemoFormatError(path, "<root>", "expected a JSON object")
+    for key in ("codebase_version", "fps", "features"):
+        if key not in info:
+            raise DemoFormatError(path, key, "missing required key")
+    if info["codebase_version"] not in SUPPORTED:
+        raise DemoFormatError(path, "codebase_version", f"{info['codebase_version']!r} is not supported; expected one of {SUPPORTED}")
+    if not isinstance(info["features"], dict):
+        raise DemoFormatError(path, "features", "expected a mapping of feature name -> {dtype, shape}")
+    return info
+
+
+def _feature_shape(path: Path, name: str, feat: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in feat["shape"])
+    except (KeyError, TypeError, ValueError):
+        raise DemoFormatError(path, f"features.{name}.shape", f"expected a list of ints, got {feat!r}") from None
+
+
+def obs_features(info: dict[str, Any], path: Path) -> dict[str, tuple[str, tuple[int, ...], str]]:
+    """observation key -> (LeRobot feature name, per-frame shape, dtype) for numeric observation.* features."""
+    out = {}
+    for name, feat in info["features"].items():
+        if not name.startswith("observation.") or not isinstance(feat, dict) or feat.get("dtype") not in NUMERIC:
+            continue
+        key = name[len("observation."):].replace(".", "_")
+        out[key] = (name, _feature_shape(path, name, feat), "float32" if feat["dtype"] == "float16" else feat["dtype"])
+    if not out:
+        raise DemoFormatError(path, "features", "no numeric observation.* feature (image/video-only datasets are not supported)")
+    if "action" not in info["features"] or info["features"]["action"].get("dtype") not in NUMERIC:
+        raise DemoFormatError(path, "features.action", "missing or not numeric; LeRobot datasets store actions under 'action'")
+    return out
+
+
+def _tasks(src: Path, version: str) -> dict[int, str]:
+    if version.startswith("v2"):
+        p = src / "meta" / "tasks.jsonl"
+        if not p.exists():
+            return {}
+        out = {}
+        for i, line in enumerate(p.read_text().splitlines()):
+            if line.strip():
+                try:
+                    d = json.loads(line)
+                    out[int(d["task_index"])] = str(d["task"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    raise DemoFormatError(p, f"line {i + 1}", "expected {task_index, task}") from None
+        return out
+    p = src / "meta" / "tasks.parquet"
+    if not p.exists():
+        return {}
+    t = _read_table(p).to_pydict()
+    texts = t.get("task") or t.get("__index_level_0__") or []
+    return {int(i): str(s) for i, s in zip(t.get("task_index", []), texts)}
+
+
+def _read_table(path: Path, columns: list[str] | None = None):
+    pq = _pq()
+    import pyarrow as pa
+
+    if not path.is_file():
+        raise DemoFormatError(path, "<file>", "missing")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        raise DemoFormatError(path, "<file>", f"unreadable parquet ({exc})") from None
+
+
+def _episode_list(src: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
+    """[{episode_index, length, data_file}] from meta/episodes.jsonl (v2) or meta/episodes/*.parquet (v3)."""
+    version = info["codebase_version"]
+    chunks = int(info.get("chunks_size", 1000))
+    eps = []
+    if version.startswith("v2"):
+        p = src / "meta" / "episodes.jsonl"
+        if not p.is_file():
+            raise DemoFormatError(p, "<file>", "missing; LeRobot v2.x lists episodes in meta/episodes.jsonl")
+        template = info.get("data_path", "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet")
+        for i, line in enumerate(p.read_text().splitlines()):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                idx, length = int(d["episode_index"]), int(d["length"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise DemoFormatError(p, f"line {i + 1}", "expected a JSON object with episode_index and length") from None
+            eps.append({"episode_index": idx, "length": length, "data_file": src / template.format(episode_chunk=idx // chunks, episode_index=idx)})
+    else:
+        files = sorted((src / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        if not files:
+            raise DemoFormatError(src / "meta" / "episodes", "<folder>", "no chunk-XXX/file-XXX.parquet; LeRobot v3.0 lists episodes there")
+        template = info.get("data_path", "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet")
+        for f in files:
+            t = _read_table(f).to_pydict()
+            for col in ("episode_index", "length", "data/chunk_index", "data/file_index"):
+                if col not in t:
+                    raise DemoFormatError(f, col, "missing column")
+            for j in range(len(t["episode_index"])):
+                eps.append({
+                    "episode_index": int(t["episode_index"][j]),
+                    "length": int(t["length"][j]),
+                    "data_file": src / template.format(chunk_index=int(t["data/chunk_index"][j]), file_index=int(t["data/file_index"][j])),
+                })
+    if not eps:
+        raise DemoFormatError(src / "meta", "episodes", "the dataset lists no episodes")
+    return sorted(eps, key=lambda e: e["episode_index"])
+
+
+def _column(path: Path, table, name: str, n: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A feature column as (n, *shape); accepts scalar columns for shape (1,) and (nested) lists."""
+    import pyarrow as pa
+
+    if name not in table.column_names:
+        raise DemoFormatError(path, name, f"missing column (listed in meta/info.json features); columns: {table.column_names}")
+    col = table.column(name).combine_chunks()
+    values = col
+    while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type) or pa.types.is_large_list(values.type):
+        values = values.flatten()
+    arr = np.asarray(values.to_numpy(zero_copy_only=False))
+    size = int(np.prod(shape)) if shape else 1
+    if arr.size != n * size:
+        raise DemoFormatError(path, name, f"expected {size} values per frame (shape {list(shape)}), got {arr.size} for {n} frames")
+    return arr.reshape((n,) + tuple(shape)) if shape else arr.reshape(n)
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return s[:48] or "lerobot"
+
+
+def import_lerobot(src: str | os.PathLike, dst: str | os.PathLike, cfg: LeRobotImportConfig | None = None, progress: bool = True) -> Path:
+    """Convert a LeRobot v2.1 / v3.0 dataset folder into a new demo folder (staged, renamed at the end)."""
+    from tqdm import tqdm
+
+    cfg = cfg or LeRobotImportConfig()
+    if cfg.success not in ("auto", "all", "none", "reward"):
+        raise DemoFormatError("--success", "success", f"expected auto, all, none or reward, got {cfg.success!r}")
+    src = Path(src)
+    info = read_info(src)
+    info_path = src / "meta" / "info.json"
+    version = info["codebase_version"]
+    feats = obs_features(info, info_path)
+    a_shape = _feature_shape(info_path, "action", info["features"]["action"])
+    has = {k: k in info["features"] for k in ("next.reward", "next.done", "next.success")}
+    tasks = _tasks(src, version)
+    episodes = _episode_list(src, info)
+
+    # Read every episode first (validating as we go), then write: the action bounds are the data's range.
+    cache: dict[Path, Any] = {}
+    loaded = []
+    for ep in tqdm(episodes, desc=f"read {src.name}", disable=not progress, unit="ep"):
+        f = ep["data_file"]
+        if f not in cache:
+            cache = {f: _read_table(f)}  # v3 files hold many consecutive episodes: keep the current one
+        table = cache[f]
+        if "episode_index" in table.column_names:
+            epi = np.asarray(table.column("episode_index").to_numpy())
+            rows = np.flatnonzero(epi == ep["episode_index"])
+            if version.startswith("v3") or len(rows) != table.num_rows:
+                table = table.take(rows)
+        elif version.startswith("v3"):
+            raise DemoFormatError(f, "episode_index", "missing column; v3.0 data files hold many episodes")
+        n = table.num_rows
+        if n != ep["length"]:
+            raise DemoFormatError(f, f"episode {ep['episode_index']}", f"has {n} frames but the episode metadata says length {ep['length']}")
+        if n < 2:
+            raise DemoFormatError(f, f"episode {ep['episode_index']}", f"has {n} frame(s); at least 2 are needed for one transition")
+        if "frame_index" in table.column_names:
+            order = np.argsort(np.asarray(table.column("frame_index").to_numpy()), kind="stable")
+            table = table.take(order)
+        obs = {k: _column(f, table, name, n, shape).astype(dtype) for k, (name, shape, dtype) in feats.items()}
+        actions = _column(f, table, "action", n, a_shape).reshape(n, -1).astype(np.float32)
+        if not np.all(np.isfinite(actions)):
+            raise DemoFormatError(f, "action", f"NaN or inf in episode {ep['episode_index']}")
+        rec: dict[str, Any] = {"obs": obs, "actions": actions[:-1], "extra": {"final_action": actions[-1], "lerobot_episode_index": np.asarray(ep["episode_index"])}}
+        if has["next.reward"]:
+            r = _column(f, table, "next.reward", n, ()).astype(np.float32)
+            rec["rewards"] = r[:-1]
+            rec["extra"]["final_reward"] = np.asarray(r[-1])
+        if has["next.done"]:
+            d = _column(f, table, "next.done", n, ()).astype(bool)[:-1]
+            d[-1] = True  # the folder's episode ends with its last complete transition
+            rec["dones"] = d
+        if "timestamp" in table.column_names:
+            rec["timestamps"] = _column(f, table, "timestamp", n, ()).astype(np.float64)
+        if "task_index" in table.column_names:
+            rec["extra"]["task_index"] = np.asarray(int(np.asarray(table.column("task_index").to_numpy())[0]))
+        if cfg.success == "all" or (cfg.success == "auto" and not has["next.success"]):
+            rec["success"] = True
+        elif cfg.success == "none":
+            rec["success"] = False
+        elif cfg.success == "reward":
+            if not has["next.reward"]:
+                raise DemoFormatError(info_path, "features.next.reward", "missing, so --success reward cannot be used")
+            rec["success"] = bool(rec["extra"]["final_reward"] >= 1.0)
+        else:
+            rec["success"] = bool(_column(f, table, "next.success", n, ()).astype(bool).any())
+        loaded.append(rec)
+
+    all_actions = np.concatenate([r["actions"] for r in loaded] + [r["extra"]["final_action"][None] for r in loaded])
+    names = info["features"]["action"].get("names")
+    if isinstance(names, dict):  # e.g. {"motors": [...]}
+        names = next(iter(names.values()), None)
+    task = cfg.task or (_slug(tasks[min(tasks)]) if tasks else _slug(src.name))
+    meta = DemoMeta(
+        task=task,
+        control_hz=float(info["fps"]),
+        obs_spec={k: ObsFieldSpec(shape=shape, dtype=dtype) for k, (_, shape, dtype) in feats.items()},
+        action_spec=ActionSpec(
+            dim=all_actions.shape[1], low=all_actions.min(0).tolist(), high=all_actions.max(0).tolist(),
+            names=[str(x) for x in names] if isinstance(names, list) and len(names) == all_actions.shape[1] else None,
+        ),
+        robot=info.get("robot_type"),
+        source=f"lerobot:{src.name}",
+        extra={"lerobot": {"codebase_version": version, "fps": info["fps"], "tasks": {str(k): v for k, v in tasks.items()},
+                           "obs_features": {k: v[0] for k, v in feats.items()}}},
+    )
+    with staged_dir(dst) as tmp:
+        writer = DemoWriter(tmp, meta)
+        for rec in tqdm(loaded, desc="write", disable=not progress, unit="ep"):
+            writer.write_episode(**rec)
+    return Path(dst)

@@ -1,0 +1,201 @@
+"""Universal Robots (CB3 / e-series) through ``ur_rtde`` (SDU Robotics), as an ``Arm``.
+
+Optional extra: ``pip install 'robolearn[ur]'`` (package ``ur-rtde``). It is imported only
+in ``connect()``; without it the error says what to install.
+
+Translation of our OSC_POSE commands (7 numbers in [-1, 1]):
+* delta position ``cmd[:3] * pos_scale`` metres and delta rotation ``cmd[3:6] * rot_scale``
+  radians (axis-angle, base frame, applied on the left like robosuite's OSC) are added to
+  the *measured* TCP pose (``RTDEReceiveInterface.getActualTCPPose``: x, y, z, rx, ry, rz);
+* ``mode: servoL`` streams the target pose with ``servoL(pose, speed, acceleration, time,
+  lookahead_time, gain)``, ``time`` = one control period; ``mode: speedL`` sends the
+  equivalent Cartesian velocity with ``speedL(xd, acceleration, time)``;
+* gripper: UR arms have none built in; ``gripper: digital_out`` switches a standard
+  digital output through ``RTDEIOInterface.setStandardDigitalOut`` when the command
+  crosses 0 (+ closed), ``gripper: none`` ignores it.
+
+Safety on top of the SafetyShield: ur_rtde's own controller-side watchdog is armed with
+``setWatchdog(min_frequency)`` and kicked after every command, so the robot stops by
+itself if this process dies; ``stop()`` is ``servoStop``/``speedStop``.
+
+No UR arm exists on the machines this was written on: the tests drive this adapter
+against stand-in objects with ur_rtde's method names and signatures and check the
+numbers it sends, not a robot.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from robolearn.data.format import ActionSpec, ObsFieldSpec
+from robolearn.hal.arm import ArmError, ArmSpec, Observation
+from robolearn.hal.noop_arm import axis_angle_to_quat, quat_mul, quat_to_axis_angle
+
+UR_HOME_Q = [0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.0]
+
+
+def _import_ur():
+    try:
+        import rtde_control
+        import rtde_receive
+    except ImportError as exc:
+        raise ArmError(f"the UR arm needs ur_rtde: pip install 'robolearn[ur]' (package ur-rtde) ({exc})") from None
+    try:
+        import rtde_io
+    except ImportError:
+        rtde_io = None
+    return rtde_control, rtde_receive, rtde_io
+
+
+class URRtdeArm:
+    def __init__(
+        self,
+        host: str,
+        control_hz: float = 125.0,
+        pos_scale: float = 0.05,
+        rot_scale: float = 0.5,
+        mode: str = "servoL",
+        speed: float = 0.25,
+        acceleration: float = 0.5,
+        lookahead_time: float = 0.1,
+        gain: float = 300.0,
+        watchdog_min_hz: float | None = None,
+        home_q: list[float] | None = None,
+        gripper: str = "none",
+        gripper_output: int = 0,
+        name: str = "ur",
+    ):
+        if mode not in ("servoL", "speedL"):
+            raise ArmError(f"{name}: mode must be servoL or speedL, got {mode!r}")
+        if gripper not in ("none", "digital_out"):
+            raise ArmError(f"{name}: gripper must be none or digital_out, got {gripper!r}")
+        if not 0.03 <= lookahead_time <= 0.2 or not 100 <= gain <= 2000:
+            raise ArmError(f"{name}: ur_rtde requires lookahead_time in [0.03, 0.2] s and gain in [100, 2000]")
+        self.host, self.mode = host, mode
+        self.control_hz = float(control_hz)
+        self.dt = 1.0 / self.control_hz
+        self.pos_scale, self.rot_scale = float(pos_scale), float(rot_scale)
+        self.speed, self.acceleration = float(speed), float(acceleration)
+        self.lookahead_time, self.gain = float(lookahead_time), float(gain)
+        # Half the command rate: one late command is tolerated, two in a row stop the robot.
+        self.watchdog_min_hz = float(watchdog_min_hz) if watchdog_min_hz else self.control_hz / 2.0
+        self.home_q = list(home_q or UR_HOME_Q)
+        self.gripper, self.gripper_output = gripper, int(gripper_output)
+        self.spec = ArmSpec(
+            name=name,
+            obs_spec={"robot0_eef_pos": ObsFieldSpec((3,)), "robot0_eef_quat": ObsFieldSpec((4,)),
+                      "robot0_gripper_qpos": ObsFieldSpec((2,)), "robot0_joint_pos": ObsFieldSpec((6,))},
+            action_spec=ActionSpec(dim=7, names=["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]),
+            control_hz=self.control_hz,
+        )
+        self._c: Any = None
+        self._r: Any = None
+        self._io: Any = None
+        self._closed_gripper = False
+        self.has_watchdog = False
+
+    # -- Arm protocol -------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._c is not None
+
+    def connect(self) -> None:
+        if self._c is not None:
+            return
+        rtde_control, rtde_receive, rtde_io = _import_ur()
+        try:
+            self._r = rtde_receive.RTDEReceiveInterface(self.host)
+            self._c = rtde_control.RTDEControlInterface(self.host)
+            if self.gripper == "digital_out":
+                if rtde_io is None:
+                    raise ArmError(f"{self.spec.name}: gripper: digital_out needs ur_rtde's rtde_io module")
+                self._io = rtde_io.RTDEIOInterface(self.host)
+        except ArmError:
+            raise
+        except Exception as exc:  # ur_rtde raises RuntimeError on connection failures
+            self._c = self._r = None
+            raise ArmError(f"{self.spec.name}: cannot connect to the UR controller at {self.host}: {exc}") from None
+        if hasattr(self._c, "setWatchdog"):
+            self._c.setWatchdog(self.watchdog_min_hz)
+            self.has_watchdog = True
+
+    def _require(self):
+        if self._c is None:
+            raise ArmError(f"{self.spec.name}: not connected; call connect() first")
+        return self._c
+
+    def _tcp(self) -> tuple[np.ndarray, np.ndarray]:
+        pose = np.asarray(self._r.getActualTCPPose(), dtype=np.float64)
+        if pose.shape != (6,):
+            raise ArmError(f"{self.spec.name}: getActualTCPPose returned {pose.shape} numbers, expected 6")
+        return pose[:3], axis_angle_to_quat(pose[3:])
+
+    def observe(self) -> Observation:
+        self._require()
+        pos, quat = self._tcp()
+        width = 0.0 if self._closed_gripper else 0.04
+        return Observation(time.monotonic(), {
+            "robot0_eef_pos": pos.astype(np.float32),
+            "robot0_eef_quat": quat.astype(np.float32),
+            "robot0_gripper_qpos": np.array([width, -width], np.float32),
+            "robot0_joint_pos": np.asarray(self._r.getActualQ(), np.float32),
+        })
+
+    def target_pose(self, cmd: np.ndarray) -> np.ndarray:
+        """The UR pose [x, y, z, rx, ry, rz] a command asks for, from the measured TCP pose."""
+        pos, quat = self._tcp()
+        target_q = quat_mul(axis_angle_to_quat(cmd[3:6] * self.rot_scale), quat)
+        return np.concatenate([pos + cmd[:3] * self.pos_scale, quat_to_axis_angle(target_q)])
+
+    def send(self, command: np.ndarray) -> np.ndarray:
+        c = self._require()
+        cmd = np.asarray(command, dtype=np.float64).reshape(-1)
+        if cmd.shape != (7,) or not np.all(np.isfinite(cmd)):
+            raise ArmError(f"{self.spec.name}: command must be 7 finite numbers, got {np.asarray(command).tolist()}")
+        cmd = np.clip(cmd, -1.0, 1.0)
+        if self.mode == "servoL":
+            ok = c.servoL(self.target_pose(cmd).tolist(), self.speed, self.acceleration, self.dt, self.lookahead_time, self.gain)
+        else:
+            xd = np.concatenate([cmd[:3] * self.pos_scale, cmd[3:6] * self.rot_scale]) / self.dt
+            ok = c.speedL(xd.tolist(), self.acceleration, self.dt)
+        if ok is False:
+            raise ArmError(f"{self.spec.name}: the UR controller rejected {self.mode} (protective stop or program not running?)")
+        if self.has_watchdog:
+            c.kickWatchdog()
+        self._set_gripper(cmd[6] > 0)
+        return cmd.astype(np.float32)
+
+    def _set_gripper(self, closed: bool) -> None:
+        if self.gripper == "digital_out" and closed != self._closed_gripper:
+            self._io.setStandardDigitalOut(self.gripper_output, bool(closed))
+        if self.gripper != "none":
+            self._closed_gripper = closed
+
+    def home(self) -> Observation:
+        c = self._require()
+        if c.moveJ(self.home_q, 0.5, 0.5) is False:
+            raise ArmError(f"{self.spec.name}: moveJ to home was rejected by the controller")
+        self._set_gripper(False)
+        return self.observe()
+
+    def stop(self) -> None:
+        if self._c is None:
+            return
+        if self.mode == "servoL":
+            self._c.servoStop()
+        else:
+            self._c.speedStop()
+
+    def close(self) -> None:
+        if self._c is None:
+            return
+        try:
+            self.stop()
+            self._c.stopScript()
+            for iface in (self._c, self._r, self._io):
+                if iface is not None and hasattr(iface, "disconnect"):
+                    iface.disconnect()
+        finally:
+            self._c = self._r = self._io = None

@@ -1,0 +1,64 @@
+"""``robolearn teleop LAUNCH.yaml --device keyboard --out DIR``: drive an arm by hand and record demos.
+
+The arm comes from the launch file's ``deploy`` section (``arm``, ``controller``, ``hz``;
+overridable with --arm/--controller/--hz), built by the HAL's ``make_arm`` and therefore
+always behind the SafetyShield its controller file describes. The loop runs at the task's
+rate. Keys (keyboard device): Enter start, v save, x discard, y/n mark success/failure,
+Q quit; w/s a/d e/q translate, j/l i/k u/o rotate, space toggles the gripper. An existing
+--out folder is resumed (same task and spec, next episode index); a mismatch is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "teleoperate an arm and record demos"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("launch", help="launch YAML (task, env, deploy: {arm, controller, hz})")
+    p.add_argument("--device", choices=("keyboard", "spacemouse"), default="keyboard")
+    p.add_argument("--out", required=True, help="demo folder to record into (created, or resumed)")
+    p.add_argument("--device-config", default=None, help="YAML with keyboard: / spacemouse: sections (scales, deadzone, ...)")
+    p.add_argument("--arm", default=None, help="arm backend (overrides deploy.arm; default noop)")
+    p.add_argument("--controller", default=None, help="controller YAML (overrides deploy.controller)")
+    p.add_argument("--hz", type=float, default=None, help="loop rate (default deploy.hz, else the arm's control rate)")
+    p.add_argument("--max-steps", type=int, default=None, help="steps per episode before asking to save or discard")
+    p.add_argument("--max-episodes", type=int, default=None, help="stop after saving this many episodes")
+    p.add_argument("--seed", type=int, default=None, help="seed of the task's reset distribution (simulated arms)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from robolearn.config import ConfigError, load_yaml
+    from robolearn.data.format import DemoWriter
+    from robolearn.hal.factory import controller_file, make_arm
+    from robolearn.launch import load_launch
+    from robolearn.teleop.devices import HELP_LINE, make_device
+    from robolearn.teleop.session import SessionConfig, TeleopSession, meta_for
+
+    cfg = load_launch(args.launch)
+    deploy = dict(cfg.deploy or {})
+    backend = args.arm or deploy.get("arm") or "noop"
+    controller = args.controller or deploy.get("controller")
+    arm = make_arm(backend, controller, task=cfg.task, env_overrides=cfg.env, seed=args.seed)
+    hz = args.hz or deploy.get("hz") or arm.spec.control_hz
+    if not isinstance(hz, (int, float)) or not hz > 0:
+        raise ConfigError(args.launch, "deploy.hz", f"expected a positive rate, got {hz!r}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ConfigError("--max-steps", "max_steps", f"expected >= 1, got {args.max_steps}")
+    meta = meta_for(arm, cfg.task, hz, source=f"teleop:{args.device}", controller=str(controller_file(backend, controller)),
+                    extra={"env": dict(cfg.env), "arm": backend, "launch": str(args.launch)})
+    writer = DemoWriter(args.out, meta)  # refuses a folder of another task or spec before anything moves
+    settings = load_yaml(args.device_config) if args.device_config else None
+    device = make_device(args.device, settings, source=args.device_config or "device config")
+    try:
+        arm.connect()
+        print(f"teleop: {backend} arm, task {cfg.task}, {hz:g} Hz, recording into {args.out} "
+              f"(next episode {writer.next_index})\n{HELP_LINE}", flush=True)
+        session = TeleopSession(arm, device, writer, SessionConfig(hz=float(hz), max_steps=args.max_steps, max_episodes=args.max_episodes))
+        summary = session.run()
+    finally:
+        device.close()
+        arm.close()
+    print("\n" + json.dumps(summary), flush=True)
+    return 0

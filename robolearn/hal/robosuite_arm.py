@@ -198,8 +198,13 @@ class RobosuiteArm:
         if not np.all(np.isfinite(cmd)):
             raise ArmError(f"{self.spec.name}: non-finite command {cmd.tolist()}")
         applied = np.clip(cmd, -1.0, 1.0)
-        raw, reward, _, _ = env.step(applied)
-        self._raw = raw
+        _, reward, _, _ = env.step(applied)
+        # After mj_step MuJoCo's derived quantities (site poses, velocities) still describe the
+        # state *before* integration. Recomputing them here makes the observation match the
+        # state and makes set_state() + the same commands replay bit-for-bit (the controller's
+        # first substep then sees the same kinematics in both runs).
+        env.sim.forward()
+        self._raw = env._get_observations(force_update=True)
         self.last_reward = float(reward)
         self.steps += 1
         return applied.astype(np.float32)
@@ -236,16 +241,44 @@ class RobosuiteArm:
         self.steps = 0
         return self.observe()
 
+    def _grippers(self) -> list[Any]:
+        env = self._require()
+        out = []
+        for robot in env.robots:
+            g = robot.gripper
+            out.extend(g.values() if isinstance(g, dict) else [g])
+        return [g for g in out if hasattr(g, "current_action")]
+
     def get_state(self) -> np.ndarray:
-        return np.asarray(self._require().sim.get_state().flatten(), dtype=np.float64)
+        """robosuite's flattened MuJoCo state (time, qpos, qvel) followed by each gripper's
+        command state. The Panda gripper model ramps its fingers' command a little every
+        physics step, so that ramp is state too: without it a replay drifts by ~1e-5 m."""
+        env = self._require()
+        parts = [np.asarray(env.sim.get_state().flatten(), dtype=np.float64)]
+        parts += [
+            np.broadcast_to(np.asarray(g.current_action, dtype=np.float64).reshape(-1), (len(g.actuators),))
+            for g in self._grippers()
+        ]
+        return np.concatenate(parts)
 
     def set_state(self, state: np.ndarray) -> Observation:
         env = self._require()
         state = np.asarray(state, dtype=np.float64).reshape(-1)
-        expected = env.sim.get_state().flatten().shape[0]
-        if state.shape[0] != expected:
-            raise ArmError(f"{self.spec.name}: simulator state must have {expected} numbers, got {state.shape[0]}")
-        env.sim.set_state_from_flattened(state)
+        n_sim = env.sim.get_state().flatten().shape[0]
+        grippers = self._grippers()
+        sizes = [len(g.actuators) for g in grippers]
+        expected = n_sim + sum(sizes)
+        if state.shape[0] not in (expected, n_sim):
+            raise ArmError(
+                f"{self.spec.name}: simulator state must have {expected} numbers "
+                f"({n_sim} MuJoCo time/qpos/qvel + {sum(sizes)} gripper), got {state.shape[0]}"
+            )
+        env.sim.set_state_from_flattened(state[:n_sim])
+        if state.shape[0] == expected:  # a bare robosuite state (e.g. from robomimic) leaves the grippers be
+            i = n_sim
+            for g, n in zip(grippers, sizes):
+                g.current_action = state[i : i + n].copy()
+                i += n
         env.sim.forward()
         self._raw = env._get_observations(force_update=True)
         return self.observe()

@@ -147,9 +147,22 @@ class ScriptedOperator:
     """A scripted command source. ``kind`` picks the script; ``rng`` makes every random
     choice (behaviours, speeds, pauses, action noise), so one seed gives one demo."""
 
-    def __init__(self, scene: Scene, kind: str, rng: np.random.Generator, noise: float | None = None):
+    def __init__(
+        self,
+        scene: Scene,
+        kind: str,
+        rng: np.random.Generator,
+        noise: float | None = None,
+        behaviours: list[str] | None = None,
+    ):
         if kind not in KINDS:
             raise ConfigError("operator", "kind", f"unknown operator kind {kind!r}; expected one of {list(KINDS)}")
+        pool = LIFT_BEHAVIOURS if scene.task == "lift" else CAN_BEHAVIOURS
+        for b in behaviours or []:
+            if b not in pool:
+                raise ConfigError("operator", "behaviours", f"unknown behaviour {b!r} for {scene.task}; expected some of {list(pool)}")
+        #: Suboptimal only: run exactly these behaviours (tests, analysis) instead of drawing 1-3.
+        self.forced_behaviours = list(behaviours) if behaviours else None
         self.scene = scene
         self.kind = kind
         self.rng = rng
@@ -181,6 +194,15 @@ class ScriptedOperator:
             self._gen = iter(())
         self.step_count += 1
         return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+
+    def episode_info(self) -> dict[str, np.ndarray]:
+        """What this episode contained, stored by the collect command as ``extra/*`` arrays."""
+        return {
+            "operator_mode": np.asarray(self.mode or self.kind),
+            "behaviours": np.asarray("+".join(self.behaviours)),
+            "event_steps": np.asarray([s for s, _ in self.events], dtype=np.int64),
+            "event_names": np.asarray([n for _, n in self.events], dtype=np.str_) if self.events else np.zeros(0, "U1"),
+        }
 
     # -- observation helpers --------------------------------------------------------------
     def eef(self) -> np.ndarray:
@@ -283,6 +305,20 @@ class ScriptedOperator:
         for _ in range(steps):
             yield self._command(hold, 0.3, None, grip)
 
+    def _close_until_blocked(self, min_steps: int = 5, max_steps: int = 16) -> Script:
+        """Squeeze until the fingers stop moving: on the object, or fully shut on nothing."""
+        self._grip = CLOSE
+        self._event("close")
+        hold = self.eef().copy()
+        last, still = self.gap(), 0
+        for i in range(max_steps):
+            yield self._command(hold, 0.3, None, CLOSE)
+            g = self.gap()
+            still = still + 1 if abs(g - last) < 0.0015 else 0
+            last = g
+            if i + 1 >= min_steps and still >= 2:
+                return
+
     def _wait(self, steps: int) -> Script:
         hold = self.eef().copy()
         for _ in range(steps):
@@ -331,10 +367,10 @@ class ScriptedOperator:
             max_steps=50,
             yaw=self.grasp_yaw,
         )
-        yield from self._grip_to(CLOSE, 7)
+        yield from self._close_until_blocked()
 
     def _release_and_rise(self, dz: float = 0.08) -> Script:
-        yield from self._grip_to(OPEN, 6)
+        yield from self._grip_to(OPEN, 8)
         up = self.eef() + np.array([0.0, 0.0, dz])
         yield from self._move(lambda: up, OPEN, self._speed(), tol=0.015, max_steps=30)
 
@@ -513,7 +549,7 @@ class ScriptedOperator:
             pool = LIFT_BEHAVIOURS if self.scene.task == "lift" else CAN_BEHAVIOURS
             n = int(self.rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
             chosen = list(self.rng.choice(pool, size=n, replace=False))
-            self.behaviours = [str(b) for b in chosen]
+            self.behaviours = list(self.forced_behaviours) if self.forced_behaviours else [str(b) for b in chosen]
             self.mode = "+".join(self.behaviours)
             for b in self.behaviours:
                 self._event(f"begin:{b}")
@@ -522,6 +558,9 @@ class ScriptedOperator:
             yield from self._finish("above")
 
 
-def make_operator_for(task: str, env: Any, kind: str, rng: np.random.Generator, noise: float | None = None) -> ScriptedOperator:
+def make_operator_for(
+    task: str, env: Any, kind: str, rng: np.random.Generator, noise: float | None = None, behaviours: list[str] | None = None
+) -> ScriptedOperator:
     """The operator factory that ``robolearn/tasks/lift.py`` and ``can.py`` register."""
-    return ScriptedOperator(scene_for(task, env), kind, rng if rng is not None else np.random.default_rng(), noise)
+    rng = rng if rng is not None else np.random.default_rng()
+    return ScriptedOperator(scene_for(task, env), kind, rng, noise, behaviours)

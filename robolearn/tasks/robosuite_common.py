@@ -182,6 +182,9 @@ class RobosuiteTaskEnv:
             raise ConfigError(
                 source, "control_hz", f"{self.config.control_hz} differs from the controller's control_freq {self.arm.spec.control_hz}"
             )
+        #: Recorded into demo folders' meta.json by the collect command.
+        self.robot = self.arm.config.robot
+        self.controller = self.config.controller
         self.horizon = int(self.config.horizon)
         self.control_hz = float(self.config.control_hz)
         self.obs_spec: dict[str, ObsFieldSpec] = dict(self.arm.spec.obs_spec)

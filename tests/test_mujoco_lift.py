@@ -1,0 +1,213 @@
+"""Lift in MuJoCo through the HAL: the RobosuiteArm, the task layer and the scripted operators.
+
+One robosuite environment serves the whole module (building one costs ~1 s)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("robosuite")
+pytest.importorskip("mujoco")
+
+from robolearn.config import ConfigError  # noqa: E402
+from robolearn.hal.arm import Arm, ArmError  # noqa: E402
+from robolearn.tasks.base import make_env, make_operator  # noqa: E402
+from robolearn.tasks.manip_operators import make_operator_for  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = make_env("lift")
+    e.reset(seed=0)
+    yield e
+    e.close()
+
+
+def rollout(env, op, seed, max_steps=None):
+    """Roll out an operator; returns obs arrays (T+1 rows), success, the operator."""
+    obs = env.reset(seed=seed)
+    op.reset()
+    rows = {k: [v] for k, v in obs.items()}
+    res = None
+    for _ in range(max_steps or env.horizon):
+        res = env.step(op.act(obs))
+        obs = res.obs
+        for k, v in obs.items():
+            rows[k].append(v)
+        if res.done:
+            break
+    return {k: np.stack(v) for k, v in rows.items()}, bool(res.success), op
+
+
+def test_arm_protocol_observe_send_home(env):
+    arm = env.arm
+    assert isinstance(arm, Arm)
+    assert arm.connected and arm.spec.action_spec.dim == 7 and arm.spec.control_hz == 20
+    ob = arm.home()
+    for key, shape in {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,), "object": (10,)}.items():
+        assert ob.data[key].shape == shape and ob.data[key].dtype == np.float32
+    start = ob.data["robot0_eef_pos"].copy()
+    applied = arm.send(np.array([3.0, 0, 0, 0, 0, 0, -1]))  # out of range: clipped, not refused
+    assert applied[0] == pytest.approx(1.0)
+    for _ in range(6):
+        arm.send(np.array([1.0, 0, 0, 0, 0, 0, -1]))
+    moved = arm.observe().data["robot0_eef_pos"] - start
+    assert moved[0] > 0.04 and abs(moved[1]) < 0.01, moved  # +x command moves +x
+    assert arm.observe().timestamp > ob.timestamp
+    with pytest.raises(ArmError, match="7 numbers"):
+        arm.send(np.zeros(6))
+    with pytest.raises(ArmError, match="non-finite"):
+        arm.send(np.array([np.nan, 0, 0, 0, 0, 0, 0]))
+    arm.stop()
+    back = arm.home().data["robot0_eef_pos"]
+    assert np.linalg.norm(back - start) < 0.03
+
+
+def test_seeded_reset_and_exact_replay(env):
+    a = env.reset(seed=11)["object"][:3]
+    b = env.reset(seed=12)["object"][:3]
+    c = env.reset(seed=11)["object"][:3]
+    np.testing.assert_array_equal(a, c)
+    assert np.linalg.norm(a - b) > 1e-4
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (12, 7)).astype(np.float32)
+    state = env.get_state()
+    first = [env.step(x).obs["robot0_eef_pos"] for x in actions]
+    env.set_state(state)
+    second = [env.step(x).obs["robot0_eef_pos"] for x in actions]
+    np.testing.assert_allclose(np.stack(first), np.stack(second), atol=1e-6)
+
+
+def test_proficient_succeeds_on_three_seeded_episodes(env):
+    for seed in range(3):
+        op = make_operator("lift", env, "proficient", np.random.default_rng(seed))
+        traj, success, _ = rollout(env, op, seed=100 + seed)
+        assert success, f"seed {seed}: proficient operator failed"
+        assert len(traj["object"]) - 1 < 80
+        assert np.all(np.abs(np.diff(traj["robot0_eef_pos"], axis=0)) < 0.05)
+
+
+def _gap(traj):
+    q = traj["robot0_gripper_qpos"]
+    return q[:, 0] - q[:, 1]
+
+
+def _first_final_grasp(op):
+    return max(s for s, n in op.events if n == "final_lift")
+
+
+def test_suboptimal_partial_lift_sets_the_cube_back_down(env):
+    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(1), behaviours=["partial_lift"])
+    traj, success, _ = rollout(env, op, seed=21)
+    assert success
+    z = traj["object"][:, 2]
+    rest = np.median(z[5:15])
+    final = _first_final_grasp(op)
+    before = z[:final]
+    peak = int(np.argmax(before))
+    assert before[peak] > rest + 0.005, "the cube never left the table before the final lift"
+    assert before[peak] < env.table_height + env.success_height, "the partial lift already counted as success"
+    assert before[peak:].min() < rest + 0.002, "the cube was not set back down"
+    assert z[-1] > env.table_height + env.success_height
+
+
+def test_suboptimal_push_moves_the_cube_without_grasping(env):
+    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(2), behaviours=["push"])
+    traj, success, _ = rollout(env, op, seed=22)
+    assert success
+    first_close = min(s for s, n in op.events if n == "close")  # the final grasp's close
+    obj = traj["object"][:, :2]
+    displaced = np.linalg.norm(obj[first_close] - obj[8])
+    assert displaced > 0.03, f"cube moved only {displaced:.3f} m before the first grasp"
+    assert np.all(traj["object"][5:first_close, 2] < env.table_height + 0.03), "pushed cube left the table"
+
+
+def test_suboptimal_carry_release_grasps_moves_and_lets_go(env):
+    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(3), behaviours=["carry_release"])
+    traj, success, _ = rollout(env, op, seed=23)
+    assert success
+    gap = _gap(traj)
+    final = _first_final_grasp(op)
+    closes = [s for s, n in op.events if n == "close" and s < final]
+    opens = [s for s, n in op.events if n == "open" and s < final]
+    assert closes and opens and opens[-1] > closes[0]
+    c, o = closes[0], opens[-1]
+    assert gap[c + 7] < gap[c] - 0.02, "fingers did not close on the cube"
+    assert gap[o + 10] > gap[o] + 0.02, "fingers did not open again"
+    moved = np.linalg.norm(traj["object"][o, :2] - traj["object"][c, :2])
+    assert moved > 0.04, f"cube carried only {moved:.3f} m while held"
+
+
+def test_suboptimal_missed_grasp_closes_on_nothing(env):
+    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(4), behaviours=["missed_grasp", "wander"])
+    traj, success, _ = rollout(env, op, seed=24)
+    assert success
+    gap = _gap(traj)
+    final = _first_final_grasp(op)
+    assert gap[:final].min() < 0.01, "the first grasp did not close on empty air"
+    assert gap[final] > 0.02  # the final grasp holds the cube between the fingers
+    eef_xy = traj["robot0_eef_pos"][:, :2]
+    obj_xy = traj["object"][:, :2]
+    d = np.linalg.norm(eef_xy - obj_xy, axis=1)[:final]
+    near = int(np.argmax(d < 0.02))
+    assert d[near:].max() > 0.08, "the operator never wandered away after approaching"
+
+
+def test_suboptimal_is_longer_and_varied(env):
+    lengths, modes = [], set()
+    for i in range(4):
+        op = make_operator("lift", env, "suboptimal", np.random.default_rng(50 + i))
+        traj, success, op = rollout(env, op, seed=50 + i)
+        assert success
+        lengths.append(len(traj["object"]) - 1)
+        modes.add(op.mode)
+        assert 1 <= len(op.behaviours) <= 3
+        info = op.episode_info()
+        assert str(info["behaviours"]) == "+".join(op.behaviours)
+    assert np.median(lengths) > 60 and len(modes) >= 3
+
+
+def test_multimodal_modes_all_succeed(env):
+    modes = set()
+    for i in range(3):
+        op = make_operator("lift", env, "multimodal", np.random.default_rng(i + 7))
+        _, success, op = rollout(env, op, seed=70 + i)
+        assert success, op.mode
+        modes.add(op.mode)
+    assert len(modes) >= 2
+
+
+def test_render_draws_the_goal_marker(env, tmp_path):
+    obs = env.reset(seed=3)
+    plain = env.render(96, 96)
+    goal = {"robot0_eef_pos": obs["object"][:3] + np.array([0, 0, 0.08], np.float32)}
+    marked = env.render(96, 96, goal=goal)
+    assert plain.shape == (96, 96, 3) and plain.dtype == np.uint8
+    diff = np.abs(plain.astype(int) - marked.astype(int)).sum(axis=2) > 30
+    assert 5 < diff.sum() < 96 * 96 // 4, diff.sum()
+    np.testing.assert_array_equal(plain, env.render(96, 96))  # the marker never stays in the scene
+    episodes = [{"robot0_eef_pos": np.cumsum(np.full((5, 3), 0.01), 0), "object": np.zeros((5, 10))}]
+    out = tmp_path / "paths.png"
+    env.plot_rollouts(episodes, [True], str(out), title="t")
+    assert out.stat().st_size > 1000
+    with pytest.raises(ValueError, match="success flags"):
+        env.plot_rollouts(episodes, [True, False], str(out))
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ConfigError, match=r"lift\.yaml.*horizonn"):
+        make_env("lift", horizonn=5)
+    with pytest.raises(ConfigError, match="horizon"):
+        make_env("lift", horizon=0)
+    with pytest.raises(ConfigError, match="kind"):
+        make_operator_for("lift", None, "sloppy", np.random.default_rng(0))
+
+
+def test_import_prints_no_robosuite_warnings():
+    code = "import robolearn.tasks.lift as m; e = m.LiftEnv(); e.reset(seed=0); e.step([0]*7); e.close()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "robosuite" not in (out.stdout + out.stderr).lower(), out.stdout + out.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -96,7 +97,7 @@ class TeleopSession:
         self._step = 0
         self._last_status = 0.0
         self._rate = 0.0
-        self._t_prev: float | None = None
+        self._ticks: deque[float] = deque(maxlen=20)
 
     # ------------------------------------------------------------------ events
     def _on_events(self, events: list[str]) -> None:
@@ -138,12 +139,11 @@ class TeleopSession:
         return line
 
     def _on_step(self, step: int, obs, applied) -> None:
+        # loop rate over the last ~20 steps: what the operator actually gets, not the nominal rate
         now = time.monotonic()
-        if self._t_prev is not None:
-            dt = now - self._t_prev
-            if dt > 0:
-                self._rate = 1.0 / dt if self._rate == 0 else 0.9 * self._rate + 0.1 / dt
-        self._t_prev = now
+        self._ticks.append(now)
+        if len(self._ticks) >= 2 and self._ticks[-1] > self._ticks[0]:
+            self._rate = (len(self._ticks) - 1) / (self._ticks[-1] - self._ticks[0])
         self._step = step + 1
         self.status()
 
@@ -172,7 +172,8 @@ class TeleopSession:
     def _record_episode(self) -> None:
         from robolearn.hal.loop import ControlLoop
 
-        self.mark, self.decision, self._step, self._rate, self._t_prev = None, None, 0, 0.0, None
+        self.mark, self.decision, self._step, self._rate = None, None, 0, 0.0
+        self._ticks.clear()
         self.arm.home()
         self.state = "recording"
         self.status(force=True)

@@ -83,6 +83,11 @@ def test_hdf5_folder_hdf5_round_trip(tmp_path):
     ep = r.load(0)
     assert ep.obs["object"].dtype == np.float64 and ep.obs["object"].shape == (demos["demo_1"] + 1, 10)
     assert ep.success and ep.states.shape == (demos["demo_1"], 12)
+    # float32 on request, to merge with folders recorded by `robolearn collect`
+    _, f32 = convert(src, tmp_path / "f32", progress=False, obs_dtype="float32")
+    e32 = DemoReader(f32).load(0)
+    assert e32.obs["object"].dtype == np.float32
+    np.testing.assert_array_equal(e32.obs["object"], ep.obs["object"].astype(np.float32))
 
     back = tmp_path / "back.hdf5"
     convert(folder, back, progress=False)
@@ -225,7 +230,7 @@ def test_robosuite_raw_demo_import(tmp_path):
         g.attrs["model_file"] = xml
         g.create_dataset("states", data=np.array(states))
         g.create_dataset("actions", data=np.array(actions))
-    kind, out = convert(src, tmp_path / "raw", progress=False)
+    kind, out = convert(src, tmp_path / "raw", progress=False, obs_dtype="float64")
     assert kind == "robosuite_raw->folder"
     r = DemoReader(out)
     assert r.meta.task == "lift" and set(r.meta.obs_spec) == {"robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"}

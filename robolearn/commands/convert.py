@@ -17,10 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="a demo folder, a robomimic .hdf5, or robosuite's raw demo.hdf5")
     p.add_argument("dst", help="output: a new .hdf5 file (from a folder) or a new folder (from HDF5)")
     p.add_argument("--obs-keys", nargs="+", default=None, help="observation keys to import (default: all / robomimic low-dim keys)")
+    p.add_argument("--obs-dtype", default=None, choices=("float32", "float64"),
+                   help="observation dtype of an imported folder (default: robomimic keeps the file's, robosuite raw uses float32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None, progress: bool = True) -> tuple[str, Path]:
+def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None, progress: bool = True,
+            obs_dtype: str | None = None) -> tuple[str, Path]:
     """Run the conversion SRC implies; returns (kind, output path)."""
     from robolearn.data.format import DemoFormatError
     from robolearn.data.robomimic import detect_hdf5_kind, export_robomimic, import_robomimic
@@ -34,14 +37,14 @@ def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None,
         raise DemoFormatError(src, "<input>", "no such file or folder")
     kind = detect_hdf5_kind(src)
     if kind == "robomimic":
-        return "robomimic->folder", import_robomimic(src, dst, obs_keys=obs_keys, progress=progress)
+        return "robomimic->folder", import_robomimic(src, dst, obs_keys=obs_keys, progress=progress, obs_dtype=obs_dtype)
     from robolearn.data.robosuite_raw import import_robosuite_raw
 
-    return "robosuite_raw->folder", import_robosuite_raw(src, dst, obs_keys=obs_keys, progress=progress)
+    return "robosuite_raw->folder", import_robosuite_raw(src, dst, obs_keys=obs_keys, progress=progress, obs_dtype=obs_dtype)
 
 
 def run(args: argparse.Namespace) -> int:
-    kind, out = convert(args.src, args.dst, obs_keys=args.obs_keys, progress=not args.quiet)
+    kind, out = convert(args.src, args.dst, obs_keys=args.obs_keys, progress=not args.quiet, obs_dtype=args.obs_dtype)
     if out.is_dir():
         from robolearn.data.format import DemoReader
 

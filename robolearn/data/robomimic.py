@@ -239,8 +239,13 @@ def _decode_extra(value: Any) -> np.ndarray:
     return arr
 
 
-def import_robomimic(src: str | os.PathLike, dst: str | os.PathLike, obs_keys: list[str] | None = None, progress: bool = True) -> Path:
-    """Convert a robomimic HDF5 file into a new demo folder (written staged, renamed at the end)."""
+def import_robomimic(
+    src: str | os.PathLike, dst: str | os.PathLike, obs_keys: list[str] | None = None, progress: bool = True, obs_dtype: str | None = None
+) -> Path:
+    """Convert a robomimic HDF5 file into a new demo folder (written staged, renamed at the end).
+
+    ``obs_dtype``: None keeps the file's dtypes (lossless; robomimic stores float64); "float32"
+    matches the folders ``robolearn collect`` writes, so the two can be merged."""
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
@@ -265,7 +270,7 @@ def import_robomimic(src: str | os.PathLike, dst: str | os.PathLike, obs_keys: l
         obs_spec = {}
         for k in keys:
             ds = first["obs"][k]
-            obs_spec[k] = ObsFieldSpec(shape=tuple(int(s) for s in ds.shape[1:]), dtype=np.dtype(ds.dtype).name)
+            obs_spec[k] = ObsFieldSpec(shape=tuple(int(s) for s in ds.shape[1:]), dtype=obs_dtype or np.dtype(ds.dtype).name)
         meta = _meta_from_file(src, data, obs_spec, int(a_shape[1]))
         masks = _read_masks(src, f)
         with staged_dir(dst) as tmp:

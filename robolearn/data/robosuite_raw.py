@@ -94,9 +94,13 @@ def replay_states(env, model_xml: str | None, states: np.ndarray, actions: np.nd
 
 
 def import_robosuite_raw(
-    src: str | os.PathLike, dst: str | os.PathLike, obs_keys: list[str] | None = None, progress: bool = True
+    src: str | os.PathLike, dst: str | os.PathLike, obs_keys: list[str] | None = None, progress: bool = True,
+    obs_dtype: str | None = None,
 ) -> Path:
-    """Convert a robosuite raw demo.hdf5 into a new demo folder (staged, renamed at the end)."""
+    """Convert a robosuite raw demo.hdf5 into a new demo folder (staged, renamed at the end).
+
+    ``obs_dtype`` defaults to float32, the dtype of the lift/can tasks' observations, so the
+    result merges with folders recorded by ``robolearn collect``."""
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
@@ -138,7 +142,7 @@ def import_robosuite_raw(
         missing = [src_key for src_key in obs_map.values() if src_key not in probe]
         if missing:
             raise DemoFormatError(src, "obs_keys", f"robosuite env {env_name} has no observation {missing}; it has {sorted(probe)}")
-        obs_spec = {k: ObsFieldSpec(shape=tuple(np.asarray(probe[s]).shape), dtype="float64") for k, s in obs_map.items()}
+        obs_spec = {k: ObsFieldSpec(shape=tuple(np.asarray(probe[s]).shape), dtype=obs_dtype or "float32") for k, s in obs_map.items()}
         meta = DemoMeta(
             task=task_from_env_name(env_name),
             control_hz=float(env_info.get("control_freq", 20.0)),

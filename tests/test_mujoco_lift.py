@@ -211,3 +211,24 @@ def test_import_prints_no_robosuite_warnings():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "robosuite" not in (out.stdout + out.stderr).lower(), out.stdout + out.stderr
+
+
+def test_shield_from_controller_yaml():
+    from robolearn.hal.robosuite_arm import RobosuiteArm
+
+    arm = RobosuiteArm("Lift", object_dim=10, seed=0, object_fn=lambda env, raw: np.concatenate(
+        [raw["cube_pos"], raw["cube_quat"], raw["gripper_to_cube_pos"]]))
+    shield = arm.make_shield()
+    assert shield.pos_scale == pytest.approx(0.05) and shield.rot_scale == pytest.approx(0.5)
+    try:
+        shield.connect()
+        shield.home()
+        z_low = shield.config.workspace_low[2]
+        for _ in range(25):  # drive down hard: the hand stays inside the shield's box
+            shield.send(np.array([0, 0, -1.0, 0, 0, 0, -1]))
+            assert shield.observe().data["robot0_eef_pos"][2] > z_low - 0.01
+        shield.send(np.array([np.nan] * 7))  # rejected and held, never passed to MuJoCo
+        assert shield.stats.rejected_nonfinite == 1
+    finally:
+        shield.close()
+    assert not arm.connected

@@ -228,3 +228,18 @@ def test_sigkill_mid_episode_keeps_saved_episodes_and_folder_appendable(tmp_path
                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert res.returncode == 2 and "cannot append" in res.stderr and "other_task" in res.stderr
     assert DemoReader(out).validate() == 2
+
+
+def test_gamepad_mapping_without_pygame():
+    from robolearn.teleop.devices import GamepadConfig, GamepadMapper
+
+    m = GamepadMapper(GamepadConfig(pos_scale=1.0, rot_scale=1.0, deadzone=0.1))
+    # left stick pushed forward (axis 1 = -1) -> +x; tiny drift on axis 0 is inside the deadzone
+    cmd, ev = m.update([0.05, -1.0, 0.0, 0.0, 0.0, 0.0], pressed=set(), hat=(1, 0))
+    np.testing.assert_allclose(cmd, [1.0, 0, 0, 1.0, 0, 0, -1.0])
+    cmd, ev = m.update([0.0] * 6, pressed={0, 7})
+    assert cmd[6] == 1.0 and ev == ["start_or_save"]
+    cmd, ev = m.update([0.0] * 6, pressed={0, 7})  # held: no new events, gripper stays
+    assert cmd[6] == 1.0 and ev == []
+    with pytest.raises(ConfigError, match="buttons.5"):
+        GamepadMapper(GamepadConfig(buttons={5: "explode"}))

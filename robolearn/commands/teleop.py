@@ -17,7 +17,7 @@ HELP = "teleoperate an arm and record demos"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("launch", help="launch YAML (task, env, deploy: {arm, controller, hz})")
-    p.add_argument("--device", choices=("keyboard", "spacemouse"), default="keyboard")
+    p.add_argument("--device", choices=("keyboard", "spacemouse", "gamepad"), default="keyboard")
     p.add_argument("--out", required=True, help="demo folder to record into (created, or resumed)")
     p.add_argument("--device-config", default=None, help="YAML with keyboard: / spacemouse: sections (scales, deadzone, ...)")
     p.add_argument("--arm", default=None, help="arm backend (overrides deploy.arm; default noop)")

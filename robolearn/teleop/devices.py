@@ -12,6 +12,8 @@ of episode events ("start", "save", "discard", "success", "failure", "quit").
   split-report models; report 3: buttons). No SpaceMouse exists on a build machine, so the
   parser is tested with recorded report byte strings (tests/test_teleop.py), and the HID
   open/read path is exercised only on real hardware.
+* ``GamepadDevice`` (optional, needs pygame): an SDL game controller; the axis/button
+  mapping (``GamepadMapper``) is tested with synthetic values, the pygame path only by hand.
 
 Every device has a typed config with per-group scales and a deadzone (analog inputs
 below it read as zero, so a resting hand does not drift the arm).
@@ -300,6 +302,91 @@ class SpaceMouseDevice:
             self.dev = None
 
 
+# ----------------------------------------------------------------------------- gamepad (optional)
+
+
+@dataclass
+class GamepadConfig:
+    """An SDL game controller through pygame (optional; `pip install pygame`). Defaults fit an
+    Xbox-layout pad on Linux: left stick x/y, right stick y -> z and x -> yaw, d-pad -> roll/pitch."""
+
+    pos_scale: float = 0.6
+    rot_scale: float = 0.3
+    deadzone: float = 0.1  # sticks rarely rest at exactly 0
+    #: joystick axis index for x, y, z, roll, pitch, yaw (-1: none; roll/pitch come from the d-pad)
+    axes: list[int] = field(default_factory=lambda: [1, 0, 4, -1, -1, 3])
+    signs: list[float] = field(default_factory=lambda: [-1.0, -1.0, -1.0, 1.0, 1.0, -1.0])
+    hat: int = 0  # d-pad: (x, y) -> roll, pitch
+    #: button index -> event; "gripper" toggles the gripper
+    buttons: dict[int, str] = field(default_factory=lambda: {0: "gripper", 1: "discard", 2: "failure", 3: "success", 6: "quit", 7: "start_or_save"})
+    index: int = 0  # which joystick
+
+    def validate(self, source: str = "gamepad") -> "GamepadConfig":
+        _check_common(self, source)
+        if len(self.axes) != 6 or len(self.signs) != 6:
+            raise ConfigError(source, "axes", f"expected 6 axis indices and 6 signs, got {self.axes!r} / {self.signs!r}")
+        for b, ev in self.buttons.items():
+            if ev != "gripper" and ev not in EVENTS:
+                raise ConfigError(source, f"buttons.{b}", f"unknown event {ev!r}; expected gripper or one of {EVENTS}")
+        return self
+
+
+class GamepadMapper:
+    """Axis/button/hat values -> command and events (no pygame: testable)."""
+
+    def __init__(self, config: GamepadConfig | None = None):
+        self.config = (config or GamepadConfig()).validate()
+        self.gripper = -1.0
+        self._held: set[int] = set()
+
+    def update(self, axes: list[float], pressed: set[int], hat: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, list[str]]:
+        c = self.config
+        raw = np.zeros(6)
+        for i, a in enumerate(c.axes):
+            if 0 <= a < len(axes):
+                raw[i] = axes[a]
+        raw[3] = raw[3] or float(hat[0])
+        raw[4] = raw[4] or float(hat[1])
+        events = []
+        for b in sorted(pressed - self._held):  # rising edges only
+            ev = c.buttons.get(b)
+            if ev == "gripper":
+                self.gripper = -self.gripper
+            elif ev is not None:
+                events.append(ev)
+        self._held = set(pressed)
+        return shape_command(raw, self.gripper, c.pos_scale, c.rot_scale, c.deadzone, c.signs), events
+
+
+class GamepadDevice:
+    def __init__(self, config: GamepadConfig | None = None):
+        self.mapper = GamepadMapper(config)
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        try:
+            import pygame
+        except ImportError as exc:
+            raise ConfigError("--device", "gamepad", f"needs pygame (pip install pygame): {exc}") from None
+        self.pygame = pygame
+        pygame.display.init()
+        pygame.joystick.init()
+        n = pygame.joystick.get_count()
+        if self.mapper.config.index >= n:
+            raise ConfigError("--device", "gamepad", f"joystick {self.mapper.config.index} not found ({n} connected)")
+        self.js = pygame.joystick.Joystick(self.mapper.config.index)
+        self.js.init()
+
+    def poll(self) -> tuple[np.ndarray, list[str]]:
+        self.pygame.event.pump()
+        js = self.js
+        axes = [js.get_axis(i) for i in range(js.get_numaxes())]
+        pressed = {i for i in range(js.get_numbuttons()) if js.get_button(i)}
+        hat = js.get_hat(self.mapper.config.hat) if js.get_numhats() > self.mapper.config.hat else (0, 0)
+        return self.mapper.update(axes, pressed, tuple(hat))
+
+    def close(self) -> None:
+        self.pygame.joystick.quit()
+
+
 class CombinedDevice:
     """Motion from one device (a SpaceMouse), episode keys from the terminal keyboard too."""
 
@@ -320,11 +407,11 @@ class CombinedDevice:
 
 
 def make_device(name: str, settings: dict[str, Any] | None = None, source: str = "device config", fd: int | None = None) -> Any:
-    """``keyboard`` or ``spacemouse`` from an optional settings mapping (``{keyboard: {...}, spacemouse: {...}}``)."""
+    """``keyboard``, ``spacemouse`` or ``gamepad`` from an optional settings mapping (``{keyboard: {...}, spacemouse: {...}, gamepad: {...}}``)."""
     settings = dict(settings or {})
-    unknown = sorted(set(settings) - {"keyboard", "spacemouse"})
+    unknown = sorted(set(settings) - {"keyboard", "spacemouse", "gamepad"})
     if unknown:
-        raise ConfigError(source, unknown[0], "unknown section; expected keyboard and/or spacemouse")
+        raise ConfigError(source, unknown[0], "unknown section; expected keyboard, spacemouse and/or gamepad")
     kb_cfg = from_dict(KeyboardConfig, settings.get("keyboard"), f"{source}: keyboard").validate(f"{source}: keyboard")
     if name == "keyboard":
         return KeyboardDevice(kb_cfg, fd=fd)
@@ -333,4 +420,11 @@ def make_device(name: str, settings: dict[str, Any] | None = None, source: str =
         motion = SpaceMouseDevice(sm_cfg)
         fd = 0 if fd is None else fd
         return CombinedDevice(motion, KeyboardDevice(kb_cfg, fd=fd) if os.isatty(fd) else None)
-    raise ConfigError("--device", name, "unknown device; expected keyboard or spacemouse")
+    if name == "gamepad":
+        gp_raw = dict(settings.get("gamepad") or {})
+        if "buttons" in gp_raw:
+            gp_raw["buttons"] = {int(k): v for k, v in dict(gp_raw["buttons"]).items()}
+        motion = GamepadDevice(from_dict(GamepadConfig, gp_raw, f"{source}: gamepad").validate(f"{source}: gamepad"))
+        fd = 0 if fd is None else fd
+        return CombinedDevice(motion, KeyboardDevice(kb_cfg, fd=fd) if os.isatty(fd) else None)
+    raise ConfigError("--device", name, "unknown device; expected keyboard, spacemouse or gamepad")

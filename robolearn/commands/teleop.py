@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 HELP = "teleoperate an arm and record demos"
 
@@ -29,18 +30,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robolearn.config import ConfigError, load_yaml
-    from robolearn.data.format import DemoWriter
-    from robolearn.hal.factory import controller_file, make_arm
+    from robolearn.hal.factory import make_arm
     from robolearn.launch import load_launch
-    from robolearn.teleop.devices import HELP_LINE, make_device
-    from robolearn.teleop.session import SessionConfig, TeleopSession, meta_for
 
     cfg = load_launch(args.launch)
     deploy = dict(cfg.deploy or {})
     backend = args.arm or deploy.get("arm") or "noop"
     controller = args.controller or deploy.get("controller")
     arm = make_arm(backend, controller, task=cfg.task, env_overrides=cfg.env, seed=args.seed)
+    try:
+        summary = _session(args, cfg, arm, backend, controller, deploy)
+    finally:
+        arm.close()
+    print("\n" + json.dumps(summary), flush=True)
+    return 0
+
+
+def _session(args: argparse.Namespace, cfg, arm, backend: str, controller, deploy: dict) -> dict:
+    from robolearn.config import ConfigError, load_yaml
+    from robolearn.data.format import META_NAME, DemoFormatError, DemoWriter, read_meta
+    from robolearn.hal.factory import controller_file
+    from robolearn.teleop.devices import HELP_LINE, make_device
+    from robolearn.teleop.session import SessionConfig, TeleopSession, meta_for
+
     hz = args.hz or deploy.get("hz") or arm.spec.control_hz
     if not isinstance(hz, (int, float)) or not hz > 0:
         raise ConfigError(args.launch, "deploy.hz", f"expected a positive rate, got {hz!r}")
@@ -48,10 +60,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--max-steps", "max_steps", f"expected >= 1, got {args.max_steps}")
     meta = meta_for(arm, cfg.task, hz, source=f"teleop:{args.device}", controller=str(controller_file(backend, controller)),
                     extra={"env": dict(cfg.env), "arm": backend, "launch": str(args.launch)})
-    writer = DemoWriter(args.out, meta)  # refuses a folder of another task or spec before anything moves
+    out = Path(args.out)
+    if (out / META_NAME).exists():  # refuse a folder of another task or spec before anything moves
+        why = read_meta(out).compatible_with(meta)
+        if why:
+            raise DemoFormatError(out / META_NAME, "meta", f"cannot append to this folder: {why}")
     settings = load_yaml(args.device_config) if args.device_config else None
     device = make_device(args.device, settings, source=args.device_config or "device config")
     try:
+        writer = DemoWriter(out, meta)  # created only once the device works
         arm.connect()
         print(f"teleop: {backend} arm, task {cfg.task}, {hz:g} Hz, recording into {args.out} "
               f"(next episode {writer.next_index})\n{HELP_LINE}", flush=True)
@@ -59,6 +76,4 @@ def run(args: argparse.Namespace) -> int:
         summary = session.run()
     finally:
         device.close()
-        arm.close()
-    print("\n" + json.dumps(summary), flush=True)
-    return 0
+    return summary

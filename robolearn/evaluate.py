@@ -65,18 +65,20 @@ def rollout(env: TaskEnv, policy: Policy, seed: int, video: bool = False, size: 
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(ckpt: str, horizon: int | None, video_dir: str | None, fps: float) -> None:
+def _init_worker(ckpt: str, horizon: int | None, video_dir: str | None, fps: float, video_episodes: int | None) -> None:
     import torch
 
     torch.set_num_threads(1)
     policy = load_policy(ckpt)
-    _WORKER.update(policy=policy, env=make_eval_env(policy.meta, horizon), video_dir=video_dir, fps=fps)
+    _WORKER.update(policy=policy, env=make_eval_env(policy.meta, horizon), video_dir=video_dir, fps=fps,
+                   video_episodes=video_episodes)
 
 
 def _run_one(args: tuple[int, int]) -> dict[str, Any]:
     i, seed = args
     w = _WORKER
-    result = rollout(w["env"], w["policy"], seed, video=w["video_dir"] is not None)
+    want_video = w["video_dir"] is not None and (w["video_episodes"] is None or i < w["video_episodes"])
+    result = rollout(w["env"], w["policy"], seed, video=want_video)
     frames = result.pop("frames")
     if w["video_dir"] is not None and frames:
         from robolearn.video import write_mp4
@@ -91,14 +93,15 @@ def _run_one(args: tuple[int, int]) -> dict[str, Any]:
 def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, workers: int = 1,
                  video_dir: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
                  horizon: int | None = None, progress: bool = True, json_out: str | os.PathLike | None = None,
-                 plot_path: str | os.PathLike | None = None) -> dict[str, Any]:
+                 plot_path: str | os.PathLike | None = None, video_episodes: int | None = None) -> dict[str, Any]:
+    """Roll ``episodes`` episodes out; videos for the first ``video_episodes`` (all when None)."""
     ckpt, info = read_checkpoint_info(checkpoint or run_dir)
     meta = info.get("meta", {})
     fps = float(meta.get("control_hz") or 20.0)
     if video_dir is not None:
         Path(video_dir).mkdir(parents=True, exist_ok=True)
     jobs = [(i, episode_seed(seed, i)) for i in range(episodes)]
-    init_args = (str(ckpt), horizon, None if video_dir is None else str(video_dir), fps)
+    init_args = (str(ckpt), horizon, None if video_dir is None else str(video_dir), fps, video_episodes)
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     bar = tqdm(total=episodes, desc="eval", disable=not progress, dynamic_ncols=True)

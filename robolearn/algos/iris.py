@@ -42,7 +42,7 @@ class IRIS(HBC):
 
     def train_step(self, data, gen):
         metrics = super().train_step(data, gen)
-        metrics.update(self.value.update(data.transitions(self.cfg.batch_size, gen), gen))
+        metrics.update(self.value.update(self.value.sample(data, self.cfg.batch_size, gen), gen))
         return metrics
 
     @torch.no_grad()

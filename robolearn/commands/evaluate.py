@@ -10,6 +10,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", default=None, help="metrics JSON to write (PNG of rollouts beside it)")
     p.add_argument("--video", dest="video_dir", default=None, help="write one mp4 per episode into this folder")
+    p.add_argument("--video-episodes", type=int, default=None, help="videos only for the first K episodes")
     p.add_argument("--workers", type=int, default=1, help="episodes run in this many worker processes")
     p.add_argument("--horizon", type=int, default=None, help="override the task's episode horizon")
     p.add_argument("--quiet", action="store_true")
@@ -22,7 +23,7 @@ def run(args) -> int:
 
     json_out = args.json_out or str(Path(args.run) / "eval.json")
     s = evaluate_run(args.run, episodes=args.episodes, seed=args.seed, workers=args.workers, video_dir=args.video_dir,
-                     horizon=args.horizon, progress=not args.quiet, json_out=json_out)
+                     horizon=args.horizon, video_episodes=args.video_episodes, progress=not args.quiet, json_out=json_out)
     ok = s["successful_mean_length"]
     print(f"{s['algo']} on {s['task']}: success {s['success_rate']:.1%} over {s['episodes']} episodes, "
           f"mean length {s['mean_length']:.1f}" + (f" (successful {ok:.1f})" if ok else "")

@@ -89,20 +89,38 @@ class DemoDataset:
         self.obs_dim = self.obs.shape[1]
         self.action_dim = self.actions.shape[1]
         self.num_episodes = len(episodes)
+        self._returns: dict[float, torch.Tensor] = {}
 
     def _rows(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         i = torch.randint(len(self.step_rows), (batch,), generator=gen)
         return self.step_rows[i], self.step_episode[i]
 
-    def transitions(self, batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    def discounted_returns(self, gamma: float) -> torch.Tensor:
+        """Per-row discounted return-to-go of the demo itself (0 on final-observation rows)."""
+        if gamma not in self._returns:
+            r, d = self.rewards.numpy(), self.dones.numpy()
+            g = np.zeros_like(r)
+            for start, end in zip(self.ep_start.tolist(), self.ep_end.tolist()):
+                acc = 0.0
+                for i in range(end - 1, start - 1, -1):
+                    acc = r[i] + gamma * (1.0 - d[i]) * acc
+                    g[i] = acc
+            self._returns[gamma] = torch.from_numpy(g)
+        return self._returns[gamma]
+
+    def transitions(self, batch: int, gen: torch.Generator, gamma: float | None = None) -> dict[str, torch.Tensor]:
+        """(s, a, r, s', done); with ``gamma``, also the demo's own discounted return-to-go from s."""
         rows, _ = self._rows(batch, gen)
-        return {
+        out = {
             "obs": self.obs[rows],
             "action": self.actions[rows],
             "reward": self.rewards[rows],
             "next_obs": self.obs[rows + 1],
             "done": self.dones[rows],
         }
+        if gamma is not None:
+            out["return"] = self.discounted_returns(gamma)[rows]
+        return out
 
     def _window(self, rows: torch.Tensor, ep: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
         idx = rows[:, None] + torch.arange(length)[None, :]

@@ -1,0 +1,90 @@
+"""collect -> train -> eval end to end through the ``robolearn`` command, on a tiny budget."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from robolearn.cli import main
+from robolearn.paths import LAUNCH_DIR
+
+TINY = {
+    "bc": ["algo.hidden=[32,32]"],
+    "bc_rnn": ["algo.hidden=32", "algo.layers=1"],
+    "bcq": ["algo.critic_hidden=[32,32]", "algo.action_vae_hidden=[32,32]", "algo.policy_action_samples=10"],
+    "hbc": ["algo.goal_vae_hidden=[32,32]", "algo.low_hidden=32", "algo.low_layers=1"],
+    "iris": ["algo.goal_vae_hidden=[32,32]", "algo.low_hidden=32", "algo.low_layers=1", "algo.num_goal_samples=8",
+             "algo.num_value_action_samples=4", "algo.value.critic_hidden=[32,32]", "algo.value.action_vae_hidden=[32,32]"],
+}
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "gr"
+    assert main(["collect", "graph_reach", "--operator", "suboptimal", "--episodes", "8", "--seed", "0", "--out", str(out),
+                 "--no-progress"]) == 0
+    return out
+
+
+def train_args(algo: str, demos: Path, run: Path, steps: int = 20) -> list[str]:
+    sets = [f"data.path={demos}", f"train.steps={steps}", "train.checkpoint_every=10", "train.log_every=5"] + TINY[algo]
+    return ["train", str(LAUNCH_DIR / f"graph_reach_{algo}.yaml"), "--out", str(run), "--seed", "0", "--quiet"] + [
+        x for s in sets for x in ("--set", s)]
+
+
+@pytest.mark.parametrize("algo", sorted(TINY))
+def test_train_and_eval_every_algo(algo, demos, tmp_path):
+    run = tmp_path / algo
+    assert main(train_args(algo, demos, run)) == 0
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
+    assert ckpts == ["step_0000010", "step_0000020"]
+    assert (run / "checkpoints" / "step_0000020" / "model.safetensors").stat().st_size > 0
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert (run / "losses.png").stat().st_size > 0
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(run), "--episodes", "2", "--seed", "0", "--json", str(out), "--horizon", "20", "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    for key in ("success_rate", "mean_length", "mean_return"):
+        assert key in result
+    assert result["episodes"] == 2 and len(result["per_episode"]) == 2
+    assert Path(result["plot"]).stat().st_size > 0
+
+
+def test_resume_continues_to_the_same_weights(demos, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(train_args("iris", demos, straight, steps=20)) == 0
+    assert main(train_args("iris", demos, resumed, steps=10)) == 0
+    assert main(train_args("iris", demos, resumed, steps=20) + ["--resume"]) == 0
+    a = load_file(str(straight / "checkpoints" / "step_0000020" / "model.safetensors"))
+    b = load_file(str(resumed / "checkpoints" / "step_0000020" / "model.safetensors"))
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_existing_run_is_not_overwritten(demos, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args("bc", demos, run, steps=10)) == 0
+    assert main(train_args("bc", demos, run, steps=10)) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_misspelt_launch_key_is_named(demos, tmp_path, capsys):
+    args = train_args("bc", demos, tmp_path / "run") + ["--set", "algo.hiden=[8]"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "graph_reach_bc.yaml" in err and "hiden" in err
+
+
+def test_video_written_for_requested_episodes(demos, tmp_path):
+    from robolearn.video import read_mp4_info
+
+    run = tmp_path / "run"
+    assert main(train_args("hbc", demos, run, steps=10)) == 0
+    vids = tmp_path / "videos"
+    assert main(["eval", str(run), "--episodes", "2", "--video", str(vids), "--video-episodes", "1", "--horizon", "15",
+                 "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    files = sorted(vids.glob("*.mp4"))
+    assert [f.name for f in files] == ["episode_0000.mp4"]
+    frames, width, height = read_mp4_info(files[0])
+    assert frames >= 2 and width > 0 and height > 0

@@ -243,3 +243,19 @@ def test_gamepad_mapping_without_pygame():
     assert cmd[6] == 1.0 and ev == []
     with pytest.raises(ConfigError, match="buttons.5"):
         GamepadMapper(GamepadConfig(buttons={5: "explode"}))
+
+
+def test_step_limit_asks_to_save(tmp_path, launch):
+    out = tmp_path / "demos"
+    t = PtyProcess([str(launch), "--out", str(out), "--max-steps", "5", "--max-episodes", "1"])
+    try:
+        t.expect("[idle]")
+        t.send("\n")
+        t.expect("step limit: v save")
+        t.send("v")
+        assert t.wait() == 0
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
+    ep = DemoReader(out).load(0)
+    assert ep.length == 5 and not ep.success

@@ -217,20 +217,27 @@ def import_lerobot(src: str | os.PathLike, dst: str | os.PathLike, cfg: LeRobotI
     episodes = _episode_list(src, info)
 
     # Read every episode first (validating as we go), then write: the action bounds are the data's range.
-    cache: dict[Path, Any] = {}
+    cache: dict[Path, tuple[Any, dict[int, np.ndarray] | None]] = {}
     loaded = []
     for ep in tqdm(episodes, desc=f"read {src.name}", disable=not progress, unit="ep"):
         f = ep["data_file"]
         if f not in cache:
-            cache = {f: _read_table(f)}  # v3 files hold many consecutive episodes: keep the current one
-        table = cache[f]
-        if "episode_index" in table.column_names:
-            epi = np.asarray(table.column("episode_index").to_numpy())
-            rows = np.flatnonzero(epi == ep["episode_index"])
-            if version.startswith("v3") or len(rows) != table.num_rows:
+            # v3 files hold many consecutive episodes: keep only the current file, grouped once by episode
+            t = _read_table(f)
+            groups = None
+            if "episode_index" in t.column_names:
+                epi = np.asarray(t.column("episode_index").to_numpy())
+                order = np.argsort(epi, kind="stable")
+                keys, starts = np.unique(epi[order], return_index=True)
+                groups = {int(k): order[a:b] for k, a, b in zip(keys, starts, list(starts[1:]) + [len(order)])}
+            elif version.startswith("v3"):
+                raise DemoFormatError(f, "episode_index", "missing column; v3.0 data files hold many episodes")
+            cache = {f: (t, groups)}
+        table, groups = cache[f]
+        if groups is not None:
+            rows = groups.get(int(ep["episode_index"]), np.zeros(0, np.int64))
+            if len(rows) != table.num_rows:
                 table = table.take(rows)
-        elif version.startswith("v3"):
-            raise DemoFormatError(f, "episode_index", "missing column; v3.0 data files hold many episodes")
         n = table.num_rows
         if n != ep["length"]:
             raise DemoFormatError(f, f"episode {ep['episode_index']}", f"has {n} frames but the episode metadata says length {ep['length']}")

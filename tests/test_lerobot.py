@@ -12,7 +12,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from robolearn.cli import main  # noqa: E402
 from robolearn.data.format import DemoFormatError, DemoReader  # noqa: E402
-from robolearn.data.lerobot import LeRobotImportConfig, import_lerobot  # noqa: E402
+from robolearn.data.lerobot import import_lerobot  # noqa: E402
 
 LENGTHS = (5, 8, 3)
 FPS = 15

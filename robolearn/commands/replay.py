@@ -76,7 +76,13 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
     except ImportError:
         write_mp4 = None
     if write_mp4 is not None:
-        write_mp4(path, frames, fps)
+        from robolearn.config import ConfigError
+        from robolearn.video import VideoError
+
+        try:
+            write_mp4(path, frames, fps)
+        except VideoError as exc:
+            raise ConfigError("--video", str(path), exc.problem) from None
         return
     import imageio
 

@@ -123,3 +123,18 @@ def test_recorder_errors_are_clear(tmp_path):
 def test_bad_rate_rejected():
     with pytest.raises(ValueError, match="hz"):
         ControlLoop(connected(), Scripted(), hz=0)
+
+
+def test_realtime_priority_is_restored_after_run():
+    import os
+
+    arm = connected()
+    before = os.sched_getscheduler(0)
+    seen = {}
+    loop = ControlLoop(arm, Scripted(), hz=200, realtime_priority=10,
+                       on_step=lambda i, o, a: seen.setdefault("policy", os.sched_getscheduler(0)))
+    stats = loop.run(max_steps=5)
+    assert stats.steps == 5
+    assert os.sched_getscheduler(0) == before  # restored, whether or not SCHED_FIFO was permitted
+    assert seen["policy"] in (os.SCHED_FIFO, before)  # FIFO inside the loop where permitted
+    assert not loop.realtime_active

@@ -14,6 +14,7 @@ inspected, replayed or trained on later). The launch file's ``deploy`` section::
       port: 5555
       seed: 0                    # simulated scenes: reset seed of the first episode
       stop_on_success: true      # when the arm or task can tell success
+      rt_priority: 0             # SCHED_FIFO priority of the loop (needs root/CAP_SYS_NICE)
 
 The operator confirms on stdin before anything moves (``--yes`` skips it). While it runs:
 Ctrl-C stops the loop cleanly (arm stopped, the partial episode written, exit 130);
@@ -41,6 +42,8 @@ class DeployConfig:
     port: int | None = None
     seed: int = 0
     stop_on_success: bool = True
+    #: SCHED_FIFO priority of the control loop (0: normal scheduling). Real arms: e.g. 50.
+    rt_priority: int = 0
 
 
 def add_arguments(p) -> None:
@@ -181,7 +184,7 @@ def run(args) -> int:
         extra={"launch": str(args.launch), "deploy": asdict(cfg), "checkpoint": str(args.checkpoint)},
     ))
     recorder = EpisodeRecorder(writer)
-    loop = ControlLoop(arm, policy, hz, recorder=recorder)
+    loop = ControlLoop(arm, policy, hz, recorder=recorder, realtime_priority=cfg.rt_priority or None)
 
     def _sigterm(signum, frame):
         raise KeyboardInterrupt

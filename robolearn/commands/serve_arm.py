@@ -18,6 +18,8 @@ def add_arguments(p) -> None:
     p.add_argument("--task", default=None, help="for simulated arms: the task scene to serve (e.g. pybullet_lift)")
     p.add_argument("--heartbeat-ms", type=float, default=None, help="override the YAML's server.heartbeat_ms")
     p.add_argument("--no-shield", action="store_true", help="serve the raw arm (simulation/testing only)")
+    p.add_argument("--rt-priority", type=int, default=0,
+                   help="SCHED_FIFO priority for the connection threads (needs root/CAP_SYS_NICE; 0: normal scheduling)")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -40,7 +42,7 @@ def run(args) -> int:
     if cfg.get("arm") == "remote":
         raise ConfigError(path, "arm", "serving a remote arm would proxy a proxy; serve the real backend's YAML")
     arm = make_arm(None, path, shield=not args.no_shield, task=args.task)
-    server = ArmServer(arm, host=args.host, port=args.port, heartbeat_ms=hb)
+    server = ArmServer(arm, host=args.host, port=args.port, heartbeat_ms=hb, realtime_priority=args.rt_priority or None)
 
     def _term(signum, frame):
         raise KeyboardInterrupt

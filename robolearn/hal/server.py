@@ -59,12 +59,14 @@ def _error_code(exc: BaseException) -> str:
 
 class ArmServer:
     def __init__(self, arm: Arm, host: str = "127.0.0.1", port: int = 0, heartbeat_ms: float = 300.0,
-                 handshake_timeout_s: float = 2.0):
+                 handshake_timeout_s: float = 2.0, realtime_priority: int | None = None):
         self.arm = arm
         self.host, self._port = host, int(port)
         self.heartbeat_ms = float(heartbeat_ms)
         self.handshake_timeout_s = float(handshake_timeout_s)
         self.stats = ServerStats()
+        #: SCHED_FIFO priority for the connection threads (replies are not delayed by other load).
+        self.realtime_priority = realtime_priority
         self._arm_lock = threading.Lock()
         self._ctl_lock = threading.Lock()
         self._controller: int | None = None  # id of the connection holding control
@@ -180,6 +182,10 @@ class ArmServer:
 
     def _serve_conn(self, conn: socket.socket, addr, cid: int) -> None:
         self._conns.add(conn)
+        if self.realtime_priority:
+            from robolearn.hal.loop import enter_realtime
+
+            enter_realtime(self.realtime_priority)  # this thread only; it ends with the connection
         P.configure_socket(conn)
         conn.settimeout(self.handshake_timeout_s)
         peer = f"{addr[0]}:{addr[1]}"

@@ -218,7 +218,9 @@ class RobosuiteTaskEnv:
 
     def step(self, action: np.ndarray) -> StepResult:
         if not self.arm.connected:
-            raise ConfigError(self.name, "reset", "call reset() before step()")
+            from robolearn.hal.arm import ArmError
+
+            raise ArmError(f"{self.name}: call reset() before step()")
         applied = self.arm.send(action)
         self.t += 1
         success = self.success()

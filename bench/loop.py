@@ -69,6 +69,11 @@ class TimedPolicy:
         self.policy.reset()
         self._goal = None
 
+    def prime(self, obs) -> None:
+        fn = getattr(self.policy, "prime", None)
+        if callable(fn):
+            fn(obs)
+
     def act(self, obs):
         t = time.perf_counter()
         a = self.policy.act(obs)
@@ -83,7 +88,7 @@ class TimedPolicy:
         return a
 
 
-def iris_row(checkpoint: str, steps: int, rt: int | None) -> dict:
+def iris_row(checkpoint: str, steps: int, rt: int | None, pipelined: bool) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -96,15 +101,26 @@ def iris_row(checkpoint: str, steps: int, rt: int | None) -> dict:
     arm = make_arm("robosuite", None, task=meta.get("task", "lift"), env_overrides=dict(meta.get("env") or {}), seed=0)
     arm.connect()
     arm.home()
-    timed = TimedPolicy(policy)
     hz = float(meta.get("control_hz", 20.0))
+    pipe = None
+    if pipelined:
+        from robolearn.hal.pipelined import PipelinedReplanPolicy
+
+        pipe = PipelinedReplanPolicy(policy, hz)
+    timed = TimedPolicy(pipe or policy)
     stats = ControlLoop(arm, timed, hz, realtime_priority=rt).run(max_steps=steps)
     arm.close()
     all_ms = timed.step_ms + timed.replan_ms
-    return {"stats": stats, "algo": getattr(policy.algo, "name", "?"), "hz": hz,
-            "policy_ms": {"p50": pct(all_ms, 50), "p99": pct(all_ms, 99), "max": max(all_ms)},
-            "step_ms": {"p50": pct(timed.step_ms, 50), "p99": pct(timed.step_ms, 99)},
-            "replan_ms": {"p50": pct(timed.replan_ms, 50), "p99": pct(timed.replan_ms, 99), "count": len(timed.replan_ms)}}
+    replan = pipe.replan_ms if pipe is not None else timed.replan_ms
+    out = {"stats": stats, "algo": getattr(policy.algo, "name", "?"), "hz": hz, "pipelined": pipelined,
+           "policy_ms": {"p50": pct(all_ms, 50), "p99": pct(all_ms, 99), "max": max(all_ms)},
+           "step_ms": {"p50": pct(timed.step_ms, 50), "p99": pct(timed.step_ms, 99)},
+           "replan_ms": {"p50": pct(replan, 50), "p99": pct(replan, 99), "count": len(replan)}}
+    if pipe is not None:
+        out["lead_steps"] = pipe.lead
+        out["replan_wait_ms"] = {"max": max(pipe.late_waits_ms) if pipe.late_waits_ms else 0.0}
+        pipe.close()
+    return out
 
 
 def remote_row(n: int, rt: int | None) -> dict:
@@ -171,20 +187,26 @@ def main() -> int:
         rows.append((f"noop arm (shielded) {key}", s.steps, s.jitter_p50_ms, s.jitter_p99_ms, s.jitter_max_ms, s.overruns,
                      f"work p99 {s.work_p99_ms:.3f} ms"))
     if args.checkpoint:
-        r = iris_row(args.checkpoint, args.iris_steps, rt)
-        s = r["stats"]
-        key = f"{r['algo']}_{int(r['hz'])}hz"
-        res["jitter_ms"][key] = {"p50": s.jitter_p50_ms, "p99": s.jitter_p99_ms, "max": s.jitter_max_ms}
-        res["overruns"][key] = s.overruns
-        res["steps"][key] = s.steps
-        res["policy_ms"] = r["policy_ms"]
-        res["policy_step_ms"] = r["step_ms"]
-        res["replan_ms"] = r["replan_ms"]
         res["checkpoint"] = args.checkpoint
-        rows.append((f"{r['algo']} policy, robosuite arm {int(r['hz'])}hz", s.steps, s.jitter_p50_ms, s.jitter_p99_ms,
-                     s.jitter_max_ms, s.overruns,
-                     f"policy p50 {r['policy_ms']['p50']:.1f} p99 {r['policy_ms']['p99']:.1f} ms; replan p50 "
-                     f"{r['replan_ms']['p50']:.1f} p99 {r['replan_ms']['p99']:.1f} ms ({r['replan_ms']['count']})"))
+        for pipelined in (False, True):
+            r = iris_row(args.checkpoint, args.iris_steps, rt, pipelined)
+            s = r["stats"]
+            key = f"{r['algo']}_{int(r['hz'])}hz" + ("_pipelined" if pipelined else "")
+            res["jitter_ms"][key] = {"p50": s.jitter_p50_ms, "p99": s.jitter_p99_ms, "max": s.jitter_max_ms}
+            res["overruns"][key] = s.overruns
+            res["steps"][key] = s.steps
+            suffix = "_pipelined" if pipelined else ""
+            res["policy_ms" + suffix] = r["policy_ms"]
+            res["policy_step_ms" + suffix] = r["step_ms"]
+            res["replan_ms" + suffix] = r["replan_ms"]
+            if pipelined:
+                res["pipelined_lead_steps"] = r["lead_steps"]
+                res["pipelined_replan_wait_ms"] = r["replan_wait_ms"]
+            rows.append((f"{r['algo']} policy, robosuite arm {int(r['hz'])}hz" + (" pipelined" if pipelined else ""), s.steps,
+                         s.jitter_p50_ms, s.jitter_p99_ms, s.jitter_max_ms, s.overruns,
+                         f"act p50 {r['policy_ms']['p50']:.1f} p99 {r['policy_ms']['p99']:.1f} ms; replan p50 "
+                         f"{r['replan_ms']['p50']:.1f} p99 {r['replan_ms']['p99']:.1f} ms ({r['replan_ms']['count']})"
+                         + (f"; lead {r['lead_steps']} steps" if pipelined else "")))
     else:
         res["notes"].append("IRIS/MuJoCo row skipped: no --checkpoint given")
     rr = remote_row(args.remote_n, rt)

@@ -15,6 +15,7 @@ inspected, replayed or trained on later). The launch file's ``deploy`` section::
       seed: 0                    # simulated scenes: reset seed of the first episode
       stop_on_success: true      # when the arm or task can tell success
       rt_priority: 0             # SCHED_FIFO priority of the loop (needs root/CAP_SYS_NICE)
+      pipelined_replan: false    # IRIS/HBC: re-plan in the background, a few steps early
 
 The operator confirms on stdin before anything moves (``--yes`` skips it). While it runs:
 Ctrl-C stops the loop cleanly (arm stopped, the partial episode written, exit 130);
@@ -44,6 +45,9 @@ class DeployConfig:
     stop_on_success: bool = True
     #: SCHED_FIFO priority of the control loop (0: normal scheduling). Real arms: e.g. 50.
     rt_priority: int = 0
+    #: IRIS/HBC: plan subgoals in a background thread a few steps early (no overruns at
+    #: re-plans; the goal comes from a slightly older observation). See robolearn/hal/pipelined.py.
+    pipelined_replan: bool = False
 
 
 def add_arguments(p) -> None:
@@ -178,6 +182,14 @@ def run(args) -> int:
     if args.yes:
         print(plan, flush=True)
 
+    pipe = None
+    if cfg.pipelined_replan and not scripted:
+        from robolearn.hal.pipelined import PipelinedReplanPolicy
+
+        pipe = PipelinedReplanPolicy(policy, hz)
+        if not pipe.supported:
+            print("robolearn deploy: pipelined_replan ignored: this policy does not re-plan subgoals", flush=True)
+        policy = pipe
     writer = DemoWriter(out, DemoMeta(
         task=str(task or cfg.arm), control_hz=hz, obs_spec=dict(spec.obs_spec), action_spec=spec.action_spec,
         robot=spec.name, controller=str(ctl_path), source=f"deploy:{args.checkpoint}",
@@ -223,6 +235,8 @@ def run(args) -> int:
                     code = 130
                 break
     finally:
+        if pipe is not None:
+            pipe.close()
         for s, h in old.items():
             signal.signal(s, h)
         try:

@@ -187,6 +187,9 @@ class ControlLoop:
                 source.reset()
             obs = arm.observe()
             self.last_obs = obs
+            prime = getattr(source, "prime", None)
+            if callable(prime):  # e.g. a first subgoal planned while the arm holds still, before the clock starts
+                prime(obs.data)
             if recorder is not None:
                 recorder.start()
             prev_tick = time.monotonic()

@@ -58,7 +58,8 @@ def test_goal_planned_lead_steps_early_from_that_observation():
     assert goals[0:4] == [100.0] * 4
     assert goals[4:8] == [102.0] * 4
     assert goals[8:12] == [106.0] * 4
-    assert pol.algo.plans_on == [0.0, 2.0, 6.0, 10.0]  # the last one is already planned for step 12
+    assert pol.algo.plans_on[:3] == [0.0, 2.0, 6.0]
+    assert pol.algo.plans_on[3:] in ([], [10.0])  # the plan for step 12 was started (close() may cancel it)
     assert all(name.startswith("replan") for name in pol.algo.plan_threads[1:])  # in the background
     assert "choose_goal" not in vars(pol.algo)  # the one-call override is removed again
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import robolearn.tasks.robosuite_common  # noqa: F401  (sets MUJOCO_GL=osmesa before MuJoCo is imported)
+
 pytest.importorskip("robosuite")
 
 from robolearn.tasks.base import make_env, make_operator  # noqa: E402

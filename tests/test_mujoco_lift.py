@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+import robolearn.tasks.robosuite_common  # noqa: F401  (sets MUJOCO_GL=osmesa before MuJoCo is imported)
+
 pytest.importorskip("robosuite")
 pytest.importorskip("mujoco")
 

@@ -144,3 +144,15 @@ def test_disabled_shield_passes_through():
     out = sh.send(np.array([5, 0, 0, 0, 0, 0, 0], np.float32))
     assert out[0] == 5
     sh.close()
+
+
+def test_explicit_stop_disarms_watchdog_until_next_command():
+    arm, sh = make(watchdog_ms=50)
+    sh.send(np.zeros(7, np.float32))
+    sh.stop()  # e.g. the loop ended cleanly
+    time.sleep(0.2)
+    assert sh.stats.watchdog_stops == 0
+    sh.send(np.zeros(7, np.float32))
+    time.sleep(0.2)
+    assert sh.stats.watchdog_stops == 1
+    sh.close()

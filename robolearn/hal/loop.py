@@ -261,7 +261,8 @@ class ControlLoop:
         fn = getattr(self.arm, "success", None)
         if callable(fn):
             try:
-                success = bool(fn())
+                v = fn()
+                success = None if v is None else bool(v)
             except Exception as exc:
                 log.warning("arm.success() failed: %s", exc)
         stats.success = success

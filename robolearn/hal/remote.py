@@ -152,6 +152,7 @@ class RemoteArm:
     # -- Arm protocol ---------------------------------------------------------------------
     def _obs(self, meta, arrays) -> Observation:
         self.last_server_timestamp = meta.get("timestamp")
+        self._success = meta.get("success")
         return Observation(time.monotonic(), {k: np.array(v) for k, v in arrays.items()})
 
     def observe(self) -> Observation:
@@ -180,6 +181,11 @@ class RemoteArm:
             self._call(P.STOP)
         except RemoteArmError:
             pass
+
+    def success(self) -> bool | None:
+        """The served task's success flag from the latest observation; None when the served
+        arm cannot tell (a real arm without a success detector)."""
+        return getattr(self, "_success", None)
 
     def heartbeat(self) -> float:
         """Tell the server this side is alive; returns the round trip in seconds."""

@@ -65,6 +65,8 @@ class ArmServer:
         self.heartbeat_ms = float(heartbeat_ms)
         self.handshake_timeout_s = float(handshake_timeout_s)
         self.stats = ServerStats()
+        fn = getattr(arm, "success", None)
+        self._success = fn if callable(fn) else None
         #: SCHED_FIFO priority for the connection threads (replies are not delayed by other load).
         self.realtime_priority = realtime_priority
         self._arm_lock = threading.Lock()
@@ -265,7 +267,10 @@ class ArmServer:
             elif msg_type == P.OBSERVE:
                 with self._arm_lock:
                     obs = self.arm.observe()
-                self._reply(conn, P.OK, {"timestamp": obs.timestamp}, obs.data)
+                    meta = {"timestamp": obs.timestamp}
+                    if self._success is not None:  # simulated task arms can tell success; real arms cannot
+                        meta["success"] = bool(self._success())
+                self._reply(conn, P.OK, meta, obs.data)
             elif msg_type == P.HOME:
                 with self._arm_lock:
                     obs = self.arm.home()

@@ -204,6 +204,8 @@ class SafetyShield:
         return obs
 
     def stop(self) -> None:
+        """Stop now. The arm is then deliberately idle: the watchdog re-arms with the next command."""
+        self._wd_armed = False
         self.arm.stop()
 
     def close(self) -> None:

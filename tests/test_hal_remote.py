@@ -21,10 +21,10 @@ from robolearn.hal.remote import RemoteArm, RemoteArmError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start_server(*extra):
+def start_server(*extra, controller="controllers/noop.yaml"):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "robolearn", "serve-arm", "controllers/noop.yaml", "--port", "0", "--log-level", "WARNING", *extra],
+        [sys.executable, "-m", "robolearn", "serve-arm", controller, "--port", "0", "--log-level", "WARNING", *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     line = proc.stdout.readline()
@@ -68,6 +68,7 @@ def test_observe_send_and_server_side_shield(server):
             arm.observe()
             arm.send(np.array([1, 0, 0, 0, 0, 0, 0], np.float32))
         assert arm.observe().data["robot0_eef_pos"][0] == pytest.approx(0.4, abs=1e-5)
+        assert arm.success() is None  # a bare arm cannot tell success
         info = arm.server_info()
         assert info["shield"]["rejected_nonfinite"] == 1 and info["shield"]["clipped_workspace"] >= 1
         assert arm.heartbeat() < 1.0
@@ -166,3 +167,20 @@ def test_protocol_roundtrip_and_limits():
         P.parse_header(P.HEADER.pack(P.MAGIC, 1, P.SEND, 10, P.MAX_BLOB + 1))
     with pytest.raises(P.ProtocolError, match="runs past the end"):
         P.decode_body(b'{"arrays":[{"name":"a","dtype":"<f4","shape":[100]}]}', b"\0" * 8)
+
+
+def test_served_pybullet_task_reports_success_and_resets_on_home():
+    pytest.importorskip("pybullet")
+    proc, port = start_server("--task", "pybullet_lift", controller="controllers/pybullet_panda.yaml")
+    try:
+        arm = RemoteArm(port=port)
+        arm.connect()
+        o1 = arm.home().data["object"][:3]
+        assert arm.observe().data["object"].shape == (10,)
+        assert arm.success() is False
+        o2 = arm.home().data["object"][:3]  # home = a new episode: the cube is placed again
+        assert np.abs(o1 - o2).max() > 1e-4
+        arm.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)

@@ -112,6 +112,24 @@ def test_busy_and_malformed_and_wrong_version_refused_server_keeps_serving(serve
         arm.close()
 
 
+def test_estop_from_another_connection_latches_robot_side(server):
+    from robolearn.hal.shield import EStopError
+
+    arm = RemoteArm(port=server)
+    arm.connect()
+    try:
+        arm.send(np.zeros(7, np.float32))
+        RemoteArm(port=server).estop()  # e.g. a second terminal; needs no control
+        for _ in range(2):
+            with pytest.raises(EStopError, match="e-stop is latched"):
+                arm.send(np.zeros(7, np.float32))
+        assert arm.server_info()["stats"]["estops"] == 1
+        arm.reset_estop()
+        arm.send(np.zeros(7, np.float32))
+    finally:
+        arm.close()
+
+
 def test_silent_client_makes_server_stop_arm(server):
     arm = RemoteArm(port=server)
     arm.connect()

@@ -40,12 +40,14 @@ HOME = 5
 STOP = 6
 HEARTBEAT = 7
 BYE = 8
+ESTOP = 9  # latch the robot-side e-stop; accepted from ANY connection, control or not
+RESET_ESTOP = 10  # needs control
 # Replies from the server:
 OK = 64
 ERROR = 65
 
 TYPE_NAMES = {HELLO: "HELLO", INFO: "INFO", OBSERVE: "OBSERVE", SEND: "SEND", HOME: "HOME", STOP: "STOP",
-              HEARTBEAT: "HEARTBEAT", BYE: "BYE", OK: "OK", ERROR: "ERROR"}
+              HEARTBEAT: "HEARTBEAT", BYE: "BYE", ESTOP: "ESTOP", RESET_ESTOP: "RESET_ESTOP", OK: "OK", ERROR: "ERROR"}
 
 
 class ProtocolError(ValueError):

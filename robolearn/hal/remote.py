@@ -187,6 +187,18 @@ class RemoteArm:
         arm cannot tell (a real arm without a success detector)."""
         return getattr(self, "_success", None)
 
+    def estop(self) -> None:
+        """Latch the robot-side e-stop over a connection of its own, so it works from a signal
+        handler or another thread while a request is in flight on the control connection."""
+        s = self._open()
+        try:
+            self._roundtrip(s, self.where, P.ESTOP)
+        finally:
+            s.close()
+
+    def reset_estop(self) -> None:
+        self._call(P.RESET_ESTOP)
+
     def heartbeat(self) -> float:
         """Tell the server this side is alive; returns the round trip in seconds."""
         t = time.perf_counter()

@@ -42,6 +42,7 @@ class ServerStats:
     disconnect_stops: int = 0
     commands: int = 0
     arm_errors: int = 0
+    estops: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -233,6 +234,18 @@ class ArmServer:
         if msg_type == P.INFO:
             self._reply(conn, P.OK, self.info())
             return True
+        if msg_type == P.ESTOP:
+            # Anyone who can reach the server may stop the robot: a second terminal, a safety
+            # monitor, the policy host's signal handler on its own connection.
+            fn = getattr(self.arm, "estop", None)
+            if callable(fn):
+                fn()
+            else:
+                self._stop_arm()
+            self.stats.estops += 1
+            log.critical("E-STOP requested by %s", peer)
+            self._reply(conn, P.OK, {"latched": callable(fn)})
+            return True
         if msg_type == P.HELLO:
             with self._ctl_lock:
                 if self._controller not in (None, cid):
@@ -281,6 +294,12 @@ class ArmServer:
                 self._reply(conn, P.OK)
             elif msg_type == P.HEARTBEAT:
                 self._reply(conn, P.OK, {"server_time": time.monotonic()})
+            elif msg_type == P.RESET_ESTOP:
+                fn = getattr(self.arm, "reset_estop", None)
+                if callable(fn):
+                    fn()
+                log.warning("e-stop reset by %s", peer)
+                self._reply(conn, P.OK)
             elif msg_type == P.BYE:
                 with self._ctl_lock:
                     self._controller = None

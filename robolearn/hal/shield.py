@@ -231,11 +231,25 @@ class SafetyShield:
         self._estop = True
         self.stats.estops += 1
         log.critical("%s: E-STOP latched; arm stopped", self.spec.name)
-        with self._lock:
+        inner = getattr(self.arm, "estop", None)
+        if callable(inner):
+            try:
+                inner()  # e.g. a RemoteArm: latch the robot-side shield too (own connection, no lock needed)
+                return
+            except ArmError as exc:
+                log.critical("%s: could not latch the inner arm's e-stop (%s); stopping it instead", self.spec.name, exc)
+        got = self._lock.acquire(timeout=1.0)  # never hang an e-stop on a send stuck in another thread
+        try:
             self.arm.stop()
+        finally:
+            if got:
+                self._lock.release()
 
     def reset_estop(self) -> None:
         with self._lock:
+            inner = getattr(self.arm, "reset_estop", None)
+            if callable(inner):
+                inner()
             if self._estop:
                 log.warning("%s: e-stop reset by operator", self.spec.name)
             self._estop = False

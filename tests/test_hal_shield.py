@@ -142,7 +142,9 @@ def test_disabled_shield_passes_through():
     sh = SafetyShield(arm, ShieldConfig(enabled=False, watchdog_ms=0))
     sh.connect()
     out = sh.send(np.array([5, 0, 0, 0, 0, 0, 0], np.float32))
-    assert out[0] == 5
+    assert out[0] == 5  # no clipping
+    held = sh.send(np.array([np.nan, 0, 0, 0, 0, 0, 0], np.float32))
+    assert np.all(held[:6] == 0) and sh.stats.rejected_nonfinite == 1  # NaN is never passed on
     sh.close()
 
 

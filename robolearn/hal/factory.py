@@ -127,7 +127,8 @@ def shield_arm(arm: Arm, cfg: dict[str, Any], path: Path) -> Arm:
         raise ConfigError(path, "shield", f"expected a mapping, got {type(section).__name__}")
     scfg = ShieldConfig.from_mapping(section, f"{path}: shield")
     if not scfg.enabled:
-        log.warning("%s: SAFETY SHIELD DISABLED for arm %s (shield.enabled: false)", path, arm.spec.name)
+        log.warning("%s: workspace box and step limits DISABLED for arm %s (shield.enabled: false); "
+                    "NaN rejection, e-stop and watchdog stay on", path, arm.spec.name)
     pos, rot = _scales(cfg, path)
     return SafetyShield(arm, scfg, pos_scale=pos, rot_scale=rot)
 

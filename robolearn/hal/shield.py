@@ -49,6 +49,8 @@ class EStopError(ShieldError):
 class ShieldConfig:
     """Per-arm safety limits. Lengths in metres, angles in radians, in the arm's base frame."""
 
+    #: False turns off the workspace box and the step/gripper limits only: NaN/shape
+    #: rejection, the e-stop latch and the watchdog (``watchdog_ms``) always stay on.
     enabled: bool = True
     #: End-effector workspace box (metres). Required when ``enabled``.
     workspace_low: list[float] | None = None
@@ -176,15 +178,12 @@ class SafetyShield:
                 self._hold()
                 raise EStopError(f"{self.spec.name}: e-stop is latched; command refused (call reset_estop() to resume)")
             self.stats.commands += 1
-            if not self.config.enabled:
-                applied = self.arm.send(command)
-                self._mark_valid()
-                return applied
             cmd = self._check(command)
             if cmd is None:
                 return self._reject()
             self._rejects_in_row = 0
-            cmd = self._clip(cmd)
+            if self.config.enabled:
+                cmd = self._clip(cmd)
             applied = self.arm.send(cmd.astype(np.float32))
             self._last_gripper = float(cmd[6]) if self._dim >= 7 else self._last_gripper
             self._mark_valid()

@@ -83,6 +83,26 @@ def test_seeded_reset_and_exact_replay(env):
     np.testing.assert_allclose(np.stack(first), np.stack(second), atol=1e-6)
 
 
+def test_episode_does_not_depend_on_history_or_process(env):
+    """Same seed -> same episode, whether the env is fresh or has run other episodes
+    (collect spreads episodes over worker processes, each with its own env)."""
+    fresh = make_env("lift")
+    try:
+        env.reset(seed=3)
+        for _ in range(15):
+            env.step(np.array([0, 0, -0.5, 0, 0, 0, 1.0]))  # leaves the gripper closed
+        actions = np.random.default_rng(1).uniform(-1, 1, (10, 7))
+        runs = []
+        for e in (env, fresh):
+            e.reset(seed=9)
+            runs.append(np.stack([e.step(a).obs["object"] for a in actions]))
+            runs.append(e.get_state())
+        np.testing.assert_array_equal(runs[0], runs[2])
+        np.testing.assert_array_equal(runs[1], runs[3])
+    finally:
+        fresh.close()
+
+
 def test_proficient_succeeds_on_three_seeded_episodes(env):
     for seed in range(3):
         op = make_operator("lift", env, "proficient", np.random.default_rng(seed))

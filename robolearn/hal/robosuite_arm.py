@@ -172,7 +172,9 @@ class RobosuiteArm:
             control_freq=self.config.control_freq,
             ignore_done=True,  # the task layer owns the horizon
             hard_reset=False,  # keep one MjModel: resets are ~100x cheaper and renderers stay valid
-            seed=self.seed,
+            # robosuite also draws model properties (Lift's cube size) once, when it builds the
+            # model: without a seed every process would get a slightly different cube.
+            seed=0 if self.seed is None else int(self.seed),
         )
         kwargs.update(self.env_kwargs)
         try:
@@ -234,6 +236,11 @@ class RobosuiteArm:
         if seed is not None:
             env.rng.bit_generator.state = np.random.default_rng(int(seed)).bit_generator.state
         env.reset()
+        # robosuite's soft reset leaves the gripper model's command ramp where the last episode
+        # left it, so an episode would depend on which episode ran before it (and on how
+        # episodes were spread over worker processes). Start every episode from a fresh ramp.
+        for g in self._grippers():
+            g.current_action = np.zeros(len(g.actuators))
         # robosuite's reset observation leaves some object-relative sensors at zero until the
         # next sensor update; force one so the first observation is a real one.
         self._raw = env._get_observations(force_update=True)

@@ -7,11 +7,11 @@ Why this module exists:
   hands robosuite an in-memory ``robosuite.macros_private`` module (nothing is written
   into site-packages) that sets its console logging level to ERROR before its logger
   is built, and also silences Python warnings raised during the import.
-* robosuite 1.5.2 asserts ``jnt_type in (mjJNT_HINGE, mjJNT_SLIDE)``; with MuJoCo >= 3.16
-  the enum no longer compares equal from that side of a tuple membership test, so
+* robosuite 1.5.2 asserts ``jnt_type in (mjJNT_HINGE, mjJNT_SLIDE)``; with recent MuJoCo (seen
+  with 3.17) the enum no longer compares equal from that side of a tuple membership test, so
   *every* environment fails to build. We patch the two address helpers with versions
   that compare integer codes, which is correct on every MuJoCo 3.x.
-* MuJoCo >= 3.14 removed ``mjData.qM`` and changed ``mj_fullM`` to ``mj_fullM(m, d, dst)``;
+* Recent MuJoCo (seen with 3.14 and 3.17) removed ``mjData.qM`` and changed ``mj_fullM`` to ``mj_fullM(m, d, dst)``;
   robosuite's controllers call ``mj_fullM(m, dst, data.qM)`` every step. When the running
   MuJoCo lacks ``qM`` we hand robosuite's controller module a thin ``mujoco`` proxy whose
   ``mj_fullM`` accepts the old call, and give robosuite's ``MjData`` wrapper a ``qM`` that
@@ -36,7 +36,7 @@ _LOGGER_NAME = "robosuite_logs"
 
 
 def import_robosuite():
-    """Import robosuite without its import-time warnings and with the MuJoCo enum fix applied."""
+    """Import robosuite without its import-time warnings and with the MuJoCo compatibility fixes applied."""
     global _ROBOSUITE
     if _ROBOSUITE is not None:
         return _ROBOSUITE

@@ -26,7 +26,6 @@ policy: a dry run of the arm, shield and recording path before a policy touches 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 HELP = "run a trained policy on an arm through the safety shield (records a demo folder)"

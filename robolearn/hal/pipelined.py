@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any

@@ -22,7 +22,7 @@ nothing about cubes.
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 

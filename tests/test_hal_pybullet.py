@@ -105,6 +105,8 @@ def test_policy_drives_shielded_pybullet_arm_through_control_loop(tmp_path):
         assert stats.stopped_by == "stop_when" and stats.success is True
         ep = DemoReader(tmp_path / "deploy").load(0)
         assert ep.success and ep.length == stats.steps
+        assert ep.rewards[-1] == 1.0 and ep.rewards[0] == 0.0  # sparse task reward recorded
+        assert ep.states is not None and ep.states.shape[0] == ep.length + 1  # exact-replay states
         assert arm.stats.commands == stats.steps
     finally:
         arm.close()

@@ -91,6 +91,13 @@ class TaskBoundArm:
     def get_state(self) -> np.ndarray:
         return self.env.get_state()
 
+    def reward(self) -> float:
+        """The task's reward for the step just taken: shaped when the task is configured so
+        (robosuite's ``reward_shaping``), else sparse success as the task's own ``step`` gives."""
+        if getattr(getattr(self.env, "config", None), "reward_shaping", False):
+            return float(getattr(self.arm, "last_reward", 0.0))
+        return float(self.env.success())
+
 
 def controller_file(backend: str, controller: str | Path | None) -> Path:
     if controller is None:

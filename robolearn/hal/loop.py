@@ -113,6 +113,9 @@ class ControlLoop:
     on_step: ``f(step, obs: Observation, applied: np.ndarray)`` after each send (keep it cheap).
     keep_on_interrupt: on Ctrl-C/request_stop/errors, write the partial episode (True) or discard it.
     spin_s: busy-wait tail before each deadline; trades CPU for sub-millisecond accuracy.
+    record_states: when recording on an arm with ``get_state()`` (simulators), store the
+        state of every step too, so the episode can be replayed exactly. Rewards come from
+        the arm's ``reward()`` when it has one (simulated tasks), else 0.
     realtime_priority: run the loop thread under SCHED_FIFO at this priority (1-99) while
         ``run`` lasts, so other processes cannot delay its wake-ups by milliseconds (needs
         root or CAP_SYS_NICE; without it a warning is logged and the loop runs normally).
@@ -130,6 +133,7 @@ class ControlLoop:
         spin_s: float = 0.0005,
         reset_source: bool = True,
         realtime_priority: int | None = None,
+        record_states: bool = True,
     ):
         if not hz > 0:
             raise ValueError(f"ControlLoop: hz must be positive, got {hz!r}")
@@ -140,6 +144,8 @@ class ControlLoop:
         self.spin_s = float(spin_s)
         self.reset_source = reset_source
         self.realtime_priority = realtime_priority
+        self.record_states = record_states
+        self._get_state = None
         self.realtime_active = False
         self._stop = threading.Event()
         self.last_obs: Observation | None = None
@@ -176,6 +182,12 @@ class ControlLoop:
         cap = max_steps if max_steps is not None else int(self.hz * 60)
         jitter, work = _Buffer(cap), _Buffer(cap)
         arm, source, recorder, on_step = self.arm, self.source, self.recorder, self.on_step
+        # Simulated task arms can give the reward of each step and the simulator state (for exact replay).
+        reward_fn = getattr(arm, "reward", None) if recorder is not None else None
+        reward_fn = reward_fn if callable(reward_fn) else None
+        get_state = getattr(arm, "get_state", None) if (recorder is not None and self.record_states) else None
+        get_state = get_state if callable(get_state) else None
+        self._get_state = get_state
         period, stop = self.period, self._stop
         step = 0
         finished_ok = False
@@ -203,9 +215,11 @@ class ControlLoop:
                     stats.stopped_by = "request_stop"
                     break
                 action = source.act(obs.data)
+                state = get_state() if get_state is not None else None
                 applied = arm.send(action)
                 if recorder is not None:
-                    recorder.record(obs.data, applied, timestamp=obs.timestamp)
+                    reward = float(reward_fn()) if reward_fn is not None else 0.0
+                    recorder.record(obs.data, applied, reward=reward, timestamp=obs.timestamp, state=state)
                 if on_step is not None:
                     on_step(step, obs, applied)
                 obs = arm.observe()
@@ -271,7 +285,13 @@ class ControlLoop:
             return
         if keep and step > 0 and obs is not None:
             try:
-                path: Path = rec.finish(obs.data, bool(success), final_timestamp=obs.timestamp)
+                final_state = None
+                if self._get_state is not None:
+                    try:
+                        final_state = self._get_state()
+                    except Exception as exc:  # the episode matters more than its last state
+                        log.warning("could not read the final simulator state: %s", exc)
+                path: Path = rec.finish(obs.data, bool(success), final_timestamp=obs.timestamp, final_state=final_state)
                 stats.episode_path = str(path)
                 log.info("episode written to %s", path)
             except Exception as exc:

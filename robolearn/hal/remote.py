@@ -14,6 +14,7 @@ are intended (e.g. while an operator confirms).
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from typing import Any
 
@@ -49,6 +50,7 @@ class RemoteArm:
         self.timeout_s, self.connect_timeout_s = float(timeout_s), float(connect_timeout_s)
         self._spec = spec
         self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
         self.server_heartbeat_ms: float | None = None
         self.last_server_timestamp: float | None = None
 
@@ -86,15 +88,22 @@ class RemoteArm:
             raise RemoteArmError(f"{where}: unexpected reply type {rtype} to {name}", "bad_type")
         return rmeta, rarrays
 
-    def _call(self, msg_type: int, meta=None, arrays=None):
-        if self._sock is None:
-            raise RemoteArmError(f"{self.where}: not connected; call connect() first", "not_connected")
+    def _call(self, msg_type: int, meta=None, arrays=None, lock_timeout: float = -1):
+        # One request/reply at a time on the socket: a watchdog thread's stop() must never
+        # interleave its frames with the control thread's.
+        if not self._lock.acquire(timeout=lock_timeout):
+            raise RemoteArmError(f"{self.where}: another request is in flight", "busy_local")
         try:
-            return self._roundtrip(self._sock, self.where, msg_type, meta, arrays)
-        except RemoteArmError as exc:
-            if exc.code in ("connection", "bad_magic", "version", "bad_json", "bad_arrays", "bad_dtype", "too_large"):
-                self._drop()
-            raise
+            if self._sock is None:
+                raise RemoteArmError(f"{self.where}: not connected; call connect() first", "not_connected")
+            try:
+                return self._roundtrip(self._sock, self.where, msg_type, meta, arrays)
+            except RemoteArmError as exc:
+                if exc.code in ("connection", "bad_magic", "version", "bad_json", "bad_arrays", "bad_dtype", "too_large"):
+                    self._drop()
+                raise
+        finally:
+            self._lock.release()
 
     def _drop(self) -> None:
         if self._sock is not None:
@@ -174,11 +183,13 @@ class RemoteArm:
                 self._sock.settimeout(old)
 
     def stop(self) -> None:
-        """Best effort: when the connection is gone the server has already stopped the arm."""
+        """Best effort: when the connection is gone the server has already stopped the arm, and
+        when another thread's request is stuck in flight the server's heartbeat and watchdog
+        stop it (this call then gives up after 50 ms rather than corrupt the stream)."""
         if self._sock is None:
             return
         try:
-            self._call(P.STOP)
+            self._call(P.STOP, lock_timeout=0.05)
         except RemoteArmError:
             pass
 

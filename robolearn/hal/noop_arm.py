@@ -81,6 +81,9 @@ class NoopArm:
     another thread.
     """
 
+    #: stop() may be called from another thread while a call is in progress (SafetyShield watchdog).
+    concurrent_stop_safe = True
+
     def __init__(
         self,
         control_hz: float = 20.0,

@@ -44,6 +44,9 @@ def _raise_for(code: str, message: str, where: str) -> None:
 
 
 class RemoteArm:
+    #: stop() from another thread is safe: requests are serialised and stop() gives up when busy.
+    concurrent_stop_safe = True
+
     def __init__(self, host: str = "127.0.0.1", port: int = 5555, timeout_s: float = 1.0, connect_timeout_s: float = 3.0,
                  spec: ArmSpec | None = None):
         self.host, self.port = host, int(port)

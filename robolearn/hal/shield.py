@@ -366,10 +366,15 @@ class SafetyShield:
         while not self._wd_stop.wait(poll):
             if not self._wd_armed or time.monotonic() - self._last_valid <= limit:
                 continue
-            # Do not wait forever for a lock held by a hung send(): stop regardless, it is idempotent.
+            # Do not wait forever for a lock held by a hung send(). Without the lock, stop only
+            # arms that declare stop() safe to call concurrently (NoopArm, RemoteArm).
             got = self._lock.acquire(timeout=limit)
             try:
                 if not self._wd_armed or time.monotonic() - self._last_valid <= limit:
+                    continue
+                if not got and not getattr(self.arm, "concurrent_stop_safe", False):
+                    log.critical("%s: watchdog: the arm has been busy in one call for over %.0f ms and cannot be "
+                                 "stopped safely from another thread; relying on its own timeouts", self.spec.name, 1e3 * limit)
                     continue
                 self._wd_armed = False
                 self.stats.watchdog_stops += 1

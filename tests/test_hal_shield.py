@@ -158,3 +158,27 @@ def test_explicit_stop_disarms_watchdog_until_next_command():
     time.sleep(0.2)
     assert sh.stats.watchdog_stops == 1
     sh.close()
+
+
+class HangingArm(NoopArm):
+    def __init__(self, safe):
+        super().__init__(home_pos=(0.0, 0.0, 1.0))
+        self.concurrent_stop_safe = safe
+        self.hang = 0.0
+
+    def send(self, command):
+        time.sleep(self.hang)
+        return super().send(command)
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_watchdog_during_a_hung_send(safe):
+    arm = HangingArm(safe)
+    sh = SafetyShield(arm, ShieldConfig(workspace_low=[-1, -1, 0], workspace_high=[1, 1, 2], watchdog_ms=50))
+    sh.connect()
+    sh.send(np.zeros(7, np.float32))
+    arm.hang = 0.4  # the driver call hangs while holding the shield's lock
+    sh.send(np.zeros(7, np.float32))
+    # A concurrent-safe arm is stopped while the call hangs; any other is left to its own timeouts.
+    assert (sh.stats.watchdog_stops >= 1) == safe
+    sh.close()

@@ -311,4 +311,11 @@ class ArmServer:
             self.stats.arm_errors += 1
             log.error("%s from %s failed: %s", name, peer, exc)
             self._reply(conn, P.ERROR, {"code": _error_code(exc), "message": str(exc)})
+        except (OSError, P.ConnectionClosed):
+            raise  # the connection itself broke: handled by the caller (arm stopped)
+        except Exception as exc:  # a backend bug must not kill the server or leave the arm moving
+            self.stats.arm_errors += 1
+            log.exception("%s from %s raised %s; stopping the arm", name, peer, type(exc).__name__)
+            self._stop_arm()
+            self._reply(conn, P.ERROR, {"code": "internal", "message": f"{type(exc).__name__}: {exc}"})
         return True

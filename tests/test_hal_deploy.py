@@ -80,8 +80,8 @@ def test_deploy_launch_errors_name_the_field(tmp_path):
         deploy.run(deploy_args(launch=str(bad)))
 
 
-def test_sigint_during_deploy_leaves_readable_demo_folder(tmp_path):
-    out = tmp_path / "interrupted"
+def run_and_signal(tmp_path, sig, name):
+    out = tmp_path / name
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # No success stop and a long run, so the loop is mid-episode when the signal lands.
     launch = tmp_path / "long.yaml"
@@ -95,10 +95,22 @@ def test_sigint_during_deploy_leaves_readable_demo_folder(tmp_path):
         if "running" in line or time.monotonic() > t_end:
             break
     time.sleep(0.6)  # ~30 steps at 50 Hz
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     rest = proc.communicate(timeout=30)[0]
-    assert proc.returncode == 130, rest
+    return proc.returncode, rest, out
+
+
+def test_sigint_during_deploy_leaves_readable_demo_folder(tmp_path):
+    code, rest, out = run_and_signal(tmp_path, signal.SIGINT, "interrupted")
+    assert code == 130, rest
     assert "stopped by interrupt" in rest
     ep = DemoReader(out).load(0)
     assert 5 < ep.length < 5000
     assert np.all(np.isfinite(ep.actions))
+
+
+def test_sigquit_latches_estop_and_keeps_the_episode(tmp_path):
+    code, rest, out = run_and_signal(tmp_path, signal.SIGQUIT, "estopped")
+    assert code == 3, rest
+    assert "shield stopped the run" in rest and "e-stop is latched" in rest
+    assert DemoReader(out).load(0).length > 5

@@ -201,9 +201,12 @@ def run(args) -> int:
         raise KeyboardInterrupt
 
     def _estop(signum, frame):
+        # Latch and stop the arm now; the loop's next send is refused (EStopError), which ends
+        # the run through the same path as any shield stop: partial episode kept, exit code 3.
         if shield is not None:
             shield.estop()
-        loop.request_stop()
+        else:
+            loop.request_stop()
 
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGQUIT)}
     signal.signal(signal.SIGTERM, _sigterm)

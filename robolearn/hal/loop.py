@@ -8,6 +8,10 @@ short busy-wait tail for sub-millisecond accuracy. A step that finishes after it
 deadline is an overrun: it is counted and the schedule resyncs to now instead of firing
 a burst of late steps to catch up.
 
+Each period starts with ``arm.observe()``, then ``source.act(obs)`` and ``arm.send``: the
+action is computed from the state at the start of its own period, not from one left over
+from before the sleep. The recorded row k is that observation and the command applied.
+
 Each period's jitter (actual start-to-start interval minus the nominal period) goes into
 a preallocated array; the hot path does no I/O and no allocation beyond what the
 command source, the arm and the recorder need.
@@ -208,6 +212,14 @@ class ControlLoop:
             deadline = prev_tick
             t_start = prev_tick
             while True:
+                if step > 0:
+                    # Observe at the start of the period: the action is chosen from the freshest
+                    # state (a real arm moved while the loop slept), and the row is stamped now.
+                    obs = arm.observe()
+                    self.last_obs = obs
+                    if stop_when is not None and stop_when(obs.data):
+                        stats.stopped_by = "stop_when"
+                        break
                 if max_steps is not None and step >= max_steps:
                     stats.stopped_by = "max_steps"
                     break
@@ -222,12 +234,7 @@ class ControlLoop:
                     recorder.record(obs.data, applied, reward=reward, timestamp=obs.timestamp, state=state)
                 if on_step is not None:
                     on_step(step, obs, applied)
-                obs = arm.observe()
-                self.last_obs = obs
                 step += 1
-                if stop_when is not None and stop_when(obs.data):
-                    stats.stopped_by = "stop_when"
-                    break
                 deadline += period
                 now = time.monotonic()
                 work.add((now - prev_tick) * 1e3)

@@ -259,6 +259,6 @@ def run(args) -> int:
     jit = [s.jitter_p99_ms for s in results]
     print(f"deploy summary: {summary['steps']} steps in {len(results)} episode(s); "
           f"shield interventions {shield_stats.get('interventions', 'n/a')}; "
-          + (f"jitter p50 {max(s.jitter_p50_ms for s in results):.3f} ms p99 {max(jit):.3f} ms; " if jit else "")
+          + (f"jitter p50 {max(s.jitter_p50_ms for s in results):.3f} ms p99 {max(jit):.3f} ms (worst episode); " if jit else "")
           + f"success {[s.success for s in results]}; demo folder {out}", flush=True)
     return code

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -44,13 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     for algo in ALGOS:
         run = out / algo
         overrides = [f"data.path={data}"] + ([f"train.steps={args.steps}"] if args.steps else [])
-        if not (run / "train_summary.json").exists():
-            print(f"[2/3] training {algo} -> {run}")
-            if run.exists():
-                import shutil
-
-                shutil.rmtree(run)
-            train_from_launch(LAUNCH_DIR / f"graph_reach_{algo}.yaml", run, seed=args.seed, overrides=overrides)
+        # Always train afresh: a run left from an older launch file would silently report stale figures.
+        print(f"[2/3] training {algo} -> {run}")
+        if run.exists():
+            shutil.rmtree(run)
+        train_from_launch(LAUNCH_DIR / f"graph_reach_{algo}.yaml", run, seed=args.seed, overrides=overrides)
         print(f"[3/3] evaluating {algo} closed-loop ({args.eval_episodes} episodes, videos of the first 3)")
         results[algo] = evaluate_run(run, episodes=args.eval_episodes, seed=args.seed, json_out=run / "eval.json",
                                      video_dir=run / "videos", video_episodes=3)

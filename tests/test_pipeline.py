@@ -88,3 +88,15 @@ def test_video_written_for_requested_episodes(demos, tmp_path):
     assert [f.name for f in files] == ["episode_0000.mp4"]
     frames, width, height = read_mp4_info(files[0])
     assert frames >= 2 and width > 0 and height > 0
+
+
+def test_quickstart_runs_end_to_end_on_a_tiny_budget(tmp_path):
+    from robolearn.quickstart import main as quickstart
+
+    out = tmp_path / "qs"
+    assert quickstart(["--out", str(out), "--episodes", "6", "--steps", "10", "--eval-episodes", "2"]) == 0
+    report = (out / "report.md").read_text()
+    assert "| bc_rnn |" in report and "| iris |" in report
+    for algo in ("bc_rnn", "iris"):
+        assert (out / algo / "eval.png").exists()
+        assert sorted(p.name for p in (out / algo / "videos").glob("*.mp4")) == ["episode_0000.mp4", "episode_0001.mp4"]

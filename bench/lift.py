@@ -85,8 +85,13 @@ def run_one(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict[s
     evals = []
     first_90 = None
     for ck in checkpoints(run_dir):
-        res = evaluate_run(run_dir, episodes=args.episodes, seed=args.eval_seed, workers=args.workers, checkpoint=ck,
-                           progress=not args.quiet)
+        cache = ck / f"bench_eval_{args.episodes}ep_seed{args.eval_seed}.json"
+        if args.reuse and cache.exists():
+            res = json.loads(cache.read_text())
+        else:
+            res = evaluate_run(run_dir, episodes=args.episodes, seed=args.eval_seed, workers=args.workers, checkpoint=ck,
+                               progress=not args.quiet)
+            cache.write_text(json.dumps({k: v for k, v in res.items() if k != "per_episode"}, indent=2))
         step = int(res.get("step") or int(ck.name.split("_")[-1]))
         rec = {"step": step, "success_rate": res["success_rate"], "successful_mean_length": res["successful_mean_length"],
                "mean_length": res["mean_length"], "train_wall_s": walls.get(step)}
@@ -145,7 +150,8 @@ def main(argv: list[str] | None = None, task: str = "lift") -> int:
     p.add_argument("--runs", default=f"runs/bench/{task}", help="where the run folders go")
     p.add_argument("--out", default=f"bench/results/{task}.json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra launch override for every run")
-    p.add_argument("--reuse", action="store_true", help="evaluate existing run folders instead of retraining")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep run folders that already have checkpoints (no retraining) and their cached evaluations")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     os.chdir(ROOT)

@@ -100,3 +100,20 @@ def test_quickstart_runs_end_to_end_on_a_tiny_budget(tmp_path):
     for algo in ("bc_rnn", "iris"):
         assert (out / algo / "eval.png").exists()
         assert sorted(p.name for p in (out / algo / "videos").glob("*.mp4")) == ["episode_0000.mp4", "episode_0001.mp4"]
+
+
+def test_training_uses_only_the_train_split(demos, tmp_path):
+    import shutil
+
+    from robolearn.data.format import DemoReader
+    from robolearn.policy import read_checkpoint_info
+
+    folder = tmp_path / "split_demos"
+    shutil.copytree(demos, folder)
+    assert main(["split", str(folder), "--valid", "0.25", "--seed", "0"]) == 0
+    train_idx = DemoReader(folder).split_indices("train")
+    assert 0 < len(train_idx) < 8
+    run = tmp_path / "run"
+    assert main(train_args("bc", folder, run, steps=10)) == 0
+    _, info = read_checkpoint_info(run)
+    assert info["meta"]["data"]["episodes"] == len(train_idx)

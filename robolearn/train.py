@@ -74,7 +74,7 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
     torch.set_num_threads(cfg.train.threads)
     gen = seed_everything(seed)
     meta, episodes, obs_keys, data = load_dataset(cfg)
-    cls = algo_class(cfg.algo_name)
+    cls = algo_class(cfg.algo_name, cfg.source)
     algo = cls.build(cfg.algo_params, data.obs_dim, data.action_dim, f"{cfg.source}: algo")
     start = 0
     if resume and (ckpt_dir / LATEST).exists():

@@ -41,11 +41,11 @@ def register(name: str):
     return deco
 
 
-def algo_class(name: str) -> type["Algo"]:
+def algo_class(name: str, source: str = "algo") -> type["Algo"]:
     if name not in _REGISTRY and name in _MODULES:
         importlib.import_module(_MODULES[name])
     if name not in _REGISTRY:
-        raise ConfigError("algo", "name", f"unknown algorithm {name!r}; known: {sorted(_MODULES)}")
+        raise ConfigError(source, "algo.name", f"unknown algorithm {name!r}; known: {sorted(_MODULES)}")
     return _REGISTRY[name]
 
 

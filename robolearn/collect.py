@@ -121,7 +121,9 @@ def rollout(env, task: str, kind: str, seed: int, index: int) -> dict[str, Any]:
         "success": success,
         "states": np.stack(states) if states is not None else None,
         "timestamps": np.arange(T + 1, dtype=np.float64) / float(env.control_hz),
-        "extra": dict(info()) if info else {},
+        # The reset seed lets `robolearn replay --mode actions` rebuild the controller's reset-time
+        # references exactly (robosuite's set_state alone does not restore them).
+        "extra": {**(dict(info()) if info else {}), "reset_seed": np.int64(env_seed)},
     }
 
 

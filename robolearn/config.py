@@ -61,12 +61,14 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, source: str = "confi
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types are errors naming ``source``."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    # Fields marked metadata={"config_key": False} are bookkeeping set by code, never by a file.
+    fields = [f for f in dataclasses.fields(cls) if f.init and f.metadata.get("config_key", True)]
+    names = {f.name for f in fields}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(source, unknown[0], f"unknown key; {cls.__name__} accepts {sorted(names)}")
     kwargs = {}
-    for f in dataclasses.fields(cls):
+    for f in fields:
         if f.name not in data:
             continue
         value = data[f.name]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from robolearn.config import ConfigError
 from robolearn.data.format import atomic_write_bytes
 from robolearn.policy import Policy, load_policy, read_checkpoint_info
 from robolearn.tasks.base import TaskEnv, make_env
@@ -95,6 +96,8 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, 
                  horizon: int | None = None, progress: bool = True, json_out: str | os.PathLike | None = None,
                  plot_path: str | os.PathLike | None = None, video_episodes: int | None = None) -> dict[str, Any]:
     """Roll ``episodes`` episodes out; videos for the first ``video_episodes`` (all when None)."""
+    if episodes < 1:
+        raise ConfigError("--episodes", "episodes", f"expected a positive integer, got {episodes}")
     ckpt, info = read_checkpoint_info(checkpoint or run_dir)
     meta = info.get("meta", {})
     fps = float(meta.get("control_hz") or 20.0)

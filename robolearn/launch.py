@@ -57,7 +57,8 @@ class LaunchConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     env: dict[str, Any] = field(default_factory=dict)
     deploy: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
+    #: the launch file this came from, for error messages (set by load_launch, never by the YAML).
+    source: str = field(default="", metadata={"config_key": False})
 
     @property
     def algo_name(self) -> str:

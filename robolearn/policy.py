@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +120,6 @@ def save_checkpoint(
     }
     (tmp / CHECKPOINT_JSON).write_text(json.dumps(info, indent=2))
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     atomic_write_bytes(folder.parent / LATEST, json.dumps({"name": folder.name, "step": step}).encode())

@@ -5,7 +5,6 @@ No robot exists here: the served arm is the NoopArm behind its SafetyShield
 garbage and wrong-version frames on the socket)."""
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time

@@ -12,6 +12,7 @@ pytest.importorskip("robosuite")
 
 from robolearn.tasks.base import make_env, make_operator  # noqa: E402
 from robolearn.tasks.manip_operators import make_operator_for  # noqa: E402
+from manip_helpers import rollout  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +21,6 @@ def env():
     e.reset(seed=0)
     yield e
     e.close()
-
-
-def rollout(env, op, seed):
-    obs = env.reset(seed=seed)
-    op.reset()
-    rows = {k: [v] for k, v in obs.items()}
-    for _ in range(env.horizon):
-        res = env.step(op.act(obs))
-        obs = res.obs
-        for k, v in obs.items():
-            rows[k].append(v)
-        if res.done:
-            break
-    return {k: np.stack(v) for k, v in rows.items()}, bool(res.success)
 
 
 def in_target_bin(env, pos):

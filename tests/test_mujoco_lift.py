@@ -18,6 +18,7 @@ from robolearn.config import ConfigError  # noqa: E402
 from robolearn.hal.arm import Arm, ArmError  # noqa: E402
 from robolearn.tasks.base import make_env, make_operator  # noqa: E402
 from robolearn.tasks.manip_operators import make_operator_for  # noqa: E402
+from manip_helpers import rollout  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,22 +27,6 @@ def env():
     e.reset(seed=0)
     yield e
     e.close()
-
-
-def rollout(env, op, seed, max_steps=None):
-    """Roll out an operator; returns obs arrays (T+1 rows), success, the operator."""
-    obs = env.reset(seed=seed)
-    op.reset()
-    rows = {k: [v] for k, v in obs.items()}
-    res = None
-    for _ in range(max_steps or env.horizon):
-        res = env.step(op.act(obs))
-        obs = res.obs
-        for k, v in obs.items():
-            rows[k].append(v)
-        if res.done:
-            break
-    return {k: np.stack(v) for k, v in rows.items()}, bool(res.success), op
 
 
 def test_arm_protocol_observe_send_home(env):
@@ -106,7 +91,7 @@ def test_episode_does_not_depend_on_history_or_process(env):
 def test_proficient_succeeds_on_three_seeded_episodes(env):
     for seed in range(3):
         op = make_operator("lift", env, "proficient", np.random.default_rng(seed))
-        traj, success, _ = rollout(env, op, seed=100 + seed)
+        traj, success = rollout(env, op, seed=100 + seed)
         assert success, f"seed {seed}: proficient operator failed"
         assert len(traj["object"]) - 1 < 80
         assert np.all(np.abs(np.diff(traj["robot0_eef_pos"], axis=0)) < 0.05)
@@ -123,7 +108,7 @@ def _first_final_grasp(op):
 
 def test_suboptimal_partial_lift_sets_the_cube_back_down(env):
     op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(1), behaviours=["partial_lift"])
-    traj, success, _ = rollout(env, op, seed=21)
+    traj, success = rollout(env, op, seed=21)
     assert success
     z = traj["object"][:, 2]
     rest = np.median(z[5:15])
@@ -138,7 +123,7 @@ def test_suboptimal_partial_lift_sets_the_cube_back_down(env):
 
 def test_suboptimal_push_moves_the_cube_without_grasping(env):
     op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(2), behaviours=["push"])
-    traj, success, _ = rollout(env, op, seed=22)
+    traj, success = rollout(env, op, seed=22)
     assert success
     first_close = min(s for s, n in op.events if n == "close")  # the final grasp's close
     obj = traj["object"][:, :2]
@@ -149,7 +134,7 @@ def test_suboptimal_push_moves_the_cube_without_grasping(env):
 
 def test_suboptimal_carry_release_grasps_moves_and_lets_go(env):
     op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(3), behaviours=["carry_release"])
-    traj, success, _ = rollout(env, op, seed=23)
+    traj, success = rollout(env, op, seed=23)
     assert success
     gap = _gap(traj)
     final = _first_final_grasp(op)
@@ -165,7 +150,7 @@ def test_suboptimal_carry_release_grasps_moves_and_lets_go(env):
 
 def test_suboptimal_missed_grasp_closes_on_nothing(env):
     op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(4), behaviours=["missed_grasp", "wander"])
-    traj, success, _ = rollout(env, op, seed=24)
+    traj, success = rollout(env, op, seed=24)
     assert success
     gap = _gap(traj)
     final = _first_final_grasp(op)
@@ -182,7 +167,7 @@ def test_suboptimal_is_longer_and_varied(env):
     lengths, modes = [], set()
     for i in range(4):
         op = make_operator("lift", env, "suboptimal", np.random.default_rng(50 + i))
-        traj, success, op = rollout(env, op, seed=50 + i)
+        traj, success = rollout(env, op, seed=50 + i)
         assert success
         lengths.append(len(traj["object"]) - 1)
         modes.add(op.mode)
@@ -196,7 +181,7 @@ def test_multimodal_modes_all_succeed(env):
     modes = set()
     for i in range(3):
         op = make_operator("lift", env, "multimodal", np.random.default_rng(i + 7))
-        _, success, op = rollout(env, op, seed=70 + i)
+        _, success = rollout(env, op, seed=70 + i)
         assert success, op.mode
         modes.add(op.mode)
     assert len(modes) >= 2

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +19,12 @@ from robolearn.data.format import (
     DemoFormatError,
     DemoReader,
     DemoWriter,
+    atomic_write_bytes,
     episode_indices,
     load_episode_file,
     read_meta,
     write_meta,
 )
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def merge(out: str | os.PathLike, sources: list[str | os.PathLike], progress: bool = True) -> dict[str, list[int]]:
@@ -84,7 +69,7 @@ def merge(out: str | os.PathLike, sources: list[str | os.PathLike], progress: bo
         new: list[int] = []
         old_to_new: dict[int, int] = {}
         for i in tqdm(r.indices, desc=f"merge {r.folder.name}", disable=not progress, unit="ep"):
-            _atomic_copy(r.path(i), out / EPISODE_DIR / f"episode_{nxt:06d}.npz")
+            atomic_write_bytes(out / EPISODE_DIR / f"episode_{nxt:06d}.npz", r.path(i).read_bytes())
             old_to_new[i] = nxt
             new.append(nxt)
             nxt += 1

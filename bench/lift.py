@@ -84,25 +84,30 @@ def run_one(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict[s
     walls = wall_at_steps(run_dir)
     evals = []
     first_90 = None
-    for ck in checkpoints(run_dir):
-        cache = ck / f"bench_eval_{args.episodes}ep_seed{args.eval_seed}.json"
+    cks = checkpoints(run_dir)
+    for ck in cks:
+        # The final checkpoint gets the full episode count; intermediate ones (which only
+        # locate the first >= 90 % checkpoint and the best one) may get fewer.
+        episodes = args.episodes if ck == cks[-1] or not args.checkpoint_episodes else args.checkpoint_episodes
+        cache = ck / f"bench_eval_{episodes}ep_seed{args.eval_seed}.json"
         if args.reuse and cache.exists():
             res = json.loads(cache.read_text())
         else:
-            res = evaluate_run(run_dir, episodes=args.episodes, seed=args.eval_seed, workers=args.workers, checkpoint=ck,
+            res = evaluate_run(run_dir, episodes=episodes, seed=args.eval_seed, workers=args.workers, checkpoint=ck,
                                progress=not args.quiet)
             cache.write_text(json.dumps({k: v for k, v in res.items() if k != "per_episode"}, indent=2))
         step = int(res.get("step") or int(ck.name.split("_")[-1]))
-        rec = {"step": step, "success_rate": res["success_rate"], "successful_mean_length": res["successful_mean_length"],
+        rec = {"step": step, "episodes": episodes, "success_rate": res["success_rate"], "successful_mean_length": res["successful_mean_length"],
                "mean_length": res["mean_length"], "train_wall_s": walls.get(step)}
         evals.append(rec)
         if first_90 is None and res["success_rate"] >= 0.9:
             first_90 = rec
         print(f"  {algo} seed {seed} step {step}: success {res['success_rate']:.0%}", flush=True)
     final = evals[-1] if evals else {}
+    best = max(evals, key=lambda e: e["success_rate"]) if evals else {}
     return {
         "algo": algo, "seed": seed, "run_dir": str(run_dir), "launch": str(launch), "overrides": overrides,
-        "train_wall_s": round(train_wall, 1), "final": final, "checkpoints": evals,
+        "train_wall_s": round(train_wall, 1), "final": final, "best": best, "checkpoints": evals,
         "first_90": first_90,
     }
 
@@ -112,11 +117,16 @@ def aggregate(results: list[dict[str, Any]], demo_median: float | None) -> list[
     for algo in dict.fromkeys(r["algo"] for r in results):
         rs = [r for r in results if r["algo"] == algo]
         succ = [r["final"].get("success_rate", 0.0) for r in rs]
+        best = [r.get("best", {}).get("success_rate", 0.0) for r in rs]
         lens = [r["final"]["successful_mean_length"] for r in rs if r["final"].get("successful_mean_length")]
         t90 = [r["first_90"]["train_wall_s"] for r in rs if r["first_90"] and r["first_90"].get("train_wall_s") is not None]
         rows.append({
             "algo": algo, "seeds": len(rs),
             "success_mean": float(np.mean(succ)), "success_std": float(np.std(succ)),
+            "success_per_seed": [round(float(x), 3) for x in succ],
+            # An early-stopped run (best checkpoint on the evaluation episodes): an upper bound on
+            # what checkpoint selection could give each algorithm, the fair fight for BC-RNN.
+            "best_checkpoint_mean": float(np.mean(best)), "best_checkpoint_std": float(np.std(best)),
             "successful_length": float(np.mean(lens)) if lens else None, "demo_median_length": demo_median,
             "train_wall_s": float(np.mean([r["train_wall_s"] for r in rs])),
             "reached_90": f"{len(t90)}/{len(rs)}", "wall_to_90_s": float(np.mean(t90)) if t90 else None,
@@ -126,14 +136,15 @@ def aggregate(results: list[dict[str, Any]], demo_median: float | None) -> list[
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
     print(f"\n{title}")
-    head = f"{'algo':8} {'success':>14} {'succ. len':>9} {'demo med':>8} {'train s':>8} {'>=90%':>6} {'s to 90%':>8}"
+    head = f"{'algo':8} {'success':>14} {'best ckpt':>14} {'succ. len':>9} {'demo med':>8} {'train s':>8} {'>=90%':>6} {'s to 90%':>8}"
     print(head)
     print("-" * len(head))
     for r in rows:
         sl = f"{r['successful_length']:.0f}" if r["successful_length"] else "-"
         dm = f"{r['demo_median_length']:.0f}" if r["demo_median_length"] else "-"
         t9 = f"{r['wall_to_90_s']:.0f}" if r["wall_to_90_s"] is not None else "-"
-        print(f"{r['algo']:8} {100 * r['success_mean']:6.1f} +- {100 * r['success_std']:4.1f} {sl:>9} {dm:>8} "
+        print(f"{r['algo']:8} {100 * r['success_mean']:6.1f} +- {100 * r['success_std']:4.1f} "
+              f"{100 * r['best_checkpoint_mean']:6.1f} +- {100 * r['best_checkpoint_std']:4.1f} {sl:>9} {dm:>8} "
               f"{r['train_wall_s']:8.0f} {r['reached_90']:>6} {t9:>8}")
 
 
@@ -144,7 +155,9 @@ def main(argv: list[str] | None = None, task: str = "lift") -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=5000, help="gradient steps, the same for every algorithm")
     p.add_argument("--checkpoint-every", type=int, default=1000)
-    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes per checkpoint")
+    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes for the final checkpoint")
+    p.add_argument("--checkpoint-episodes", type=int, default=0,
+                   help="evaluation episodes for intermediate checkpoints (default: --episodes)")
     p.add_argument("--eval-seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="evaluation worker processes")
     p.add_argument("--runs", default=f"runs/bench/{task}", help="where the run folders go")
@@ -171,10 +184,12 @@ def main(argv: list[str] | None = None, task: str = "lift") -> int:
     results = [run_one(task, algo, seed, args) for algo in algos for seed in range(args.seeds)]
     rows = aggregate(results, demo_median)
     title = (f"{task}: {len(lengths)} demos (median {demo_median:.0f} steps) from {args.data}; {args.steps} steps, "
-             f"{args.seeds} seed(s), {args.episodes} eval episodes per checkpoint")
+             f"{args.seeds} seed(s), {args.episodes} eval episodes for the final checkpoint, "
+             f"{args.checkpoint_episodes or args.episodes} for earlier ones")
     print_table(rows, title)
     out = {"task": task, "data": args.data, "demos": len(lengths), "demo_median_length": demo_median,
-           "steps": args.steps, "seeds": args.seeds, "episodes": args.episodes, "table": rows, "runs": results,
+           "steps": args.steps, "seeds": args.seeds, "episodes": args.episodes,
+           "checkpoint_episodes": args.checkpoint_episodes or args.episodes, "table": rows, "runs": results,
            "bench_wall_s": round(time.perf_counter() - t0, 1)}
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,17 +31,42 @@ LATEST = "latest.json"
 class Policy:
     """Observation dict in, action out. Wraps any algorithm with flattening and normalisation."""
 
-    def __init__(self, algo: Algo, normalizer: Normalizer, obs_keys: list[str], obs_shapes: dict[str, list[int]], meta: dict[str, Any]):
+    def __init__(
+        self,
+        algo: Algo,
+        normalizer: Normalizer,
+        obs_keys: list[str],
+        obs_shapes: dict[str, list[int]],
+        meta: dict[str, Any],
+        source: str = "policy",
+    ):
         self.algo = algo.eval()
         self.normalizer = normalizer
         self.obs_keys = list(obs_keys)
         self.obs_shapes = {k: tuple(v) for k, v in obs_shapes.items()}
         self.meta = meta
+        #: The checkpoint this policy came from, named in observation errors.
+        self.source = source
+
+    def check_observation(self, obs: dict[str, np.ndarray]) -> None:
+        """Fail with the key and the expected shape when an env's observation does not match the
+        one the policy was trained on (another robot, another object, a different key set), rather
+        than inside numpy broadcasting or, worse, acting on a silently misaligned vector."""
+        for k in self.obs_keys:
+            if k not in obs:
+                raise ConfigError(self.source, k, f"the observation has no key {k!r} (it has {sorted(obs)}); the policy was trained on {self.obs_keys}")
+            want = self.obs_shapes.get(k)
+            if want is None:
+                continue
+            got = np.shape(obs[k])
+            if int(np.prod(got)) != int(np.prod(want)):
+                raise ConfigError(self.source, k, f"observation {k!r} has shape {tuple(got)}; the policy was trained on shape {tuple(want)}")
 
     def reset(self, seed: int = 0) -> None:
         self.algo.reset_policy(torch.Generator().manual_seed(int(seed)))
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        self.check_observation(obs)
         x = torch.from_numpy(self.normalizer(flatten_obs(obs, self.obs_keys)).astype(np.float32))
         with torch.no_grad():
             a = self.algo.act(x)
@@ -173,5 +198,8 @@ def restore_training_state(algo: Algo, ckpt: Path, info: dict[str, Any], gen: to
 
 
 def load_policy(path: str | os.PathLike) -> Policy:
-    algo, info, _ = load_algo(path)
-    return Policy(algo, Normalizer.from_json(info["normalizer"]), info["obs_keys"], info.get("obs_shapes", {}), info.get("meta", {}))
+    algo, info, ckpt = load_algo(path)
+    return Policy(
+        algo, Normalizer.from_json(info["normalizer"]), info["obs_keys"], info.get("obs_shapes", {}), info.get("meta", {}),
+        source=str(ckpt / CHECKPOINT_JSON),
+    )

@@ -9,6 +9,7 @@ import torch
 from robolearn.algos.base import algo_class, algo_names
 from robolearn.data.dataset import DemoDataset
 from robolearn.data.format import Episode
+from robolearn.config import ConfigError
 from robolearn.policy import load_policy, save_checkpoint
 
 SMALL = {
@@ -119,3 +120,17 @@ def test_unknown_config_key_names_it(data):
 
     with pytest.raises(ConfigError, match="hiden"):
         algo_class("bc").build({"hiden": [3]}, data.obs_dim, data.action_dim, "launch/x.yaml: algo")
+
+
+def test_policy_rejects_an_observation_of_the_wrong_shape(data, tmp_path):
+    algo = build("bc", data)
+    save_checkpoint(tmp_path / "ckpt", algo, step=0, normalizer=data.normalizer, obs_keys=["pos"],
+                    obs_shapes={"pos": [2]}, meta={"task": "synthetic"})
+    policy = load_policy(tmp_path)
+    policy.act({"pos": np.zeros(2, np.float32)})  # the trained shape is accepted
+    with pytest.raises(ConfigError) as err:
+        policy.act({"pos": np.zeros(3, np.float32)})
+    msg = str(err.value)
+    assert "checkpoint.json" in msg and "'pos'" in msg and "(3,)" in msg and "(2,)" in msg
+    with pytest.raises(ConfigError, match="no key 'pos'"):
+        policy.act({"position": np.zeros(2, np.float32)})

@@ -2,6 +2,7 @@
 HID reports) and `robolearn teleop` end to end on the in-memory noop arm behind the shield."""
 from __future__ import annotations
 
+import io
 import os
 import pty
 import signal
@@ -259,3 +260,55 @@ def test_step_limit_asks_to_save(tmp_path, launch):
             t.proc.kill()
     ep = DemoReader(out).load(0)
     assert ep.length == 5 and not ep.success
+
+
+class _ScriptedDevice:
+    """A teleop device that plays a fixed script: start, a few motion commands, save, quit.
+    Stands in for a person at the keyboard; the session, loop, shield and arm are real."""
+
+    def __init__(self, commands: list[np.ndarray]):
+        self.commands = list(commands)
+        self.phase = "idle"
+
+    def poll(self):
+        hold = np.zeros(7, np.float32)
+        hold[6] = -1.0
+        if self.phase == "idle":
+            self.phase = "recording"
+            return hold, ["start"]
+        if self.phase == "recording":
+            if self.commands:
+                return self.commands.pop(0), []
+            self.phase = "done"
+            return hold, ["save"]
+        return hold, ["quit"]
+
+    def close(self):
+        pass
+
+
+def test_teleop_on_robosuite_records_the_reset_seed_and_replays_exactly(tmp_path):
+    """A teleop recording in simulation stores the seed its episode was reset with, so
+    replaying its actions reproduces every observation (as ``collect`` recordings do)."""
+    pytest.importorskip("robosuite")
+    from robolearn.commands.replay import replay_episode
+    from robolearn.data.format import DemoWriter
+    from robolearn.hal.factory import make_arm
+    from robolearn.teleop.session import SessionConfig, TeleopSession, meta_for
+
+    arm = make_arm("robosuite", "controllers/robosuite_panda_osc.yaml", task="lift")  # unseeded, like a person's session
+    try:
+        cmd = np.zeros(7, np.float32)
+        cmd[2], cmd[6] = -0.5, -1.0  # down, gripper open
+        meta = meta_for(arm, "lift", 20.0, source="teleop:scripted", controller="controllers/robosuite_panda_osc.yaml")
+        writer = DemoWriter(tmp_path / "demos", meta)
+        arm.connect()
+        session = TeleopSession(arm, _ScriptedDevice([cmd] * 12), writer, SessionConfig(hz=50.0), out=io.StringIO())
+        summary = session.run()
+    finally:
+        arm.close()
+    assert len(summary["saved"]) == 1
+    ep = DemoReader(tmp_path / "demos").load(0)
+    assert "reset_seed" in ep.extra and ep.length >= 12
+    drift = replay_episode(tmp_path / "demos", 0, "actions", None, (64, 64), None)
+    assert drift.steps == ep.length and max(drift.max.values()) == 0.0

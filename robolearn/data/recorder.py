@@ -79,9 +79,10 @@ class EpisodeRecorder:
         self._states.append(None if state is None else np.array(state, copy=True))
 
     def finish(self, final_obs: Mapping[str, np.ndarray], success: bool, final_timestamp: float | None = None,
-               final_state: np.ndarray | None = None) -> Path:
+               final_state: np.ndarray | None = None, extra: Mapping[str, np.ndarray] | None = None) -> Path:
         """Write the episode (atomically) and return its path. Raises DemoFormatError if it
-        cannot be written (no steps, bad shapes); the buffers are kept until ``start``/``discard``."""
+        cannot be written (no steps, bad shapes); the buffers are kept until ``start``/``discard``.
+        ``extra`` holds per-episode arrays stored as ``extra/<name>`` (e.g. the reset seed)."""
         if not self._active:
             raise RuntimeError("EpisodeRecorder.finish() without an episode in progress")
         if not self._actions:
@@ -107,7 +108,7 @@ class EpisodeRecorder:
         dones[-1] = True  # the episode ends here, whatever the source said
         path = self.writer.write_episode(
             obs, actions, rewards=np.asarray(self._rewards, np.float32), dones=dones,
-            success=bool(success), states=states, timestamps=timestamps,
+            success=bool(success), states=states, timestamps=timestamps, extra=dict(extra) if extra else None,
         )
         self._active = False
         self._reset_buffers()

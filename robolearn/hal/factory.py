@@ -59,6 +59,11 @@ class TaskBoundArm:
         self.spec: ArmSpec = self.arm.spec
         self._seed = seed
         self._episode = 0
+        # Unseeded runs still draw each episode's seed themselves, so that it can be recorded
+        # (teleop stores it with the episode) and the episode replayed exactly later.
+        self._entropy = np.random.default_rng()
+        #: The seed of the current episode's reset (object placement, joint noise).
+        self.last_reset_seed: int | None = None
 
     @property
     def connected(self) -> bool:
@@ -74,9 +79,13 @@ class TaskBoundArm:
         return self.arm.send(command)
 
     def home(self) -> Observation:
-        seed = None if self._seed is None else self._seed + self._episode
+        if self._seed is None:
+            seed = int(self._entropy.integers(0, 2**31 - 1))
+        else:
+            seed = self._seed + self._episode
         self._episode += 1
         self.env.reset(seed=seed)
+        self.last_reset_seed = seed
         return self.arm.observe()
 
     def stop(self) -> None:

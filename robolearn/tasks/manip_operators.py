@@ -399,23 +399,38 @@ class ScriptedOperator:
         return self.scene.area_centre + self.rng.uniform(-0.5, 0.5, 2) * self.scene.area_half
 
     # -- behaviours that undo progress (suboptimal) ---------------------------------------
-    def _b_partial_lift(self) -> Script:
-        ok = yield from self._grasp()
-        if not ok:
-            return
+    def _lift_part_way(self) -> Generator[np.ndarray, None, float]:
+        """Raise the held object part way, at the pace the final lift starts with.
+
+        Shared by the partial lift (which then sets the object back down) and the suboptimal
+        operator's final lift (which pauses here and then goes on up), so that the state "held,
+        part way up, paused" is followed by both outcomes in the data, as with a human operator
+        who sometimes changes their mind. A policy that imitates without a notion of progress
+        averages the two; one that ranks subgoals by value can tell them apart.
+        """
         rest_z = self.obj()[2]
         if self.scene.success_z is not None:  # stay clearly below the success height
-            rise = min(self.rng.uniform(0.008, 0.013), self.scene.success_z - 0.007 - rest_z)
+            rise = min(self.rng.uniform(0.009, 0.014), self.scene.success_z - 0.006 - rest_z)
         else:
             rise = self.rng.uniform(0.03, 0.07)
         top = self.eef() + np.array([0.0, 0.0, rise])
-        guard = (lambda: self.obj()[2] > self.scene.success_z - 0.006) if self.scene.success_z else None
-        self._event("partial_lift_up")
+        guard = (lambda: self.obj()[2] > self.scene.success_z - 0.005) if self.scene.success_z else None
         yield from self._move(lambda: top, CLOSE, self._speed() * 0.6, tol=0.003, max_steps=25, stop=guard)
         yield from self._wait(int(self.rng.integers(2, 8)))
-        down = self.eef() - np.array([0.0, 0.0, rise + 0.002])
-        yield from self._move(lambda: down, CLOSE, self._speed() * 0.6, tol=0.004, max_steps=25)
-        self._event("partial_lift_down")
+        return rise
+
+    def _b_partial_lift(self) -> Script:
+        """Pick the object up part way and set it back down, one to three times, then let go."""
+        ok = yield from self._grasp()
+        if not ok:
+            return
+        for _ in range(int(self.rng.integers(1, 4))):
+            self._event("partial_lift_up")
+            rise = yield from self._lift_part_way()
+            down = self.eef() - np.array([0.0, 0.0, rise + 0.002])
+            yield from self._move(lambda: down, CLOSE, self._speed() * 0.6, tol=0.004, max_steps=25)
+            self._event("partial_lift_down")
+            yield from self._wait(int(self.rng.integers(1, 5)))
         yield from self._release_and_rise()
 
     def _b_push(self) -> Script:
@@ -494,6 +509,8 @@ class ScriptedOperator:
             ok = yield from self._grasp(side)
             if ok:
                 self._event("final_lift")
+                if self.kind == "suboptimal" and self.rng.random() < 0.5:
+                    yield from self._lift_part_way()  # the same pause the partial lift makes
                 xy = self.eef()[:2].copy()
                 yield from self._move(
                     lambda: np.array([xy[0], xy[1], self.scene.lift_z]), CLOSE, 1.0, tol=0.01, max_steps=40
@@ -548,7 +565,10 @@ class ScriptedOperator:
         else:
             pool = LIFT_BEHAVIOURS if self.scene.task == "lift" else CAN_BEHAVIOURS
             n = int(self.rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
-            chosen = list(self.rng.choice(pool, size=n, replace=False))
+            # Setting the object back down after picking it up is the behaviour that most
+            # confuses plain imitation (see _lift_part_way), so it is drawn twice as often.
+            weights = np.array([2.0 if b == "partial_lift" else 1.0 for b in pool])
+            chosen = list(self.rng.choice(pool, size=n, replace=False, p=weights / weights.sum()))
             self.behaviours = list(self.forced_behaviours) if self.forced_behaviours else [str(b) for b in chosen]
             self.mode = "+".join(self.behaviours)
             for b in self.behaviours:

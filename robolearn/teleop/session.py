@@ -201,7 +201,12 @@ class TeleopSession:
                 fn = getattr(self.arm, "success", None)
                 success = bool(fn()) if callable(fn) else False
             final_state = np.asarray(self.get_state()) if self.get_state is not None else None
-            path = self.recorder.finish(obs.data, bool(success), final_timestamp=obs.timestamp, final_state=final_state)
+            # A simulated arm reports the seed its episode was reset with: stored, it makes
+            # replaying the recorded actions exact (robosuite places the objects from it).
+            reset_seed = getattr(self.arm, "last_reset_seed", None)
+            extra = {"reset_seed": np.int64(reset_seed)} if isinstance(reset_seed, (int, np.integer)) else None
+            path = self.recorder.finish(obs.data, bool(success), final_timestamp=obs.timestamp, final_state=final_state,
+                                        extra=extra)
             self.saved.append(path)
             self.message(f"saved {path.name}: {stats.steps} steps, success {bool(success)}, "
                          f"mean rate {stats.mean_rate_hz:.1f} Hz, overruns {stats.overruns}")

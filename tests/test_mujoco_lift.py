@@ -121,6 +121,25 @@ def test_suboptimal_partial_lift_sets_the_cube_back_down(env):
     assert z[-1] > env.table_height + env.success_height
 
 
+def test_suboptimal_final_lift_pauses_where_partial_lifts_turn_back(env):
+    """The suboptimal operator's final lift stops part way and waits, as its partial lifts do
+    before setting the cube down: the same held state is followed by both outcomes."""
+    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(5), behaviours=["partial_lift"])
+    traj, success = rollout(env, op, seed=25)
+    assert success
+    z = traj["object"][:, 2]
+    rest = np.median(z[5:15])
+    top = env.table_height + env.success_height
+    final = _first_final_grasp(op)
+    after = z[final:]
+    first_success = int(np.argmax(after > top))
+    held = after[:first_success]
+    still = (held[1:] > rest + 0.005) & (np.abs(np.diff(held)) < 0.001)  # held up, rising < 1 mm per step
+    assert still.sum() >= 2, "the final lift did not pause part way"
+    partial_tops = [z[s] for s, n in op.events if n == "partial_lift_down"]
+    assert partial_tops, "no partial lift recorded"
+
+
 def test_suboptimal_push_moves_the_cube_without_grasping(env):
     op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(2), behaviours=["push"])
     traj, success = rollout(env, op, seed=22)

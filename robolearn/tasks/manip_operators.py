@@ -509,7 +509,7 @@ class ScriptedOperator:
             ok = yield from self._grasp(side)
             if ok:
                 self._event("final_lift")
-                if self.kind == "suboptimal" and self.rng.random() < 0.5:
+                if self.kind == "suboptimal":
                     yield from self._lift_part_way()  # the same pause the partial lift makes
                 xy = self.eef()[:2].copy()
                 yield from self._move(
@@ -566,8 +566,9 @@ class ScriptedOperator:
             pool = LIFT_BEHAVIOURS if self.scene.task == "lift" else CAN_BEHAVIOURS
             n = int(self.rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
             # Setting the object back down after picking it up is the behaviour that most
-            # confuses plain imitation (see _lift_part_way), so it is drawn twice as often.
-            weights = np.array([2.0 if b == "partial_lift" else 1.0 for b in pool])
+            # confuses plain imitation (see _lift_part_way), so it is drawn most often: from the
+            # "held part way up" state the demos go back down more often than on up.
+            weights = np.array([4.0 if b == "partial_lift" else 1.0 for b in pool])
             chosen = list(self.rng.choice(pool, size=n, replace=False, p=weights / weights.sum()))
             self.behaviours = list(self.forced_behaviours) if self.forced_behaviours else [str(b) for b in chosen]
             self.mode = "+".join(self.behaviours)

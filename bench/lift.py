@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,17 @@ def wall_at_steps(run_dir: Path) -> dict[int, float]:
     return out
 
 
+def finished_training(run_dir: Path, steps: int) -> bool:
+    """Whether ``run_dir`` holds a run that trained to ``steps`` (its summary is written last)."""
+    summary = run_dir / "train_summary.json"
+    if not summary.exists() or not checkpoints(run_dir):
+        return False
+    try:
+        return int(json.loads(summary.read_text()).get("steps", -1)) == steps
+    except (ValueError, OSError):
+        return False
+
+
 def run_one(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from robolearn.evaluate import evaluate_run
     from robolearn.train import train_from_launch
@@ -75,7 +87,11 @@ def run_one(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict[s
         overrides.append(f"train.checkpoint_every={args.checkpoint_every}")
     overrides += list(args.set)
     t0 = time.perf_counter()
-    if not (args.reuse and checkpoints(run_dir)):
+    if not (args.reuse and finished_training(run_dir, args.steps)):
+        if args.reuse and run_dir.exists():
+            # An interrupted run: its wall times would mix two sittings, so train it afresh.
+            print(f"  {algo} seed {seed}: {run_dir} did not finish training; retraining from scratch", flush=True)
+            shutil.rmtree(run_dir)
         train_from_launch(launch, run_dir, seed=seed, overrides=overrides, progress=not args.quiet)
     train_wall = time.perf_counter() - t0
     summary_path = run_dir / "train_summary.json"

@@ -410,7 +410,7 @@ class ScriptedOperator:
         """
         rest_z = self.obj()[2]
         if self.scene.success_z is not None:  # stay clearly below the success height
-            rise = min(self.rng.uniform(0.009, 0.014), self.scene.success_z - 0.006 - rest_z)
+            rise = min(self.rng.uniform(0.006, 0.009), self.scene.success_z - 0.006 - rest_z)
         else:
             rise = self.rng.uniform(0.03, 0.07)
         top = self.eef() + np.array([0.0, 0.0, rise])

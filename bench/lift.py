@@ -89,8 +89,10 @@ def run_one(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict[s
     t0 = time.perf_counter()
     if not (args.reuse and finished_training(run_dir, args.steps)):
         if args.reuse and run_dir.exists():
-            # An interrupted run: its wall times would mix two sittings, so train it afresh.
-            print(f"  {algo} seed {seed}: {run_dir} did not finish training; retraining from scratch", flush=True)
+            # Interrupted, or trained for another --steps: resuming would mix two sittings'
+            # wall times, so train it afresh.
+            print(f"  {algo} seed {seed}: {run_dir} did not train to {args.steps} steps; retraining from scratch",
+                  flush=True)
             shutil.rmtree(run_dir)
         train_from_launch(launch, run_dir, seed=seed, overrides=overrides, progress=not args.quiet)
     train_wall = time.perf_counter() - t0

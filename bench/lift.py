@@ -124,10 +124,28 @@ def run_one(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict[s
     final = evals[-1] if evals else {}
     best = max(evals, key=lambda e: e["success_rate"]) if evals else {}
     return {
-        "algo": algo, "seed": seed, "run_dir": str(run_dir), "launch": str(launch), "overrides": overrides,
-        "train_wall_s": round(train_wall, 1), "final": final, "best": best, "checkpoints": evals,
-        "first_90": first_90,
+        "algo": algo, "seed": seed, "run_dir": str(run_dir), "launch": relative_to_root(launch), "overrides": overrides,
+        "trained_with": trained_with(run_dir), "train_wall_s": round(train_wall, 1), "final": final, "best": best,
+        "checkpoints": evals, "first_90": first_90,
     }
+
+
+def relative_to_root(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def trained_with(run_dir: Path) -> dict[str, Any]:
+    """The training and algorithm settings the run folder itself records (its ``launch.json``):
+    with ``--reuse`` the command line need not match how a run was trained."""
+    try:
+        launch = json.loads((run_dir / "launch.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    train = launch.get("train", {})
+    return {**{k: train[k] for k in ("steps", "checkpoint_every", "threads") if k in train}, "algo": launch.get("algo", {})}
 
 
 def aggregate(results: list[dict[str, Any]], demo_median: float | None) -> list[dict[str, Any]]:

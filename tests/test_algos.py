@@ -134,3 +134,32 @@ def test_policy_rejects_an_observation_of_the_wrong_shape(data, tmp_path):
     assert "checkpoint.json" in msg and "'pos'" in msg and "(3,)" in msg and "(2,)" in msg
     with pytest.raises(ConfigError, match="no key 'pos'"):
         policy.act({"position": np.zeros(2, np.float32)})
+
+
+def test_return_bounds_sparse_and_dense(data):
+    assert data.return_bounds(0.99) == (0.0, 1.0)  # one terminal reward of 1 per episode
+    dense = chain_episodes(3)
+    for ep in dense:
+        ep.rewards[:] = 0.5  # rewards on non-terminal steps: the infinite-horizon bound applies
+    lo, hi = DemoDataset(dense, ["pos"]).return_bounds(0.9)
+    assert lo == 0.0 and hi == pytest.approx(5.0)
+
+
+def test_clipped_critic_targets_stay_within_the_return_bounds(data):
+    """An optimistic target network (every Q = 3) would teach Q > 1 on sparse-reward data; the
+    clipped target cannot exceed the best achievable return, 1."""
+    params = {**SMALL["bcq"], "clip_target_to_return_bounds": True, "mc_return_floor": False}
+    algo = algo_class("bcq").build(params, data.obs_dim, data.action_dim)
+    with torch.no_grad():
+        for p in algo.bcq.target.parameters():
+            p.zero_()
+        for critic in algo.bcq.target.critics:
+            list(critic.parameters())[-1].fill_(3.0)  # the output bias: Q = 3 everywhere
+    gen = torch.Generator().manual_seed(0)
+    batch = algo.bcq.sample(data, 64, gen)
+    m = algo.bcq.update(batch, gen)
+    assert m["value/target_mean"] <= 1.0 + 1e-6
+    algo_plain = algo_class("bcq").build({**params, "clip_target_to_return_bounds": False}, data.obs_dim, data.action_dim)
+    algo_plain.bcq.target.load_state_dict(algo.bcq.target.state_dict())
+    m_plain = algo_plain.bcq.update(algo_plain.bcq.sample(data, 64, torch.Generator().manual_seed(0)), gen)
+    assert m_plain["value/target_mean"] > 2.0  # the same optimistic target, unclipped

@@ -43,6 +43,12 @@ class BCQCriticConfig:
     #: the hundreds of slow target-network sweeps that a tau of 5e-4 needs. The batch-
     #: constrained max still lifts values above the floor where demos can be stitched.
     mc_return_floor: bool = True
+    #: clip the Bellman target to the range any return can take (``DemoDataset.return_bounds``:
+    #: [0, 1] for a sparse success reward). The max over sampled next actions is biased upwards,
+    #: and bootstrapping compounds the bias on states near success, where the true values differ
+    #: least; on Lift the critics scored held-cube states up to 1.24. A clipped target cannot
+    #: climb past what is achievable, so an over-estimated candidate at most ties a truly good one.
+    clip_target_to_return_bounds: bool = False
 
 
 class BCQCritic(nn.Module):
@@ -76,7 +82,11 @@ class BCQCritic(nn.Module):
         return self._combine(q).max(-1).values
 
     def sample(self, data, batch_size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        return data.transitions(batch_size, gen, gamma=self.cfg.gamma if self.cfg.mc_return_floor else None)
+        batch = data.transitions(batch_size, gen, gamma=self.cfg.gamma if self.cfg.mc_return_floor else None)
+        if self.cfg.clip_target_to_return_bounds:
+            lo, hi = data.return_bounds(self.cfg.gamma)
+            batch["return_bounds"] = torch.tensor([lo, hi])
+        return batch
 
     def update(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
         vae_loss, vae_info = self.action_vae.loss(batch["action"], batch["obs"], self.cfg.action_vae_kl, gen)
@@ -86,6 +96,8 @@ class BCQCritic(nn.Module):
             y = batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * next_v
             if "return" in batch:
                 y = torch.maximum(y, batch["return"])
+            if "return_bounds" in batch:
+                y = y.clamp(float(batch["return_bounds"][0]), float(batch["return_bounds"][1]))
         q = self.critic(batch["obs"], batch["action"])
         critic_loss = sum(F.mse_loss(qi, y) for qi in q)
         step_optimizer(self.critic_opt, critic_loss)

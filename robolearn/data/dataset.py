@@ -108,6 +108,19 @@ class DemoDataset:
             self._returns[gamma] = torch.from_numpy(g)
         return self._returns[gamma]
 
+    def return_bounds(self, gamma: float) -> tuple[float, float]:
+        """Bounds on any discounted return in this task, from the recorded rewards.
+
+        When every non-zero reward sits on a terminal step (sparse success rewards), no
+        policy can collect more than one of them, so returns lie within [min(r, 0), max(r, 0)].
+        Otherwise the loose bound for an infinite stream of rewards, r / (1 - gamma), holds.
+        """
+        r, d = self.rewards.numpy(), self.dones.numpy()
+        lo, hi = min(float(r.min()), 0.0), max(float(r.max()), 0.0)
+        if np.any((r != 0) & (d == 0)):
+            return lo / (1.0 - gamma), hi / (1.0 - gamma)
+        return lo, hi
+
     def transitions(self, batch: int, gen: torch.Generator, gamma: float | None = None) -> dict[str, torch.Tensor]:
         """(s, a, r, s', done); with ``gamma``, also the demo's own discounted return-to-go from s."""
         rows, _ = self._rows(batch, gen)

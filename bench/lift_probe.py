@@ -1,0 +1,221 @@
+"""Why does a Lift policy fail? Three probes that turned guesses about the benchmark into figures.
+
+    python bench/lift_probe.py trace   RUN [--episodes 20] [--json OUT]
+    python bench/lift_probe.py pauses  RUN --data runs/data/lift_suboptimal [--demos 60]
+    python bench/lift_probe.py replans RUN --episode-index 26 [--episodes 1]
+
+* ``trace``: closed-loop episodes (the benchmark's seeds), each summarised from the recorded
+  states: how often the cube went up (crossing 4 mm above its rest height), how far it was
+  pushed or dragged on the table, and where the hand and fingers ended. Loops (many lifts, or
+  a cube dragged far without a lift) and stalls (hand away from the cube at the horizon) are
+  the failure modes the BENCHMARKS Lift section describes.
+* ``pauses``: teacher-forced on the suboptimal demos' own observations. After each lift's
+  pause (where partial lifts turn back and the final lift goes on), what does the policy
+  command along z? The policy is reset 0-9 steps before that step, as BC-RNN's LSTM resets
+  every 10 steps at run time, and the ten answers are averaged. It needs the operator's event
+  log (``extra/event_steps``, ``extra/event_names``) that ``robolearn collect`` records.
+* ``replans`` (IRIS): every re-plan of the chosen episodes, with how many candidate subgoals
+  raise or lower the cube, their best scores and the chosen one. Scores above the largest
+  achievable return (1.0 on Lift) are the critic over-estimating.
+
+Everything here reads the observation layout from the checkpoint (``obs_keys``/``obs_shapes``),
+so it works for any Lift run; it is a probe, not a benchmark: no pass/fail, no timings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+
+LIFT_MM = 4.0  # a "lift": the cube more than this above its rest height
+
+
+def _setup(run: str):
+    import torch
+
+    torch.set_num_threads(1)
+    from robolearn.evaluate import make_eval_env
+    from robolearn.policy import load_policy
+
+    policy = load_policy(run)
+    return policy, make_eval_env(policy.meta)
+
+
+def summarise_episode(obs: dict[str, np.ndarray], success: bool, length: int) -> dict:
+    cube = obs["object"][:, :3]
+    hand = obs["robot0_eef_pos"]
+    q = obs["robot0_gripper_qpos"]
+    gap = q[:, 0] - q[:, 1]
+    rest = float(np.median(cube[5:15, 2])) if len(cube) > 15 else float(cube[-1, 2])
+    up_mm = (cube[:, 2] - rest) * 1e3
+    lifts = int(np.sum((up_mm[1:] > LIFT_MM) & (up_mm[:-1] <= LIFT_MM)))
+    on_table = up_mm < LIFT_MM
+    slid = np.linalg.norm(np.diff(cube[:, :2], axis=0), axis=1) * on_table[1:]
+    return {
+        "success": bool(success), "length": int(length), "lifts": lifts,
+        "max_up_mm": float(up_mm.max()), "slid_on_table_cm": float(slid.sum() * 100),
+        "end_hand_to_cube_cm": float(np.linalg.norm(hand[-1] - cube[-1]) * 100),
+        "end_cube_up_cm": float(up_mm[-1] / 10),  # far below 0: the cube fell off the table
+        "end_finger_gap_cm": float(gap[-1] * 100),
+    }
+
+
+def cmd_trace(args) -> dict:
+    from robolearn.evaluate import episode_seed, rollout
+
+    policy, env = _setup(args.run)
+    rows = []
+    print(f"{'ep':>3} {'ok':>3} {'len':>4} {'lifts':>5} {'max up mm':>9} {'slid cm':>7} {'hand-cube cm':>12} {'gap cm':>6} {'cube end z cm':>13}")
+    for i in range(args.episodes):
+        r = rollout(env, policy, episode_seed(args.eval_seed, i))
+        row = {"episode": i, **summarise_episode(r["obs"], r["success"], r["length"])}
+        rows.append(row)
+        print(f"{i:3d} {'yes' if row['success'] else 'no':>3} {row['length']:4d} {row['lifts']:5d} {row['max_up_mm']:9.1f} "
+              f"{row['slid_on_table_cm']:7.1f} {row['end_hand_to_cube_cm']:12.1f} {row['end_finger_gap_cm']:6.1f} {row['end_cube_up_cm']:13.1f}", flush=True)
+    env.close()
+    fails = [r for r in rows if not r["success"]]
+    print(f"\n{len(rows) - len(fails)}/{len(rows)} succeeded; failures: "
+          f"{sum(r['lifts'] >= 3 for r in fails)} looped on lifts (3+), "
+          f"{sum(r['lifts'] < 3 and r['slid_on_table_cm'] > 5 for r in fails)} dragged or pushed the cube > 5 cm, "
+          f"{sum(r['end_hand_to_cube_cm'] > 5 for r in fails)} ended with the hand > 5 cm from the cube, "
+          f"{sum(r['end_cube_up_cm'] < -5 for r in fails)} with the cube off the table")
+    return {"probe": "trace", "run": args.run, "episodes": rows}
+
+
+def decision_steps(actions_z: np.ndarray, start: int) -> int | None:
+    """The first step after a lift's rise and pause: rise (|a_z| >= 0.03), then pause (< 0.03)."""
+    seg = actions_z[start:start + 50]
+    j = 0
+    while j < len(seg) and abs(seg[j]) >= 0.03:
+        j += 1
+    while j < len(seg) and abs(seg[j]) < 0.03:
+        j += 1
+    return start + j if j < len(seg) - 1 else None
+
+
+def cmd_pauses(args) -> dict:
+    from robolearn.data.format import DemoReader
+
+    policy, env = _setup(args.run)
+    env.close()
+    reader = DemoReader(args.data)
+    kinds = {"final_lift": "final lift (goes on up)", "partial_lift_up": "partial lift (goes back down)"}
+    out: dict[str, dict[str, list[float]]] = {k: {"policy": [], "demo": []} for k in kinds}
+    for idx in reader.indices[: args.demos]:
+        ep = reader.load(idx)
+        if "event_steps" not in ep.extra:
+            raise SystemExit(f"lift_probe: {reader.path(idx)} has no extra/event_steps: record it with robolearn collect")
+        az = ep.actions[:, 2]
+        for step, name in zip(ep.extra["event_steps"].tolist(), ep.extra["event_names"].tolist()):
+            d = decision_steps(az, step) if name in kinds else None
+            if d is None:
+                continue
+            answers = []
+            for k in range(10):
+                policy.reset(0)
+                for t in range(max(d - k, 0), d + 1):
+                    a = policy.act({key: ep.obs[key][t] for key in policy.obs_keys})
+                answers.append(float(a[2]))
+            out[name]["policy"].append(float(np.mean(answers)))
+            out[name]["demo"].append(float(az[d]))
+    print(f"{'after the pause of a':32} {'count':>5} {'demo z':>7} {'policy z':>8} {'policy z < 0':>12}")
+    for name, label in kinds.items():
+        p, dm = np.array(out[name]["policy"]), np.array(out[name]["demo"])
+        if len(p):
+            print(f"{label:32} {len(p):5d} {dm.mean():7.2f} {p.mean():8.2f} {np.mean(p < 0):12.0%}")
+    return {"probe": "pauses", "run": args.run, "data": args.data, "per_pause": out}
+
+
+def cmd_replans(args) -> dict:
+    import torch
+
+    from robolearn.evaluate import episode_seed
+
+    policy, env = _setup(args.run)
+    algo = policy.algo
+    if not hasattr(algo, "score_goals"):
+        raise SystemExit(f"lift_probe: {args.run} is {type(algo).__name__}, not IRIS: it has no subgoal scores")
+    offsets, o = {}, 0
+    for k in policy.obs_keys:
+        offsets[k] = o
+        o += int(np.prod(policy.obs_shapes[k]))
+    cube_z = offsets["object"] + 2
+    mean, std = np.asarray(policy.normalizer.mean), np.asarray(policy.normalizer.std)
+    log: list[dict] = []
+    choose = algo.choose_goal
+
+    def logged_choose(x: torch.Tensor) -> torch.Tensor:
+        goals = algo.sample_goals(x, algo.cfg.num_goal_samples)
+        scores = algo.score_goals(goals).numpy()
+        g = goals.numpy() * std + mean
+        now = x.numpy() * std + mean
+        rise = (g[:, cube_z] - now[cube_z]) * 1e3
+        best = int(scores.argmax())
+        up, down = rise > LIFT_MM, rise < -3.0
+        log.append({"t": algo._t, "candidates_up": int(up.sum()), "candidates_down": int(down.sum()),
+                    "best_score_up": float(scores[up].max()) if up.any() else None,
+                    "best_score": float(scores.max()), "chosen_rise_mm": float(rise[best])})
+        algo.last_scores = torch.from_numpy(scores)
+        return goals[best]
+
+    algo.choose_goal = logged_choose
+    result = []
+    for i in range(args.episode_index, args.episode_index + args.episodes):
+        log.clear()
+        seed = episode_seed(args.eval_seed, i)
+        obs = env.reset(seed=seed)
+        policy.reset(seed=seed)
+        success, t = False, 0
+        for t in range(1, env.horizon + 1):
+            step = env.step(policy.act(obs))
+            obs = step.obs
+            if step.success or step.done:
+                success = bool(step.success)
+                break
+        print(f"episode {i}: {'success' if success else 'failure'} after {t} steps; re-plans:")
+        for r in log:
+            up = "-" if r["best_score_up"] is None else f"{r['best_score_up']:.3f}"
+            print(f"  t={r['t']:3d} candidates up {r['candidates_up']:2d} down {r['candidates_down']:2d} | best score {r['best_score']:.3f}"
+                  f" (best going up {up}) | chosen goal moves the cube {r['chosen_rise_mm']:+.1f} mm")
+        result.append({"episode": i, "success": success, "length": t, "replans": list(log)})
+    algo.choose_goal = choose
+    env.close()
+    return {"probe": "replans", "run": args.run, "episodes": result}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="probe", required=True)
+    for name in ("trace", "pauses", "replans"):
+        s = sub.add_parser(name)
+        s.add_argument("run", help="run folder or checkpoint")
+        s.add_argument("--eval-seed", type=int, default=0, help="the benchmark's evaluation seed")
+        s.add_argument("--json", help="write the probe's figures here")
+        if name == "trace":
+            s.add_argument("--episodes", type=int, default=20)
+        if name == "pauses":
+            s.add_argument("--data", required=True, help="suboptimal demo folder with operator event logs")
+            s.add_argument("--demos", type=int, default=60)
+        if name == "replans":
+            s.add_argument("--episode-index", type=int, default=0, help="first benchmark episode to replay")
+            s.add_argument("--episodes", type=int, default=1)
+    args = p.parse_args(argv)
+    os.chdir(REPO)
+    out = {"trace": cmd_trace, "pauses": cmd_pauses, "replans": cmd_replans}[args.probe](args)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,8 +46,9 @@ class BCQCriticConfig:
     #: clip the Bellman target to the range any return can take (``DemoDataset.return_bounds``:
     #: [0, 1] for a sparse success reward). The max over sampled next actions is biased upwards,
     #: and bootstrapping compounds the bias on states near success, where the true values differ
-    #: least; on Lift the critics scored held-cube states up to 1.24. A clipped target cannot
-    #: climb past what is achievable, so an over-estimated candidate at most ties a truly good one.
+    #: least; on Lift the critics scored held-cube states up to 1.24. With clipped targets the
+    #: critic is never trained towards more than is achievable (off the data its outputs can
+    #: still overshoot, so this narrows the over-estimation rather than removing it).
     clip_target_to_return_bounds: bool = False
 
 

@@ -90,6 +90,7 @@ class DemoDataset:
         self.action_dim = self.actions.shape[1]
         self.num_episodes = len(episodes)
         self._returns: dict[float, torch.Tensor] = {}
+        self._bounds: tuple[float, float, bool] | None = None
 
     def _rows(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         i = torch.randint(len(self.step_rows), (batch,), generator=gen)
@@ -115,11 +116,12 @@ class DemoDataset:
         policy can collect more than one of them, so returns lie within [min(r, 0), max(r, 0)].
         Otherwise the loose bound for an infinite stream of rewards, r / (1 - gamma), holds.
         """
-        r, d = self.rewards.numpy(), self.dones.numpy()
-        lo, hi = min(float(r.min()), 0.0), max(float(r.max()), 0.0)
-        if np.any((r != 0) & (d == 0)):
-            return lo / (1.0 - gamma), hi / (1.0 - gamma)
-        return lo, hi
+        if self._bounds is None:
+            r, d = self.rewards.numpy(), self.dones.numpy()
+            lo, hi = min(float(r.min()), 0.0), max(float(r.max()), 0.0)
+            self._bounds = (lo, hi, bool(np.any((r != 0) & (d == 0))))
+        lo, hi, dense = self._bounds
+        return (lo / (1.0 - gamma), hi / (1.0 - gamma)) if dense else (lo, hi)
 
     def transitions(self, batch: int, gen: torch.Generator, gamma: float | None = None) -> dict[str, torch.Tensor]:
         """(s, a, r, s', done); with ``gamma``, also the demo's own discounted return-to-go from s."""

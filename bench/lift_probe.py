@@ -54,7 +54,10 @@ def summarise_episode(obs: dict[str, np.ndarray], success: bool, length: int) ->
     hand = obs["robot0_eef_pos"]
     q = obs["robot0_gripper_qpos"]
     gap = q[:, 0] - q[:, 1]
-    rest = float(np.median(cube[5:15, 2])) if len(cube) > 15 else float(cube[-1, 2])
+    # robosuite drops the cube from about 1 cm at reset: measure from step 15, once it rests.
+    settled = 15 if len(cube) > 20 else 0
+    cube, hand, gap = cube[settled:], hand[settled:], gap[settled:]
+    rest = float(np.median(cube[:10, 2]))
     up_mm = (cube[:, 2] - rest) * 1e3
     lifts = int(np.sum((up_mm[1:] > LIFT_MM) & (up_mm[:-1] <= LIFT_MM)))
     on_table = up_mm < LIFT_MM
@@ -65,6 +68,9 @@ def summarise_episode(obs: dict[str, np.ndarray], success: bool, length: int) ->
         "end_hand_to_cube_cm": float(np.linalg.norm(hand[-1] - cube[-1]) * 100),
         "end_cube_up_cm": float(up_mm[-1] / 10),  # far below 0: the cube fell off the table
         "end_finger_gap_cm": float(gap[-1] * 100),
+        # The fingers' opening while the cube is up: about the cube's width when grasped square,
+        # up to width x sqrt(2) when grasped across its diagonal (a yaw-misaligned grasp).
+        "held_gap_cm": float(np.median(gap[up_mm > LIFT_MM]) * 100) if np.any(up_mm > LIFT_MM) else None,
     }
 
 
@@ -73,17 +79,18 @@ def cmd_trace(args) -> dict:
 
     policy, env = _setup(args.run)
     rows = []
-    print(f"{'ep':>3} {'ok':>3} {'len':>4} {'lifts':>5} {'max up mm':>9} {'slid cm':>7} {'hand-cube cm':>12} {'gap cm':>6} {'cube end z cm':>13}")
+    print(f"{'ep':>3} {'ok':>3} {'len':>4} {'lifts':>5} {'max up mm':>9} {'slid cm':>7} {'hand-cube cm':>12} {'gap cm':>6} {'cube end z cm':>13} {'held gap cm':>11}")
     for i in range(args.episodes):
         r = rollout(env, policy, episode_seed(args.eval_seed, i))
         row = {"episode": i, **summarise_episode(r["obs"], r["success"], r["length"])}
         rows.append(row)
         print(f"{i:3d} {'yes' if row['success'] else 'no':>3} {row['length']:4d} {row['lifts']:5d} {row['max_up_mm']:9.1f} "
-              f"{row['slid_on_table_cm']:7.1f} {row['end_hand_to_cube_cm']:12.1f} {row['end_finger_gap_cm']:6.1f} {row['end_cube_up_cm']:13.1f}", flush=True)
+              f"{row['slid_on_table_cm']:7.1f} {row['end_hand_to_cube_cm']:12.1f} {row['end_finger_gap_cm']:6.1f} {row['end_cube_up_cm']:13.1f} "
+              f"{'-' if row['held_gap_cm'] is None else format(row['held_gap_cm'], '.1f'):>11}", flush=True)
     env.close()
     fails = [r for r in rows if not r["success"]]
     print(f"\n{len(rows) - len(fails)}/{len(rows)} succeeded; failures: "
-          f"{sum(r['lifts'] >= 3 for r in fails)} looped on lifts (3+), "
+          f"{sum(r['lifts'] >= 3 for r in fails)} looped on lifts (3+), {sum(r['lifts'] == 0 for r in fails)} never lifted the cube, "
           f"{sum(r['lifts'] < 3 and r['slid_on_table_cm'] > 5 for r in fails)} dragged or pushed the cube > 5 cm, "
           f"{sum(r['end_hand_to_cube_cm'] > 5 for r in fails)} ended with the hand > 5 cm from the cube, "
           f"{sum(r['end_cube_up_cm'] < -5 for r in fails)} with the cube off the table")

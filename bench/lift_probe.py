@@ -97,7 +97,7 @@ def cmd_trace(args) -> dict:
     return {"probe": "trace", "run": args.run, "episodes": rows}
 
 
-def decision_steps(actions_z: np.ndarray, start: int) -> int | None:
+def decision_step(actions_z: np.ndarray, start: int) -> int | None:
     """The first step after a lift's rise and pause: rise (|a_z| >= 0.03), then pause (< 0.03)."""
     seg = actions_z[start:start + 50]
     j = 0
@@ -122,7 +122,7 @@ def cmd_pauses(args) -> dict:
             raise SystemExit(f"lift_probe: {reader.path(idx)} has no extra/event_steps: record it with robolearn collect")
         az = ep.actions[:, 2]
         for step, name in zip(ep.extra["event_steps"].tolist(), ep.extra["event_names"].tolist()):
-            d = decision_steps(az, step) if name in kinds else None
+            d = decision_step(az, step) if name in kinds else None
             if d is None:
                 continue
             answers = []
@@ -144,27 +144,19 @@ def cmd_pauses(args) -> dict:
 def cmd_replans(args) -> dict:
     import torch
 
-    from robolearn.evaluate import episode_seed
+    from robolearn.evaluate import episode_seed, rollout
 
     policy, env = _setup(args.run)
     algo = policy.algo
     if not hasattr(algo, "score_goals"):
         raise SystemExit(f"lift_probe: {args.run} is {type(algo).__name__}, not IRIS: it has no subgoal scores")
-    offsets, o = {}, 0
-    for k in policy.obs_keys:
-        offsets[k] = o
-        o += int(np.prod(policy.obs_shapes[k]))
-    cube_z = offsets["object"] + 2
-    mean, std = np.asarray(policy.normalizer.mean), np.asarray(policy.normalizer.std)
     log: list[dict] = []
     choose = algo.choose_goal
 
     def logged_choose(x: torch.Tensor) -> torch.Tensor:
         goals = algo.sample_goals(x, algo.cfg.num_goal_samples)
         scores = algo.score_goals(goals).numpy()
-        g = goals.numpy() * std + mean
-        now = x.numpy() * std + mean
-        rise = (g[:, cube_z] - now[cube_z]) * 1e3
+        rise = (policy.to_observation(goals)["object"][:, 2] - policy.to_observation(x)["object"][2]) * 1e3
         best = int(scores.argmax())
         up, down = rise > LIFT_MM, rise < -3.0
         log.append({"t": algo._t, "candidates_up": int(up.sum()), "candidates_down": int(down.sum()),
@@ -177,16 +169,8 @@ def cmd_replans(args) -> dict:
     result = []
     for i in range(args.episode_index, args.episode_index + args.episodes):
         log.clear()
-        seed = episode_seed(args.eval_seed, i)
-        obs = env.reset(seed=seed)
-        policy.reset(seed=seed)
-        success, t = False, 0
-        for t in range(1, env.horizon + 1):
-            step = env.step(policy.act(obs))
-            obs = step.obs
-            if step.success or step.done:
-                success = bool(step.success)
-                break
+        r = rollout(env, policy, episode_seed(args.eval_seed, i))
+        success, t = r["success"], r["length"]
         print(f"episode {i}: {'success' if success else 'failure'} after {t} steps; re-plans:")
         for r in log:
             up = "-" if r["best_score_up"] is None else f"{r['best_score_up']:.3f}"

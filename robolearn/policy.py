@@ -76,13 +76,17 @@ class Policy:
     def current_goal(self) -> dict[str, np.ndarray] | None:
         """The subgoal a hierarchical policy is pursuing, as an observation dict (un-normalised)."""
         g = self.algo.current_goal()
-        if g is None:
-            return None
-        flat = g.numpy() * self.normalizer.std + self.normalizer.mean
+        return None if g is None else self.to_observation(g)
+
+    def to_observation(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """Normalised flat vectors (..., D), as the algorithms see them, back to an observation
+        dict in the recorded units, keeping any leading batch dimensions."""
+        flat = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x) * self.normalizer.std + self.normalizer.mean
+        lead = flat.shape[:-1]
         out, i = {}, 0
         for k in self.obs_keys:
             n = int(np.prod(self.obs_shapes[k])) if self.obs_shapes[k] else 1
-            out[k] = flat[i : i + n].reshape(self.obs_shapes[k])
+            out[k] = flat[..., i : i + n].reshape(lead + tuple(self.obs_shapes[k]))
             i += n
         return out
 

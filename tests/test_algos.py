@@ -163,3 +163,21 @@ def test_clipped_critic_targets_stay_within_the_return_bounds(data):
     algo_plain.bcq.target.load_state_dict(algo.bcq.target.state_dict())
     m_plain = algo_plain.bcq.update(algo_plain.bcq.sample(data, 64, torch.Generator().manual_seed(0)), gen)
     assert m_plain["value/target_mean"] > 2.0  # the same optimistic target, unclipped
+
+
+def test_policy_to_observation_inverts_flattening_with_batch_dims(data):
+    from robolearn.data.dataset import Normalizer, flatten_obs
+    from robolearn.policy import Policy
+
+    norm = Normalizer(mean=np.array([1.0, -2.0, 0.5], np.float32), std=np.array([2.0, 0.5, 4.0], np.float32))
+    policy = Policy(build("hbc", data), norm, ["a", "b"], {"a": [1], "b": [2]}, {})
+    obs = [{"a": np.array([0.3], np.float32), "b": np.array([4.0, -1.0], np.float32)},
+           {"a": np.array([-7.0], np.float32), "b": np.array([0.0, 2.5], np.float32)}]
+    flat = np.stack([norm(flatten_obs(o, ["a", "b"])) for o in obs])
+    back = policy.to_observation(torch.from_numpy(flat))
+    assert back["a"].shape == (2, 1) and back["b"].shape == (2, 2)
+    for i, o in enumerate(obs):
+        for k in o:
+            np.testing.assert_allclose(back[k][i], o[k], rtol=1e-6)
+    single = policy.to_observation(flat[1])
+    np.testing.assert_allclose(single["b"], obs[1]["b"], rtol=1e-6)

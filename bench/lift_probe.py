@@ -3,6 +3,7 @@
     python bench/lift_probe.py trace   RUN [--episodes 20] [--json OUT]
     python bench/lift_probe.py pauses  RUN --data runs/data/lift_suboptimal [--demos 60]
     python bench/lift_probe.py replans RUN --episode-index 26 [--episodes 1]
+    python bench/lift_probe.py heights DATA
 
 * ``trace``: closed-loop episodes (the benchmark's seeds), each summarised from the recorded
   states: how often the cube went up (crossing 4 mm above its rest height), how far it was
@@ -17,6 +18,8 @@
 * ``replans`` (IRIS): every re-plan of the chosen episodes, with how many candidate subgoals
   raise or lower the cube, their best scores and the chosen one. Scores above the largest
   achievable return (1.0 on Lift) are the critic over-estimating.
+* ``heights``: from a suboptimal demo folder alone, where its partial lifts turn back and its
+  final lifts pause (the figures that tell the v5 and v12 operators apart).
 
 Everything here reads the observation layout from the checkpoint (``obs_keys``/``obs_shapes``),
 so it works for any Lift run; it is a probe, not a benchmark: no pass/fail, no timings.
@@ -141,6 +144,41 @@ def cmd_pauses(args) -> dict:
     return {"probe": "pauses", "run": args.run, "data": args.data, "per_pause": out}
 
 
+def cmd_heights(args) -> dict:
+    """Where the demos' partial lifts turn back and where their final lifts pause, in mm of
+    the cube above its resting height (median of steps 5-14)."""
+    from robolearn.data.format import DemoReader
+
+    reader = DemoReader(args.data)
+    tops, pauses = [], []
+    for idx in reader.indices:
+        ep = reader.load(idx)
+        if "event_steps" not in ep.extra:
+            raise SystemExit(f"lift_probe: {reader.path(idx)} has no extra/event_steps: record it with robolearn collect")
+        z = ep.obs["object"][:, 2]
+        rest = float(np.median(z[5:15]))
+        events = list(zip(ep.extra["event_steps"].tolist(), [str(n) for n in ep.extra["event_names"].tolist()]))
+        ups = [s for s, n in events if n == "partial_lift_up"]
+        downs = [s for s, n in events if n == "partial_lift_down"]
+        tops += [(float(z[u : d + 1].max()) - rest) * 1e3 for u, d in zip(ups, downs)]
+        finals = [s for s, n in events if n == "final_lift"]
+        if finals:  # the final lift's pause: held up, moving < 1 mm per step, before success
+            after = z[max(finals):]
+            held = after[: int(np.argmax(after > rest + 0.02))]
+            still = (held[1:] > rest + 0.004) & (np.abs(np.diff(held)) < 0.001)
+            if still.any():
+                pauses.append((float(held[1:][still].max()) - rest) * 1e3)
+    t, p = np.array(tops), np.array(pauses)
+    if not len(t) or not len(p):
+        raise SystemExit(f"lift_probe: {args.data} has {len(t)} partial lifts and {len(p)} final-lift pauses; need both")
+    q = lambda a: "  ".join(f"{v:.1f}" for v in np.percentile(a, [0, 10, 50, 90, 100]))
+    print(f"{'':24} {'count':>5}   min / p10 / median / p90 / max (mm above rest)")
+    print(f"{'partial lifts turn back':24} {len(t):5d}   {q(t)}")
+    print(f"{'final lifts pause':24} {len(p):5d}   {q(p)}")
+    print(f"partial lifts turning back above the highest final-lift pause: {np.mean(t > p.max()):.0%}")
+    return {"probe": "heights", "data": args.data, "partial_tops_mm": t.tolist(), "final_pauses_mm": p.tolist()}
+
+
 def cmd_replans(args) -> dict:
     import torch
 
@@ -172,10 +210,10 @@ def cmd_replans(args) -> dict:
         r = rollout(env, policy, episode_seed(args.eval_seed, i))
         success, t = r["success"], r["length"]
         print(f"episode {i}: {'success' if success else 'failure'} after {t} steps; re-plans:")
-        for r in log:
-            up = "-" if r["best_score_up"] is None else f"{r['best_score_up']:.3f}"
-            print(f"  t={r['t']:3d} candidates up {r['candidates_up']:2d} down {r['candidates_down']:2d} | best score {r['best_score']:.3f}"
-                  f" (best going up {up}) | chosen goal moves the cube {r['chosen_rise_mm']:+.1f} mm")
+        for plan in log:
+            up = "-" if plan["best_score_up"] is None else f"{plan['best_score_up']:.3f}"
+            print(f"  t={plan['t']:3d} candidates up {plan['candidates_up']:2d} down {plan['candidates_down']:2d} | best score {plan['best_score']:.3f}"
+                  f" (best going up {up}) | chosen goal moves the cube {plan['chosen_rise_mm']:+.1f} mm")
         result.append({"episode": i, "success": success, "length": t, "replans": list(log)})
     algo.choose_goal = choose
     env.close()
@@ -185,6 +223,9 @@ def cmd_replans(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="probe", required=True)
+    h = sub.add_parser("heights")
+    h.add_argument("data", help="suboptimal Lift demo folder with operator event logs")
+    h.add_argument("--json", help="write the probe's figures here")
     for name in ("trace", "pauses", "replans"):
         s = sub.add_parser(name)
         s.add_argument("run", help="run folder or checkpoint")
@@ -200,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--episodes", type=int, default=1)
     args = p.parse_args(argv)
     os.chdir(REPO)
-    out = {"trace": cmd_trace, "pauses": cmd_pauses, "replans": cmd_replans}[args.probe](args)
+    out = {"trace": cmd_trace, "pauses": cmd_pauses, "replans": cmd_replans, "heights": cmd_heights}[args.probe](args)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -413,15 +413,17 @@ class ScriptedOperator:
         turn back anywhere from 6 to 16 mm, just under the success height. A slow rise past
         the final lift's pause then only ever ends in a set-down, and only a rise that leaves
         the pause fast is a final lift: the value of a height is not readable from the height.
-        With both turning points in one low band (the v5 operator) BC-RNN reached 72.7 %; with
-        this spread 46.7 %, while IRIS stayed above 90 % (BENCHMARKS.md, variant table).
+        Against the v5 operator (both turning points in one low band), on the same draws of
+        demos, this costs BC-RNN far more than IRIS (BENCHMARKS.md, "v5 and v12 on the same two
+        draws"; ``bench/lift_probe.py heights`` measures the turning points of a demo folder).
         """
         rest_z = self.obj()[2]
         if self.scene.success_z is not None:  # stay clearly below the success height
-            highest, margin = (0.016, 0.003) if turn_back else (0.009, 0.006)
-            rise = min(self.rng.uniform(0.006, highest), self.scene.success_z - margin - rest_z)
-            guard_z = self.scene.success_z - (0.003 if turn_back else 0.005)
-            guard = lambda: self.obj()[2] > guard_z
+            # (highest end-effector rise, its margin below success, the cube's stop margin)
+            highest, rise_margin, stop_margin = (0.016, 0.003, 0.003) if turn_back else (0.009, 0.006, 0.005)
+            rise = min(self.rng.uniform(0.006, highest), self.scene.success_z - rise_margin - rest_z)
+            stop_z = self.scene.success_z - stop_margin
+            guard = lambda: self.obj()[2] > stop_z
         else:
             rise = self.rng.uniform(0.03, 0.07)
             guard = None

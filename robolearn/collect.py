@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from robolearn.config import ConfigError
 from robolearn.data.format import DemoMeta, DemoWriter
-from robolearn.tasks.base import make_env, make_operator
+from robolearn.tasks.base import env_spec, make_env, make_operator
 
 
 @dataclass
@@ -175,9 +175,21 @@ def build_meta(env, cfg: CollectConfig) -> DemoMeta:
     )
 
 
+def with_demo_horizon(task: str, env: dict[str, Any]) -> dict[str, Any]:
+    """``env`` with the task's ``demo_horizon`` (envs/<task>.yaml) as the episode limit, unless
+    the caller set a horizon: operators get longer than policies, so that a slow demo is
+    recorded whole instead of being dropped as a failure (which would keep only the faster
+    demos and quietly make the data less suboptimal than the operator is)."""
+    demo_horizon = env_spec(task).get("demo_horizon")
+    if "horizon" in env or demo_horizon is None:
+        return dict(env)
+    return {**env, "horizon": int(demo_horizon)}
+
+
 def collect(cfg: CollectConfig) -> CollectStats:
     """Roll out ``cfg.episodes`` operator episodes and append the kept ones to ``cfg.out``."""
     cfg.validate()
+    cfg = replace(cfg, env=with_demo_horizon(cfg.task, cfg.env))
     env = make_env(cfg.task, **cfg.env)
     try:
         # Fail on a bad operator name before creating the folder or starting workers (after a

@@ -94,6 +94,17 @@ def test_failed_episodes_dropped_or_kept(tmp_path, capsys):
     assert meta["extra"]["env"] == {"horizon": 10}
 
 
+def test_demo_horizon_is_the_operators_episode_limit():
+    from robolearn.collect import with_demo_horizon
+    from robolearn.tasks.base import env_spec
+
+    lift = env_spec("lift")
+    assert lift["demo_horizon"] > lift["horizon"]  # operators get longer than policies
+    assert with_demo_horizon("lift", {}) == {"horizon": lift["demo_horizon"]}
+    assert with_demo_horizon("lift", {"horizon": 50}) == {"horizon": 50}  # --horizon wins
+    assert with_demo_horizon("graph_reach", {"seed": 1}) == {"seed": 1}  # no demo_horizon: unchanged
+
+
 def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     assert collect(tmp_path / "x", "--workers", "0") == 2
     assert "workers" in capsys.readouterr().err

@@ -332,9 +332,17 @@ class ScriptedOperator:
         return 1.0
 
     def _maybe_hesitate(self) -> Script:
-        if self.kind == "suboptimal" and self.rng.random() < 0.25:
+        """Half the time, stop for 0.5-2 s (10-40 steps at 20 Hz), as teleoperators do while
+        they line up the next move. Held still, the recorded action is ~0 for as long as the
+        pause lasts, so from a still hand the data says "keep still" far more often than "go":
+        plain imitation slows to a crawl and stalls where the operator paused (above the
+        object, before descending), while IRIS's value ranks a subgoal after the pause above
+        one inside it. (Lift v13; v12, and Can still, pause a quarter of the time for 3-10 steps:
+        Can's table was measured on those demos.)"""
+        chance, shortest, longest = (0.5, 10, 40) if self.scene.task == "lift" else (0.25, 3, 10)
+        if self.kind == "suboptimal" and self.rng.random() < chance:
             self._event("hesitate")
-            yield from self._wait(int(self.rng.integers(3, 11)))
+            yield from self._wait(int(self.rng.integers(shortest, longest + 1)))
 
     def _above(self, dz: float | None = None) -> Callable[[], np.ndarray]:
         dz = self.scene.hover_dz if dz is None else dz

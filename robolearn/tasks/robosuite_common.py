@@ -140,6 +140,9 @@ class RobosuiteTaskConfig:
     """One task's settings from ``envs/<task>.yaml`` (plus overrides from a policy's meta)."""
 
     horizon: int = 400
+    #: ``robolearn collect``'s episode limit (None: ``horizon``). A slow, hesitant operator
+    #: still finishes its demo; only policies are held to ``horizon``.
+    demo_horizon: int | None = None
     control_hz: float = 20.0
     controller: str = "robosuite_panda_osc"
     camera: str = "agentview"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from robolearn.config import ConfigError
 from robolearn.data.format import DemoMeta, DemoWriter
+from robolearn.paths import ENVS_DIR
 from robolearn.tasks.base import env_spec, make_env, make_operator
 
 
@@ -146,13 +147,13 @@ def _worker_rollout(index: int) -> dict[str, Any]:
     return rollout(w["env"], w["task"], w["kind"], w["seed"], index)
 
 
-def _rollouts(cfg: CollectConfig, env, indices: range) -> Iterator[dict[str, Any]]:
+def _rollouts(cfg: CollectConfig, env, indices: range, episode_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
     if cfg.workers == 1:
         for i in indices:
             yield rollout(env, cfg.task, cfg.operator, cfg.seed, i)
         return
     ctx = mp.get_context("spawn")
-    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg.task, cfg.operator, cfg.env, cfg.seed)) as pool:
+    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg.task, cfg.operator, episode_env, cfg.seed)) as pool:
         # imap keeps episode order; chunks of a few episodes amortise the inter-process round trip.
         chunk = max(1, min(8, len(indices) // (4 * cfg.workers)))
         yield from pool.imap(_worker_rollout, indices, chunksize=chunk)
@@ -171,7 +172,9 @@ def build_meta(env, cfg: CollectConfig) -> DemoMeta:
         robot=text("robot"),
         controller=text("controller"),
         source=f"scripted:{cfg.operator}",
-        extra={"env": dict(cfg.env), "seed": cfg.seed, "operator": cfg.operator},
+        # "env" holds only what the caller set: policies trained on the folder inherit it
+        # (train.py), so the operators' longer episode limit is recorded apart from it.
+        extra={"env": dict(cfg.env), "episode_horizon": int(env.horizon), "seed": cfg.seed, "operator": cfg.operator},
     )
 
 
@@ -183,14 +186,16 @@ def with_demo_horizon(task: str, env: dict[str, Any]) -> dict[str, Any]:
     demo_horizon = env_spec(task).get("demo_horizon")
     if "horizon" in env or demo_horizon is None:
         return dict(env)
-    return {**env, "horizon": int(demo_horizon)}
+    if isinstance(demo_horizon, bool) or not isinstance(demo_horizon, int) or demo_horizon < 1:
+        raise ConfigError(ENVS_DIR / f"{task}.yaml", "demo_horizon", f"expected a positive number of steps, got {demo_horizon!r}")
+    return {**env, "horizon": demo_horizon}
 
 
 def collect(cfg: CollectConfig) -> CollectStats:
     """Roll out ``cfg.episodes`` operator episodes and append the kept ones to ``cfg.out``."""
     cfg.validate()
-    cfg = replace(cfg, env=with_demo_horizon(cfg.task, cfg.env))
-    env = make_env(cfg.task, **cfg.env)
+    episode_env = with_demo_horizon(cfg.task, cfg.env)
+    env = make_env(cfg.task, **episode_env)
     try:
         # Fail on a bad operator name before creating the folder or starting workers (after a
         # reset, since an operator factory may read the scene it is built for).
@@ -205,7 +210,7 @@ def collect(cfg: CollectConfig) -> CollectStats:
         t0 = time.perf_counter()
         bar = tqdm(total=cfg.episodes, desc=f"collect {cfg.task}/{cfg.operator}", unit="ep", disable=not cfg.progress)
         try:
-            for ep in _rollouts(cfg, env, indices):
+            for ep in _rollouts(cfg, env, indices, episode_env):
                 T = int(ep["actions"].shape[0])
                 steps += T
                 lengths.append(T)

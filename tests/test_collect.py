@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from robolearn.cli import main
+from robolearn.config import ConfigError
 from robolearn.data.format import DemoReader
 
 
@@ -38,7 +39,7 @@ def test_collect_end_to_end(tmp_path, capsys):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["task"] == "graph_reach" and meta["source"] == "scripted:suboptimal"
     assert meta["control_hz"] == 10.0 and meta["action_spec"]["dim"] == 2
-    assert meta["extra"] == {"env": {}, "seed": 7, "operator": "suboptimal"}
+    assert meta["extra"] == {"env": {}, "episode_horizon": 150, "seed": 7, "operator": "suboptimal"}
     eps = episodes(out)
     assert len(eps) == 5
     for ep in eps:
@@ -103,6 +104,25 @@ def test_demo_horizon_is_the_operators_episode_limit():
     assert with_demo_horizon("lift", {}) == {"horizon": lift["demo_horizon"]}
     assert with_demo_horizon("lift", {"horizon": 50}) == {"horizon": 50}  # --horizon wins
     assert with_demo_horizon("graph_reach", {"seed": 1}) == {"seed": 1}  # no demo_horizon: unchanged
+
+
+def test_demo_horizon_is_recorded_apart_from_what_policies_inherit(tmp_path):
+    """Training copies a folder's ``extra.env`` into the policy (train.py), so the operators'
+    longer limit must not land there: it is ``extra.episode_horizon``."""
+    pytest.importorskip("robosuite")
+    out = tmp_path / "lift"
+    assert main(["collect", "lift", "--operator", "proficient", "--episodes", "1", "--out", str(out), "--no-progress"]) == 0
+    extra = json.loads((out / "meta.json").read_text())["extra"]
+    assert extra["env"] == {}
+    assert extra["episode_horizon"] == 600
+
+
+def test_bad_demo_horizon_names_the_file_and_field(monkeypatch):
+    import robolearn.collect as collect_module
+
+    monkeypatch.setattr(collect_module, "env_spec", lambda task: {"demo_horizon": "long"})
+    with pytest.raises(ConfigError, match=r"lift\.yaml: field 'demo_horizon': expected a positive number of steps, got 'long'"):
+        collect_module.with_demo_horizon("lift", {})
 
 
 def test_bad_arguments_are_clear_errors(tmp_path, capsys):

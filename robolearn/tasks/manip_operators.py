@@ -106,6 +106,9 @@ class Scene:
     area_centre: np.ndarray
     area_half: np.ndarray
     target: np.ndarray | None = None  # Can: slot in the target bin (x, y, floor z)
+    #: suboptimal operator: chance of a hesitation at each chance to hesitate, and its length in steps
+    hesitate_chance: float = 0.25
+    hesitate_steps: tuple[int, int] = (3, 10)
 
 
 def scene_for(task: str, env: Any) -> Scene:
@@ -121,6 +124,8 @@ def scene_for(task: str, env: Any) -> Scene:
             yaw_period=math.pi / 2,
             area_centre=np.zeros(2),
             area_half=np.array([0.12, 0.12]),
+            hesitate_chance=0.5,  # v13 (see _maybe_hesitate); Can keeps the defaults its table was measured on
+            hesitate_steps=(10, 40),
         )
     if task == "can":
         floor = float(getattr(env, "bin_floor", 0.8))
@@ -337,10 +342,10 @@ class ScriptedOperator:
         pause lasts, so from a still hand the data says "keep still" far more often than "go":
         plain imitation slows to a crawl and stalls where the operator paused (above the
         object, before descending), while IRIS's value ranks a subgoal after the pause above
-        one inside it. (Lift v13; v12, and Can still, pause a quarter of the time for 3-10 steps:
-        Can's table was measured on those demos.)"""
-        chance, shortest, longest = (0.5, 10, 40) if self.scene.task == "lift" else (0.25, 3, 10)
-        if self.kind == "suboptimal" and self.rng.random() < chance:
+        one inside it. The chance and length are per task (``Scene``): Lift's v13 values here;
+        v12, and Can still, pause a quarter of the time for 3-10 steps."""
+        shortest, longest = self.scene.hesitate_steps
+        if self.kind == "suboptimal" and self.rng.random() < self.scene.hesitate_chance:
             self._event("hesitate")
             yield from self._wait(int(self.rng.integers(shortest, longest + 1)))
 

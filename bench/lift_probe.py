@@ -4,6 +4,7 @@
     python bench/lift_probe.py pauses  RUN --data runs/data/lift_suboptimal [--demos 60]
     python bench/lift_probe.py replans RUN --episode-index 26 [--episodes 1]
     python bench/lift_probe.py heights DATA
+    python bench/lift_probe.py rescore RUN --set num_goal_samples=30 [--episodes 50]
 
 * ``trace``: closed-loop episodes (the benchmark's seeds), each summarised from the recorded
   states: how often the cube went up (crossing 4 mm above its rest height), how far it was
@@ -16,8 +17,12 @@
   every 10 steps at run time, and the ten answers are averaged. It needs the operator's event
   log (``extra/event_steps``, ``extra/event_names``) that ``robolearn collect`` records.
 * ``replans`` (IRIS): every re-plan of the chosen episodes, with how many candidate subgoals
-  raise or lower the cube, their best scores and the chosen one. Scores above the largest
-  achievable return (1.0 on Lift) are the critic over-estimating.
+  raise or lower the cube, their best scores and the chosen one, and how high the cube is
+  when it is chosen and T steps later (does the low level reach the goal's height?). Scores
+  above the largest achievable return (1.0 on Lift) are the critic over-estimating.
+* ``rescore``: the benchmark's evaluation episodes with acting-time settings changed
+  (IRIS's candidate count, its action samples per candidate, its latent clips), weights
+  untouched: a paired comparison of the selector alone, without retraining.
 * ``heights``: from a suboptimal demo folder alone, where its partial lifts turn back and its
   final lifts pause (the figures that tell the v5 and v12 operators apart).
 
@@ -209,15 +214,71 @@ def cmd_replans(args) -> dict:
         log.clear()
         r = rollout(env, policy, episode_seed(args.eval_seed, i))
         success, t = r["success"], r["length"]
-        print(f"episode {i}: {'success' if success else 'failure'} after {t} steps; re-plans:")
+        # Heights above the cube's rest (robosuite drops it about 1 cm at reset: rest is measured
+        # once it has settled), so a goal's height can be set against where the low level got to.
+        z = r["obs"]["object"][:, 2]
+        rest = float(np.median(z[15:25])) if len(z) > 25 else float(z[-1])
+        for plan in log:
+            plan["cube_mm"] = (float(z[plan["t"]]) - rest) * 1e3
+            plan["goal_cube_mm"] = plan["cube_mm"] + plan["chosen_rise_mm"]
+            plan["cube_after_mm"] = (float(z[min(plan["t"] + algo.cfg.subgoal_horizon, len(z) - 1)]) - rest) * 1e3
+        print(f"episode {i}: {'success' if success else 'failure'} after {t} steps; re-plans (cube heights in mm above its rest):")
         for plan in log:
             up = "-" if plan["best_score_up"] is None else f"{plan['best_score_up']:.3f}"
-            print(f"  t={plan['t']:3d} candidates up {plan['candidates_up']:2d} down {plan['candidates_down']:2d} | best score {plan['best_score']:.3f}"
-                  f" (best going up {up}) | chosen goal moves the cube {plan['chosen_rise_mm']:+.1f} mm")
+            print(f"  t={plan['t']:3d} cube {plan['cube_mm']:5.1f} | candidates up {plan['candidates_up']:2d} down {plan['candidates_down']:2d}"
+                  f" | best score {plan['best_score']:.3f} (best going up {up}) | chosen goal {plan['goal_cube_mm']:5.1f}"
+                  f" | cube {algo.cfg.subgoal_horizon} steps later {plan['cube_after_mm']:5.1f}")
         result.append({"episode": i, "success": success, "length": t, "replans": list(log)})
     algo.choose_goal = choose
     env.close()
     return {"probe": "replans", "run": args.run, "episodes": result}
+
+
+#: settings that only act when the policy picks goals or actions; anything else would change
+#: what the weights mean, so ``rescore`` refuses it.
+ACTING_SETTINGS = ("num_goal_samples", "replan_every", "num_value_action_samples", "goal_latent_clip", "policy_action_samples",
+                   "value.target_lambda", "value.latent_clip", "latent_clip", "target_lambda")
+
+
+def apply_acting_settings(cfg, settings: list[str]) -> dict:
+    """Set ``key=value`` pairs (dotted for nested configs) on an algorithm's config in memory."""
+    applied = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or key not in ACTING_SETTINGS:
+            raise SystemExit(f"lift_probe: --set {item!r}: expected KEY=VALUE with KEY one of {', '.join(ACTING_SETTINGS)}")
+        *parents, leaf = key.split(".")
+        target = cfg
+        for name in parents:
+            target = getattr(target, name)
+        if not hasattr(target, leaf):
+            raise SystemExit(f"lift_probe: --set {item!r}: {type(target).__name__} has no setting {leaf!r}")
+        old = getattr(target, leaf)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise SystemExit(f"lift_probe: --set {item!r}: {text!r} is not a number, null or true/false") from None
+        if old is not None and value is not None and not isinstance(value, type(old)) and not (isinstance(old, float) and isinstance(value, int)):
+            raise SystemExit(f"lift_probe: --set {item!r}: expected a {type(old).__name__} like {old!r}")
+        setattr(target, leaf, value)
+        applied[key] = value
+    return applied
+
+
+def cmd_rescore(args) -> dict:
+    from robolearn.evaluate import episode_seed, rollout
+
+    policy, env = _setup(args.run)
+    applied = apply_acting_settings(policy.algo.cfg, args.set)
+    results = [rollout(env, policy, episode_seed(args.eval_seed, i)) for i in range(args.episodes)]
+    env.close()
+    wins = [r["length"] for r in results if r["success"]]
+    rate = len(wins) / len(results)
+    mean_len = float(np.mean(wins)) if wins else None
+    print(f"{args.run} with {applied or 'its own settings'}: success {rate:.0%} over {len(results)} episodes; "
+          f"successful length {'-' if mean_len is None else format(mean_len, '.1f')}")
+    return {"probe": "rescore", "run": args.run, "settings": applied, "episodes": len(results), "success_rate": rate,
+            "successful_mean_length": mean_len, "per_episode": [{"success": r["success"], "length": r["length"]} for r in results]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("heights")
     h.add_argument("data", help="suboptimal Lift demo folder with operator event logs")
     h.add_argument("--json", help="write the probe's figures here")
-    for name in ("trace", "pauses", "replans"):
+    for name in ("trace", "pauses", "replans", "rescore"):
         s = sub.add_parser(name)
         s.add_argument("run", help="run folder or checkpoint")
         s.add_argument("--eval-seed", type=int, default=0, help="the benchmark's evaluation seed")
@@ -236,12 +297,16 @@ def main(argv: list[str] | None = None) -> int:
         if name == "pauses":
             s.add_argument("--data", required=True, help="suboptimal demo folder with operator event logs")
             s.add_argument("--demos", type=int, default=60)
+        if name == "rescore":
+            s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help=f"an acting-time setting ({', '.join(ACTING_SETTINGS)}); repeatable")
+            s.add_argument("--episodes", type=int, default=50)
         if name == "replans":
             s.add_argument("--episode-index", type=int, default=0, help="first benchmark episode to replay")
             s.add_argument("--episodes", type=int, default=1)
     args = p.parse_args(argv)
     os.chdir(REPO)
-    out = {"trace": cmd_trace, "pauses": cmd_pauses, "replans": cmd_replans, "heights": cmd_heights}[args.probe](args)
+    out = {"trace": cmd_trace, "pauses": cmd_pauses, "replans": cmd_replans, "heights": cmd_heights, "rescore": cmd_rescore}[args.probe](args)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -181,3 +181,32 @@ def test_policy_to_observation_inverts_flattening_with_batch_dims(data):
             np.testing.assert_allclose(back[k][i], o[k], rtol=1e-6)
     single = policy.to_observation(flat[1])
     np.testing.assert_allclose(single["b"], obs[1]["b"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("replan_every, expected", [(None, [0, 5, 10]), (2, [0, 2, 4, 6, 8, 10]), (1, list(range(12)))])
+def test_hbc_replans_every_replan_every_steps_and_resets_the_lstm(data, replan_every, expected):
+    """Goals stay subgoal_horizon (5) steps ahead; only how often the high level picks one changes."""
+    algo = algo_class("iris").build({**SMALL["iris"], "replan_every": replan_every}, data.obs_dim, data.action_dim)
+    algo.reset_policy(torch.Generator().manual_seed(0))
+    plans, fresh_lstm = [], []
+    choose, low = algo.choose_goal, algo.low.forward
+
+    def counted(obs):
+        plans.append(algo._t)
+        return choose(obs)
+
+    def recorded(x, state=None):
+        fresh_lstm.append(state is None)
+        return low(x, state)
+
+    algo.choose_goal, algo.low.forward = counted, recorded
+    for _ in range(12):
+        algo.act(data.obs[0])
+    assert plans == expected
+    assert [t for t, fresh in enumerate(fresh_lstm) if fresh] == expected
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_hbc_replan_every_must_be_a_positive_step_count(data, bad):
+    with pytest.raises(ConfigError, match="replan_every"):
+        algo_class("hbc").build({**SMALL["hbc"], "replan_every": bad}, data.obs_dim, data.action_dim)

@@ -2,7 +2,8 @@
 
 High level: a goal cVAE p(s_{t+T} | s_t) proposes the state T steps ahead.
 Low level: a goal-conditioned LSTM imitates the T-step window that led to that state.
-The high level re-plans every T steps and the low level's LSTM state resets with it.
+The high level re-plans every T steps (or every ``replan_every``, still aiming T steps ahead)
+and the low level's LSTM state resets with it.
 
 HBC samples one goal; IRIS (``iris.py``) overrides ``choose_goal`` to sample many and keep
 the one its value function prefers. Everything else is shared, so the comparison between
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from robolearn.algos.base import Algo, AlgoConfig, masked_mse, register, step_optimizer
+from robolearn.config import ConfigError
 from robolearn.models.nets import ConditionalVAE, LSTMPolicy
 
 
@@ -28,6 +30,10 @@ class HBCConfig(AlgoConfig):
     goal_vae_lr: float = 1e-3
     #: clip of the latent when sampling goals (None: sample the full prior).
     goal_latent_clip: float | None = None
+    #: steps between re-plans at run time (None: every T steps). Goals stay T steps ahead, so a
+    #: shorter interval lets the high level correct a low level that strays from its goal
+    #: (robomimic's ``subgoal_update_interval``). Acting only: training is unchanged.
+    replan_every: int | None = None
     low_hidden: int = 400
     low_layers: int = 2
 
@@ -38,6 +44,9 @@ class HBC(Algo):
 
     def __init__(self, cfg: HBCConfig, obs_dim: int, action_dim: int):
         super().__init__(cfg, obs_dim, action_dim)
+        if cfg.replan_every is not None and (isinstance(cfg.replan_every, bool) or not isinstance(cfg.replan_every, int) or cfg.replan_every < 1):
+            raise ConfigError("algo", "algo.replan_every", f"expected a positive whole number of steps, or null for every "
+                              f"subgoal_horizon ({cfg.subgoal_horizon}) steps; got {cfg.replan_every!r}")
         self.goal_vae = ConditionalVAE(obs_dim, obs_dim, cfg.goal_vae_latent, cfg.goal_vae_hidden)
         self.low = LSTMPolicy(2 * obs_dim, action_dim, cfg.low_hidden, cfg.low_layers)
         self.goal_opt = torch.optim.Adam(self.goal_vae.parameters(), lr=cfg.goal_vae_lr)
@@ -76,7 +85,7 @@ class HBC(Algo):
 
     @torch.no_grad()
     def act(self, obs):
-        if self._t % self.cfg.subgoal_horizon == 0:
+        if self._t % (self.cfg.replan_every or self.cfg.subgoal_horizon) == 0:
             self._goal = self.choose_goal(obs)
             self._state = None
         self._t += 1

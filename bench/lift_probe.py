@@ -57,15 +57,29 @@ def _setup(run: str):
     return policy, make_eval_env(policy.meta)
 
 
+#: robosuite drops the cube from about 1 cm at reset: it has settled by this step.
+SETTLED_STEP = 15
+
+
+def settled_from(z: np.ndarray) -> int:
+    """The first step at which the cube rests (0 for an episode too short to tell)."""
+    return SETTLED_STEP if len(z) > SETTLED_STEP + 5 else 0
+
+
+def rest_height(z: np.ndarray) -> float:
+    """The cube's resting height: the median over the ten steps after it settles."""
+    start = settled_from(z)
+    return float(np.median(z[start : start + 10]))
+
+
 def summarise_episode(obs: dict[str, np.ndarray], success: bool, length: int) -> dict:
     cube = obs["object"][:, :3]
     hand = obs["robot0_eef_pos"]
     q = obs["robot0_gripper_qpos"]
     gap = q[:, 0] - q[:, 1]
-    # robosuite drops the cube from about 1 cm at reset: measure from step 15, once it rests.
-    settled = 15 if len(cube) > 20 else 0
+    rest = rest_height(cube[:, 2])
+    settled = settled_from(cube[:, 2])
     cube, hand, gap = cube[settled:], hand[settled:], gap[settled:]
-    rest = float(np.median(cube[:10, 2]))
     up_mm = (cube[:, 2] - rest) * 1e3
     lifts = int(np.sum((up_mm[1:] > LIFT_MM) & (up_mm[:-1] <= LIFT_MM)))
     on_table = up_mm < LIFT_MM
@@ -214,10 +228,9 @@ def cmd_replans(args) -> dict:
         log.clear()
         r = rollout(env, policy, episode_seed(args.eval_seed, i))
         success, t = r["success"], r["length"]
-        # Heights above the cube's rest (robosuite drops it about 1 cm at reset: rest is measured
-        # once it has settled), so a goal's height can be set against where the low level got to.
+        # Heights above the cube's rest, so a goal's height can be set against where the low level got to.
         z = r["obs"]["object"][:, 2]
-        rest = float(np.median(z[15:25])) if len(z) > 25 else float(z[-1])
+        rest = rest_height(z)
         for plan in log:
             plan["cube_mm"] = (float(z[plan["t"]]) - rest) * 1e3
             plan["goal_cube_mm"] = plan["cube_mm"] + plan["chosen_rise_mm"]
@@ -258,6 +271,8 @@ def apply_acting_settings(cfg, settings: list[str]) -> dict:
             value = json.loads(text)
         except json.JSONDecodeError:
             raise SystemExit(f"lift_probe: --set {item!r}: {text!r} is not a number, null or true/false") from None
+        if value is not None and (isinstance(value, bool) != isinstance(old, bool) or not isinstance(value, (int, float))):
+            raise SystemExit(f"lift_probe: --set {item!r}: expected a number or null, got {text!r}")
         if old is not None and value is not None and not isinstance(value, type(old)) and not (isinstance(old, float) and isinstance(value, int)):
             raise SystemExit(f"lift_probe: --set {item!r}: expected a {type(old).__name__} like {old!r}")
         setattr(target, leaf, value)

@@ -42,11 +42,17 @@ class HBCConfig(AlgoConfig):
 class HBC(Algo):
     Config = HBCConfig
 
+    @classmethod
+    def build(cls, cfg_dict, obs_dim: int, action_dim: int, source: str = "algo") -> "HBC":
+        # from_dict checks plain types only; ``int | None`` is checked here, naming the file.
+        every = (cfg_dict or {}).get("replan_every")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ConfigError(source, "algo.replan_every", "expected a positive whole number of steps, or null to re-plan "
+                              f"every subgoal_horizon steps; got {every!r}")
+        return super().build(cfg_dict, obs_dim, action_dim, source)
+
     def __init__(self, cfg: HBCConfig, obs_dim: int, action_dim: int):
         super().__init__(cfg, obs_dim, action_dim)
-        if cfg.replan_every is not None and (isinstance(cfg.replan_every, bool) or not isinstance(cfg.replan_every, int) or cfg.replan_every < 1):
-            raise ConfigError("algo", "algo.replan_every", f"expected a positive whole number of steps, or null for every "
-                              f"subgoal_horizon ({cfg.subgoal_horizon}) steps; got {cfg.replan_every!r}")
         self.goal_vae = ConditionalVAE(obs_dim, obs_dim, cfg.goal_vae_latent, cfg.goal_vae_hidden)
         self.low = LSTMPolicy(2 * obs_dim, action_dim, cfg.low_hidden, cfg.low_layers)
         self.goal_opt = torch.optim.Adam(self.goal_vae.parameters(), lr=cfg.goal_vae_lr)

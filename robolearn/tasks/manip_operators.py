@@ -337,8 +337,8 @@ class ScriptedOperator:
         return 1.0
 
     def _maybe_hesitate(self) -> Script:
-        """Half the time, stop for 0.5-2 s (10-40 steps at 20 Hz), as teleoperators do while
-        they line up the next move. Held still, the recorded action is ~0 for as long as the
+        """Now and then stop still, as teleoperators do while they line up the next move (Lift:
+        half the time, 0.5-2 s, i.e. 10-40 steps at 20 Hz). Held still, the recorded action is ~0 for as long as the
         pause lasts, so from a still hand the data says "keep still" far more often than "go":
         plain imitation slows to a crawl and stalls where the operator paused (above the
         object, before descending), while IRIS's value ranks a subgoal after the pause above

@@ -21,7 +21,7 @@ from robolearn.algos.base import algo_class
 from robolearn.config import ConfigError
 from robolearn.data.dataset import DemoDataset
 from robolearn.data.format import load_folder
-from robolearn.launch import LaunchConfig, load_launch
+from robolearn.launch import LaunchConfig, load_launch, lr_factor
 from robolearn.policy import LATEST, load_algo, restore_training_state, save_checkpoint
 
 
@@ -76,6 +76,14 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
     meta, episodes, obs_keys, data = load_dataset(cfg)
     cls = algo_class(cfg.algo_name, cfg.source)
     algo = cls.build(cfg.algo_params, data.obs_dim, data.action_dim, f"{cfg.source}: algo")
+    # the configured rates, read before a resumed optimiser state (which holds a scheduled lr) replaces them
+    scheduled = cfg.train.lr_schedule_optimizers
+    unknown = sorted(set(scheduled or ()) - set(algo.optimizers()))
+    if unknown:
+        raise ConfigError(cfg.source, "train.lr_schedule_optimizers",
+                          f"{unknown} are not optimisers of {cfg.algo_name}; it has {sorted(algo.optimizers())}")
+    base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in algo.optimizers().items()
+                if scheduled is None or name in scheduled}
     start = 0
     if resume and (ckpt_dir / LATEST).exists():
         loaded, info, ckpt = load_algo(out)
@@ -114,10 +122,15 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
     last: dict[str, float] = {}
     with metrics_path.open("a") as mf:
         for step in bar:
+            factor = lr_factor(cfg.train.lr_schedule, step, cfg.train.steps)
+            for name, opt in algo.optimizers().items():
+                for group, lr in zip(opt.param_groups, base_lrs.get(name, ())):
+                    group["lr"] = lr * factor
             m = algo.train_step(data, gen)
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 last = m
+                m = {**m, "train/lr_factor": factor}
                 for k, v in m.items():
                     writer.add_scalar(k, v, done)
                 mf.write(json.dumps({"step": done, "wall_s": round(time.perf_counter() - t0, 3), **m}) + "\n")

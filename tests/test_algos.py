@@ -210,3 +210,35 @@ def test_hbc_replans_every_replan_every_steps_and_resets_the_lstm(data, replan_e
 def test_hbc_replan_every_must_be_a_positive_step_count(data, bad):
     with pytest.raises(ConfigError, match="replan_every"):
         algo_class("hbc").build({**SMALL["hbc"], "replan_every": bad}, data.obs_dim, data.action_dim)
+
+
+
+@pytest.mark.parametrize("bad", ["relative", 1])
+def test_hbc_low_goal_input_must_be_known(data, bad):
+    with pytest.raises(ConfigError, match="launch/x.yaml: algo.*low_goal_input.*offset"):
+        algo_class("hbc").build({**SMALL["hbc"], "low_goal_input": bad}, data.obs_dim, data.action_dim, "launch/x.yaml: algo")
+
+
+@pytest.mark.parametrize("name", ["hbc", "iris"])
+def test_hbc_goal_offset_input_learns_and_reloads(name, data, tmp_path):
+    """``offset`` changes what the low level sees (goal - obs), not what a goal is; it still learns
+    the chain, and a checkpoint (config in JSON) acts identically after reloading."""
+    torch.manual_seed(0)
+    algo = algo_class(name).build({**SMALL[name], "low_goal_input": "offset"}, data.obs_dim, data.action_dim)
+    obs, goal = data.obs[0], data.obs[7]
+    torch.testing.assert_close(algo.low_input(obs, goal), torch.cat([obs, goal - obs]))
+    gen = torch.Generator().manual_seed(0)
+    history = [algo.train_step(data, gen) for _ in range(150)]
+    early, late = np.mean([m["loss/low"] for m in history[:10]]), np.mean([m["loss/low"] for m in history[-10:]])
+    assert late < 0.7 * early, f"loss/low went from {early:.4f} to {late:.4f}"
+    save_checkpoint(tmp_path / "ckpt", algo, step=150, normalizer=data.normalizer, obs_keys=["pos"],
+                    obs_shapes={"pos": [2]}, meta={"task": "synthetic"})
+    from robolearn.policy import Policy
+
+    original, reloaded = Policy(algo, data.normalizer, ["pos"], {"pos": [2]}, {}), load_policy(tmp_path)
+    assert reloaded.algo.cfg.low_goal_input == "offset"
+    original.reset(seed=3)
+    reloaded.reset(seed=3)
+    for x in np.linspace(0, 1, 12):
+        obs = {"pos": np.array([x, 0.5 * x], np.float32)}
+        np.testing.assert_array_equal(original.act(obs), reloaded.act(obs))

@@ -62,6 +62,49 @@ def test_resume_continues_to_the_same_weights(demos, tmp_path):
     assert all((a[k] == b[k]).all() for k in a)
 
 
+def test_cosine_schedule_anneals_and_resumes_to_the_same_weights(demos, tmp_path):
+    """A run interrupted after its step-10 checkpoint and resumed ends where the uninterrupted one did:
+    the schedule is a function of the step, not of optimiser state that a resume would carry."""
+    cosine = ["--set", "train.lr_schedule=cosine"]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    assert main(train_args("iris", demos, straight, steps=20) + cosine) == 0
+    assert main(train_args("iris", demos, interrupted, steps=20) + cosine) == 0
+    ckpts = interrupted / "checkpoints"
+    for p in (ckpts / "step_0000020").iterdir():
+        p.unlink()
+    (ckpts / "step_0000020").rmdir()
+    (ckpts / "latest.json").write_text(json.dumps({"name": "step_0000010", "step": 10}))
+    assert main(train_args("iris", demos, interrupted, steps=20) + cosine + ["--resume"]) == 0
+    a = load_file(str(straight / "checkpoints" / "step_0000020" / "model.safetensors"))
+    b = load_file(str(interrupted / "checkpoints" / "step_0000020" / "model.safetensors"))
+    assert all((a[k] == b[k]).all() for k in a)
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    factors = [r["train/lr_factor"] for r in rows]
+    assert factors == sorted(factors, reverse=True) and factors[0] > 0.9 and factors[-1] < 0.01
+    opt_meta = json.loads((straight / "checkpoints" / "step_0000020" / "checkpoint.json").read_text())["optimizers"]
+    assert all(0 < g["lr"] < 1e-4 for o in opt_meta.values() for g in o["param_groups"])
+
+
+def test_lr_schedule_can_be_limited_to_named_optimisers(demos, tmp_path, capsys):
+    run = tmp_path / "low_only"
+    sets = ["train.lr_schedule=cosine", "train.lr_schedule_optimizers=[low]"]
+    assert main(train_args("iris", demos, run) + [x for s in sets for x in ("--set", s)]) == 0
+    opt_meta = json.loads((run / "checkpoints" / "step_0000020" / "checkpoint.json").read_text())["optimizers"]
+    lrs = {name: [g["lr"] for g in o["param_groups"]] for name, o in opt_meta.items()}
+    assert lrs["low"][0] < 1e-4, lrs
+    assert all(lr == 1e-3 for name, group in lrs.items() if name != "low" for lr in group), lrs
+    bad = ["--set", "train.lr_schedule=cosine", "--set", "train.lr_schedule_optimizers=[policy]"]
+    assert main(train_args("iris", demos, tmp_path / "bad") + bad) == 2
+    err = capsys.readouterr().err
+    assert "train.lr_schedule_optimizers" in err and "policy" in err and "low" in err
+
+
+def test_unknown_lr_schedule_is_named(demos, tmp_path, capsys):
+    assert main(train_args("bc", demos, tmp_path / "run") + ["--set", "train.lr_schedule=linear"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr_schedule" in err and "cosine" in err
+
+
 def test_existing_run_is_not_overwritten(demos, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(train_args("bc", demos, run, steps=10)) == 0

@@ -145,7 +145,8 @@ def trained_with(run_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     train = launch.get("train", {})
-    return {**{k: train[k] for k in ("steps", "checkpoint_every", "threads") if k in train}, "algo": launch.get("algo", {})}
+    return {**{k: train[k] for k in ("steps", "checkpoint_every", "threads", "lr_schedule", "lr_schedule_optimizers")
+               if k in train}, "algo": launch.get("algo", {})}
 
 
 def aggregate(results: list[dict[str, Any]], demo_median: float | None) -> list[dict[str, Any]]:

@@ -41,10 +41,10 @@ class TrainConfig:
     #: torch intra-op threads; fixed so the same seed gives the same weights.
     threads: int = 1
     #: learning-rate schedule over ``steps``: ``constant``, or ``cosine`` (every optimiser's lr
-    #: falls from its configured value to 0 at the last step). Imitation policies trained at a
-    #: constant lr of 1e-3 swing tens of points between neighbouring checkpoints; annealing
-    #: makes the final checkpoint the one to trust. A function of the step alone, so resuming
-    #: reproduces it.
+    #: falls from its configured value to 0 at the last step). At a constant 1e-3 a policy's final
+    #: checkpoint is wherever the last noisy updates left it; annealed, the last updates settle.
+    #: On Lift that raised BC-RNN's, BC's and BCQ's mean success and lowered IRIS's (BENCHMARKS.md).
+    #: A function of the step alone, so resuming reproduces it.
     lr_schedule: str = "constant"
     #: which of the algorithm's optimisers follow ``lr_schedule`` (None: all of them), e.g.
     #: ``[low]`` for IRIS's low-level policy alone; the rest keep their configured rate.

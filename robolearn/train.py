@@ -76,12 +76,12 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
     meta, episodes, obs_keys, data = load_dataset(cfg)
     cls = algo_class(cfg.algo_name, cfg.source)
     algo = cls.build(cfg.algo_params, data.obs_dim, data.action_dim, f"{cfg.source}: algo")
-    # the configured rates, read before a resumed optimiser state (which holds a scheduled lr) replaces them
     scheduled = cfg.train.lr_schedule_optimizers
     unknown = sorted(set(scheduled or ()) - set(algo.optimizers()))
     if unknown:
         raise ConfigError(cfg.source, "train.lr_schedule_optimizers",
                           f"{unknown} are not optimisers of {cfg.algo_name}; it has {sorted(algo.optimizers())}")
+    # the configured rates, read before a resumed optimiser state (which holds a scheduled lr) replaces them
     base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in algo.optimizers().items()
                 if scheduled is None or name in scheduled}
     start = 0

@@ -56,9 +56,11 @@ LR_SCHEDULES = ("constant", "cosine")
 
 def lr_factor(schedule: str, step: int, steps: int) -> float:
     """Multiplier on the configured learning rates for the update that follows ``step`` updates."""
+    if schedule == "constant":
+        return 1.0
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
-    return 1.0
+    raise ValueError(f"unknown lr schedule {schedule!r}; expected one of {list(LR_SCHEDULES)}")
 
 
 @dataclass

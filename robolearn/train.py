@@ -66,6 +66,20 @@ def plot_losses(metrics_path: Path, out_png: Path) -> None:
     plt.close(fig)
 
 
+def scheduled_optimizers(cfg: LaunchConfig, algo) -> list[tuple[torch.optim.Optimizer, list[float]]]:
+    """The optimisers ``train.lr_schedule`` drives, each with its configured rates (read now, before a
+    resumed optimiser state, which holds an already scheduled lr, replaces them). None for a constant lr."""
+    optimizers = algo.optimizers()
+    named = cfg.train.lr_schedule_optimizers
+    unknown = sorted(set(named or ()) - set(optimizers))
+    if unknown:
+        raise ConfigError(cfg.source, "train.lr_schedule_optimizers",
+                          f"{unknown} are not optimisers of {cfg.algo_name}; it has {sorted(optimizers)}")
+    if cfg.train.lr_schedule == "constant":
+        return []
+    return [(opt, [g["lr"] for g in opt.param_groups]) for name, opt in optimizers.items() if named is None or name in named]
+
+
 def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = False, progress: bool = True) -> Path:
     out = Path(out)
     ckpt_dir = out / "checkpoints"
@@ -76,14 +90,7 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
     meta, episodes, obs_keys, data = load_dataset(cfg)
     cls = algo_class(cfg.algo_name, cfg.source)
     algo = cls.build(cfg.algo_params, data.obs_dim, data.action_dim, f"{cfg.source}: algo")
-    scheduled = cfg.train.lr_schedule_optimizers
-    unknown = sorted(set(scheduled or ()) - set(algo.optimizers()))
-    if unknown:
-        raise ConfigError(cfg.source, "train.lr_schedule_optimizers",
-                          f"{unknown} are not optimisers of {cfg.algo_name}; it has {sorted(algo.optimizers())}")
-    # the configured rates, read before a resumed optimiser state (which holds a scheduled lr) replaces them
-    base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in algo.optimizers().items()
-                if scheduled is None or name in scheduled}
+    scheduled = scheduled_optimizers(cfg, algo)
     start = 0
     if resume and (ckpt_dir / LATEST).exists():
         loaded, info, ckpt = load_algo(out)
@@ -123,8 +130,9 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
     with metrics_path.open("a") as mf:
         for step in bar:
             factor = lr_factor(cfg.train.lr_schedule, step, cfg.train.steps)
-            for name, opt in algo.optimizers().items():
-                for group, lr in zip(opt.param_groups, base_lrs.get(name, ())):
+            for opt, base in scheduled:
+                # opt.param_groups, not groups saved earlier: loading a resumed state replaces them
+                for group, lr in zip(opt.param_groups, base):
                     group["lr"] = lr * factor
             m = algo.train_step(data, gen)
             done = step + 1

@@ -99,6 +99,15 @@ def test_lr_schedule_can_be_limited_to_named_optimisers(demos, tmp_path, capsys)
     assert "train.lr_schedule_optimizers" in err and "policy" in err and "low" in err
 
 
+def test_lr_factor_refuses_a_schedule_it_does_not_know():
+    """A LaunchConfig built without load_launch must not fall back to a constant lr silently."""
+    from robolearn.launch import lr_factor
+
+    assert lr_factor("constant", 7, 10) == 1.0 and lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 10, 10) == 0.0
+    with pytest.raises(ValueError, match="linear"):
+        lr_factor("linear", 3, 10)
+
+
 def test_unknown_lr_schedule_is_named(demos, tmp_path, capsys):
     assert main(train_args("bc", demos, tmp_path / "run") + ["--set", "train.lr_schedule=linear"]) == 2
     err = capsys.readouterr().err

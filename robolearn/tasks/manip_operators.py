@@ -338,11 +338,11 @@ class ScriptedOperator:
 
     def _maybe_hesitate(self) -> Script:
         """Now and then stop still, as teleoperators do while they line up the next move (Lift:
-        half the time, 0.5-2 s, i.e. 10-40 steps at 20 Hz). Held still, the recorded action is ~0 for as long as the
-        pause lasts, so from a still hand the data says "keep still" far more often than "go":
-        plain imitation slows to a crawl and stalls where the operator paused (above the
-        object, before descending), while IRIS's value ranks a subgoal after the pause above
-        one inside it. The chance and length are per task (``Scene``): Lift's v13 values here;
+        half the time, 0.5-2 s, i.e. 10-40 steps at 20 Hz). Held still, the recorded action is
+        ~0 for as long as the pause lasts, so from a still hand the data says "keep still" far
+        more often than "go": plain imitation slows to a crawl and stalls where the operator
+        paused (above the object, before descending), while IRIS's value ranks a subgoal after
+        the pause above one inside it. The chance and length are per task (``Scene``): Lift's v13 values here;
         v12, and Can still, pause a quarter of the time for 3-10 steps."""
         shortest, longest = self.scene.hesitate_steps
         if self.kind == "suboptimal" and self.rng.random() < self.scene.hesitate_chance:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robolearn.config import ConfigError, from_dict
+from robolearn.config import ConfigError, from_dict, positive
 
 _MODULES = {
     "bc": "robolearn.algos.bc",
@@ -55,10 +55,12 @@ def algo_names() -> list[str]:
 
 @dataclass
 class AlgoConfig:
-    """Fields every algorithm has."""
+    """Fields every algorithm has. Every number of every algorithm config declares what it may be
+    (``positive``, ``non_negative``, ...); ``from_dict`` refuses the rest, since a batch size of 0
+    or a negative learning rate trains to NaN rather than failing."""
 
-    batch_size: int = 100
-    lr: float = 1e-3
+    batch_size: int = positive(100)
+    lr: float = positive(1e-3)
 
 
 class Algo(nn.Module):

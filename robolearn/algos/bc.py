@@ -1,18 +1,19 @@
 """Behaviour cloning with an MLP: the simplest baseline, state -> action, L2 loss."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from robolearn.algos.base import Algo, AlgoConfig, register, step_optimizer
+from robolearn.config import positive
 from robolearn.models.nets import mlp
 
 
 @dataclass
 class BCConfig(AlgoConfig):
-    hidden: list[int] = field(default_factory=lambda: [1024, 1024])
+    hidden: list[int] = positive(default_factory=lambda: [1024, 1024])
 
 
 @register("bc")

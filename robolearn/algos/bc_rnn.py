@@ -11,14 +11,15 @@ from dataclasses import dataclass
 import torch
 
 from robolearn.algos.base import Algo, AlgoConfig, masked_mse, register, step_optimizer
+from robolearn.config import positive
 from robolearn.models.nets import LSTMPolicy
 
 
 @dataclass
 class BCRNNConfig(AlgoConfig):
-    hidden: int = 400
-    layers: int = 2
-    seq_len: int = 10
+    hidden: int = positive(400)
+    layers: int = positive(2)
+    seq_len: int = positive(10)
 
 
 @register("bc_rnn")

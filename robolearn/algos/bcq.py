@@ -10,33 +10,35 @@ as max over sampled actions of Q(g, a).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from robolearn.algos.base import Algo, AlgoConfig, register, step_optimizer
+from robolearn.config import checked, non_negative, positive, probability
 from robolearn.models.nets import ConditionalVAE, QEnsemble
 
 
 @dataclass
 class BCQCriticConfig:
-    critic_hidden: list[int] = field(default_factory=lambda: [300, 400])
-    num_critics: int = 2
-    critic_lr: float = 1e-3
+    critic_hidden: list[int] = positive(default_factory=lambda: [300, 400])
+    num_critics: int = positive(2)
+    critic_lr: float = positive(1e-3)
     #: target = lam * min + (1 - lam) * max over critics (clipped double-Q, softened).
-    target_lambda: float = 0.75
-    gamma: float = 0.99
-    tau: float = 5e-4
+    target_lambda: float = probability(0.75)
+    gamma: float = checked(0.99, check="discount")
+    #: share of the way the target network moves towards the critic per update.
+    tau: float = checked(5e-4, check="fraction")
     #: next-action samples for the Bellman max.
-    target_action_samples: int = 10
-    action_vae_latent: int = 16
-    action_vae_hidden: list[int] = field(default_factory=lambda: [300, 400])
-    action_vae_kl: float = 0.5
-    action_vae_lr: float = 1e-3
+    target_action_samples: int = positive(10)
+    action_vae_latent: int = positive(16)
+    action_vae_hidden: list[int] = positive(default_factory=lambda: [300, 400])
+    action_vae_kl: float = non_negative(0.5)
+    action_vae_lr: float = positive(1e-3)
     #: clip of the latent when sampling actions: keeps samples near the data's support.
-    latent_clip: float = 0.5
+    latent_clip: float = positive(0.5)
     #: floor the Bellman target at the demo's own discounted return-to-go. Every recorded
     #: action is known to achieve at least that return, so the floor is never wrong, and it
     #: carries a sparse success reward back over a 200-step demo in one update instead of
@@ -117,7 +119,7 @@ class BCQCritic(nn.Module):
 @dataclass
 class BCQConfig(AlgoConfig, BCQCriticConfig):
     #: actions sampled from the action cVAE when acting; the highest-Q one is taken.
-    policy_action_samples: int = 100
+    policy_action_samples: int = positive(100)
 
 
 @register("bcq")

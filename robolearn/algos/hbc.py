@@ -11,58 +11,46 @@ the two isolates exactly what the value selector adds.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from robolearn.algos.base import Algo, AlgoConfig, masked_mse, register, step_optimizer
-from robolearn.config import ConfigError
+from robolearn.config import checked, non_negative, positive
 from robolearn.models.nets import ConditionalVAE, LSTMPolicy
+
+
+LOW_GOAL_INPUTS = ("goal", "offset")
 
 
 @dataclass
 class HBCConfig(AlgoConfig):
     #: subgoal horizon T: goal = observation T steps ahead; re-plan every T steps.
-    subgoal_horizon: int = 10
-    goal_vae_latent: int = 16
-    goal_vae_hidden: list[int] = field(default_factory=lambda: [1024, 1024])
-    goal_vae_kl: float = 5e-4
-    goal_vae_lr: float = 1e-3
+    subgoal_horizon: int = positive(10)
+    goal_vae_latent: int = positive(16)
+    goal_vae_hidden: list[int] = positive(default_factory=lambda: [1024, 1024])
+    goal_vae_kl: float = non_negative(5e-4)
+    goal_vae_lr: float = positive(1e-3)
     #: clip of the latent when sampling goals (None: sample the full prior).
-    goal_latent_clip: float | None = None
+    goal_latent_clip: float | None = positive(None)
     #: steps between re-plans at run time (None: every T steps). Goals stay T steps ahead, so a
     #: shorter interval lets the high level correct a low level that strays from its goal
     #: (robomimic's ``subgoal_update_interval``). Acting only: training is unchanged.
-    replan_every: int | None = None
-    low_hidden: int = 400
-    low_layers: int = 2
+    replan_every: int | None = positive(None)
+    low_hidden: int = positive(400)
+    low_layers: int = positive(2)
     #: what the low level sees of its goal besides the observation: ``"goal"`` the goal state
     #: itself, ``"offset"`` the goal minus the current observation (the same information, but
     #: "how far the cube still has to rise" is one input instead of a difference the LSTM must
     #: learn to take). Measured on Lift v13, not adopted: paired with ``goal`` over 5 seeds and
     #: two draws it moved success by -8 to +12 points (mean +1); with ``offset`` the arm
     #: sometimes wandered a metre off, a failure ``goal`` never showed.
-    low_goal_input: str = "goal"
-
-
-LOW_GOAL_INPUTS = ("goal", "offset")
+    low_goal_input: str = checked("goal", choices=LOW_GOAL_INPUTS)
 
 
 @register("hbc")
 class HBC(Algo):
     Config = HBCConfig
-
-    @classmethod
-    def build(cls, cfg_dict, obs_dim: int, action_dim: int, source: str = "algo") -> "HBC":
-        # from_dict checks plain types only; ``int | None`` is checked here, naming the file.
-        every = (cfg_dict or {}).get("replan_every")
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-            raise ConfigError(source, "algo.replan_every", "expected a positive whole number of steps, or null to re-plan "
-                              f"every subgoal_horizon steps; got {every!r}")
-        mode = (cfg_dict or {}).get("low_goal_input", "goal")
-        if mode not in LOW_GOAL_INPUTS:
-            raise ConfigError(source, "algo.low_goal_input", f"expected one of {list(LOW_GOAL_INPUTS)}; got {mode!r}")
-        return super().build(cfg_dict, obs_dim, action_dim, source)
 
     def __init__(self, cfg: HBCConfig, obs_dim: int, action_dim: int):
         super().__init__(cfg, obs_dim, action_dim)

@@ -17,15 +17,16 @@ import torch
 from robolearn.algos.bcq import BCQCritic, BCQCriticConfig
 from robolearn.algos.hbc import HBC, HBCConfig
 from robolearn.algos.base import register
+from robolearn.config import positive
 
 
 @dataclass
 class IRISConfig(HBCConfig):
     value: BCQCriticConfig = field(default_factory=BCQCriticConfig)
     #: candidate subgoals proposed per re-plan.
-    num_goal_samples: int = 100
+    num_goal_samples: int = positive(100)
     #: actions sampled per candidate to take the max over in V(g).
-    num_value_action_samples: int = 100
+    num_value_action_samples: int = positive(100)
 
 
 @register("iris")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from robolearn.config import ConfigError, from_dict
+from robolearn.config import ConfigError, checked, from_dict, non_negative, positive, probability
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.paths import ENVS_DIR
 from robolearn.tasks.base import StepResult, register_env, register_operator
@@ -31,16 +31,16 @@ _SOURCE = str(ENVS_DIR / "graph_reach.yaml")
 class GraphReachOperatorConfig:
     """Settings of the scripted operators (see ``robolearn.tasks.graph_reach_operators``)."""
 
-    noise: float = 0.05
-    switch_radius: float = 0.1
-    num_routes: int = 3
-    suboptimal_noise: float = 0.1
-    detour_prob: float = 0.6
-    backtrack_prob: float = 0.35
-    pause_prob: float = 0.25
-    pause_steps: list[int] = field(default_factory=lambda: [3, 8])
-    speed_range: list[float] = field(default_factory=lambda: [0.45, 1.0])
-    max_plan_fraction: float = 0.8
+    noise: float = non_negative(0.05)
+    switch_radius: float = positive(0.1)
+    num_routes: int = positive(3)
+    suboptimal_noise: float = non_negative(0.1)
+    detour_prob: float = probability(0.6)
+    backtrack_prob: float = probability(0.35)
+    pause_prob: float = probability(0.25)
+    pause_steps: list[int] = non_negative(default_factory=lambda: [3, 8])
+    speed_range: list[float] = checked(default_factory=lambda: [0.45, 1.0], check="fraction")
+    max_plan_fraction: float = checked(0.8, check="fraction")
 
 
 @dataclass
@@ -49,12 +49,12 @@ class GraphReachConfig:
     edges: list[list[str]] = field(default_factory=list)
     start: str = "S"
     goal: str = "G"
-    corridor_half_width: float = 0.35
-    max_speed: float = 0.3
-    goal_radius: float = 0.3
-    start_noise: float = 0.15
-    horizon: int = 150
-    control_hz: float = 10.0
+    corridor_half_width: float = positive(0.35)
+    max_speed: float = positive(0.3)
+    goal_radius: float = positive(0.3)
+    start_noise: float = non_negative(0.15)
+    horizon: int = positive(150)
+    control_hz: float = positive(10.0)
     operators: GraphReachOperatorConfig = field(default_factory=GraphReachOperatorConfig)
 
     def validate(self, source: str = _SOURCE) -> CorridorMap:
@@ -81,23 +81,13 @@ class GraphReachConfig:
         for key in ("start", "goal"):
             if getattr(self, key) not in self.nodes:
                 raise ConfigError(source, key, f"unknown node {getattr(self, key)!r}; nodes are {sorted(self.nodes)}")
-        for key in ("corridor_half_width", "max_speed", "goal_radius", "control_hz"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(source, key, f"expected a positive number, got {getattr(self, key)!r}")
-        if not 0 <= self.start_noise < self.corridor_half_width:
+        if not self.start_noise < self.corridor_half_width:
             raise ConfigError(source, "start_noise", f"expected 0 <= start_noise < corridor_half_width, got {self.start_noise}")
-        if not isinstance(self.horizon, int) or self.horizon < 1:
-            raise ConfigError(source, "horizon", f"expected a positive integer, got {self.horizon!r}")
         op = self.operators
-        if len(op.pause_steps) != 2 or not 0 <= op.pause_steps[0] <= op.pause_steps[1]:
-            raise ConfigError(source, "operators.pause_steps", f"expected [min, max] with 0 <= min <= max, got {op.pause_steps}")
-        if len(op.speed_range) != 2 or not 0 < op.speed_range[0] <= op.speed_range[1] <= 1:
-            raise ConfigError(source, "operators.speed_range", f"expected [lo, hi] with 0 < lo <= hi <= 1, got {op.speed_range}")
-        for key in ("detour_prob", "backtrack_prob", "pause_prob"):
-            if not 0 <= getattr(op, key) <= 1:
-                raise ConfigError(source, f"operators.{key}", f"expected a probability in [0, 1], got {getattr(op, key)}")
-        if op.num_routes < 1:
-            raise ConfigError(source, "operators.num_routes", f"expected >= 1, got {op.num_routes}")
+        if len(op.pause_steps) != 2 or not op.pause_steps[0] <= op.pause_steps[1]:
+            raise ConfigError(source, "operators.pause_steps", f"expected [min, max] with min <= max, got {op.pause_steps}")
+        if len(op.speed_range) != 2 or not op.speed_range[0] <= op.speed_range[1]:
+            raise ConfigError(source, "operators.speed_range", f"expected [lo, hi] with lo <= hi, got {op.speed_range}")
         m = build_map(self.nodes, self.edges, self.corridor_half_width)
         try:
             m.shortest_path(self.start, self.goal)

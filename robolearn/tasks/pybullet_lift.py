@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from robolearn.config import ConfigError, from_dict
+from robolearn.config import ConfigError, from_dict, non_negative, positive
 from robolearn.data.format import ObsFieldSpec
 from robolearn.tasks.base import StepResult, register_env, register_operator
 
@@ -36,11 +36,11 @@ SUCCESS_HEIGHT = 0.04
 
 @dataclass
 class PyBulletLiftConfig:
-    horizon: int = 250
-    control_hz: float = 20.0
+    horizon: int = positive(250)
+    control_hz: float = positive(20.0)
     #: Controller YAML (name under controllers/ or a path): scales for the arm and its shield.
     controller: str = "pybullet_panda"
-    seed: int | None = None
+    seed: int | None = non_negative(None)
     cube_x: list[float] = field(default_factory=lambda: [0.45, 0.60])
     cube_y: list[float] = field(default_factory=lambda: [-0.12, 0.12])
     cube_yaw: list[float] = field(default_factory=lambda: [-math.pi / 4, math.pi / 4])
@@ -117,8 +117,6 @@ class PyBulletLiftEnv:
         source = "envs/pybullet_lift.yaml"
         self.config = from_dict(PyBulletLiftConfig, kwargs, source)
         c = self.config
-        if c.horizon <= 0:
-            raise ConfigError(source, "horizon", f"expected a positive number of steps, got {c.horizon}")
         for key in ("cube_x", "cube_y", "cube_yaw"):
             v = getattr(c, key)
             if len(v) != 2 or not v[0] <= v[1]:

@@ -129,7 +129,7 @@ def _patch_full_mass_matrix(binding_utils) -> None:
 # --------------------------------------------------------------------------------------
 from dataclasses import dataclass  # noqa: E402
 
-from robolearn.config import ConfigError, from_dict  # noqa: E402
+from robolearn.config import ConfigError, from_dict, non_negative, positive  # noqa: E402
 from robolearn.data.format import ActionSpec, ObsFieldSpec  # noqa: E402
 from robolearn.paths import ENVS_DIR  # noqa: E402
 from robolearn.tasks.base import StepResult  # noqa: E402
@@ -139,18 +139,18 @@ from robolearn.tasks.base import StepResult  # noqa: E402
 class RobosuiteTaskConfig:
     """One task's settings from ``envs/<task>.yaml`` (plus overrides from a policy's meta)."""
 
-    horizon: int = 400
+    horizon: int = positive(400)
     #: ``robolearn collect``'s episode limit (None: ``horizon``). A slow, hesitant operator
     #: still finishes its demo; only policies are held to ``horizon``.
-    demo_horizon: int | None = None
-    control_hz: float = 20.0
+    demo_horizon: int | None = positive(None)
+    control_hz: float = positive(20.0)
     controller: str = "robosuite_panda_osc"
     camera: str = "agentview"
     #: False: reward 1 on the step that succeeds (robomimic's datasets); True: robosuite's shaped reward.
     reward_shaping: bool = False
     #: End the episode on the first successful step.
     done_on_success: bool = True
-    seed: int | None = None
+    seed: int | None = non_negative(None)
     #: Build robosuite's offscreen renderer too (only needed for robosuite's own camera obs).
     offscreen: bool = False
 
@@ -168,8 +168,6 @@ class RobosuiteTaskEnv:
     def __init__(self, **kwargs: Any):
         source = str(ENVS_DIR / f"{self.name}.yaml")
         self.config = from_dict(RobosuiteTaskConfig, kwargs, source)
-        if self.config.horizon <= 0:
-            raise ConfigError(source, "horizon", f"expected a positive number of steps, got {self.config.horizon}")
         from robolearn.hal.robosuite_arm import RobosuiteArm
 
         self.arm = RobosuiteArm(

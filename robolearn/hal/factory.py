@@ -75,6 +75,11 @@ class TaskBoundArm:
     def observe(self) -> Observation:
         return self.arm.observe()
 
+    def eef_position(self) -> np.ndarray:
+        from robolearn.hal.shield import measure_eef
+
+        return measure_eef(self.arm)
+
     def send(self, command: np.ndarray) -> np.ndarray:
         return self.arm.send(command)
 
@@ -122,13 +127,12 @@ def load_controller(path: str | Path) -> dict[str, Any]:
 
 
 def _scales(cfg: dict[str, Any], path: Path) -> tuple[float, float]:
-    out = []
-    for key, default in (("pos_scale", 0.05), ("rot_scale", 0.5)):
-        v = cfg.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ConfigError(path, key, f"expected a positive number (units per command unit), got {v!r}")
-        out.append(float(v))
-    return out[0], out[1]
+    """The controller file's metres and radians per command unit: positive and finite, since
+    the backend and its shield both multiply every command by them."""
+    from robolearn.hal.shield import require_number
+
+    return (require_number(path, "pos_scale", cfg.get("pos_scale", 0.05), positive=True),
+            require_number(path, "rot_scale", cfg.get("rot_scale", 0.5), positive=True))
 
 
 def shield_arm(arm: Arm, cfg: dict[str, Any], path: Path) -> Arm:
@@ -146,7 +150,7 @@ def shield_arm(arm: Arm, cfg: dict[str, Any], path: Path) -> Arm:
         log.warning("%s: workspace box and step limits DISABLED for arm %s (shield.enabled: false); "
                     "NaN rejection, e-stop and watchdog stay on", path, arm.spec.name)
     pos, rot = _scales(cfg, path)
-    return SafetyShield(arm, scfg, pos_scale=pos, rot_scale=rot)
+    return SafetyShield(arm, scfg, pos_scale=pos, rot_scale=rot, source=str(path))
 
 
 def make_arm(

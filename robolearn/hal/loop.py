@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from robolearn.hal.arm import Arm, Observation
+from robolearn.hal.shield import require_int, require_number
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +140,15 @@ class ControlLoop:
         realtime_priority: int | None = None,
         record_states: bool = True,
     ):
-        if not hz > 0:
-            raise ValueError(f"ControlLoop: hz must be positive, got {hz!r}")
-        self.arm, self.source, self.hz = arm, source, float(hz)
+        # An infinite rate is a zero period: the loop would send as fast as it can.
+        self.arm, self.source = arm, source
+        self.hz = require_number("ControlLoop", "hz", hz, positive=True)
         self.period = 1.0 / self.hz
         self.recorder, self.on_step = recorder, on_step
         self.keep_on_interrupt = keep_on_interrupt
-        self.spin_s = float(spin_s)
+        self.spin_s = require_number("ControlLoop", "spin_s", spin_s, at_least=0.0)
         self.reset_source = reset_source
-        self.realtime_priority = realtime_priority
+        self.realtime_priority = None if realtime_priority is None else require_int("ControlLoop", "realtime_priority", realtime_priority, at_least=0)
         self.record_states = record_states
         self._get_state = None
         self.realtime_active = False
@@ -181,6 +182,8 @@ class ControlLoop:
         ``stopped_by == "interrupt"`` rather than re-raised, so callers can still print
         a summary; other exceptions are re-raised after the same clean-up.
         """
+        if max_steps is not None:
+            max_steps = require_int("ControlLoop.run", "max_steps", max_steps, at_least=0)
         self._stop.clear()
         stats = LoopStats(hz=self.hz)
         cap = max_steps if max_steps is not None else int(self.hz * 60)

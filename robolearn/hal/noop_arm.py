@@ -64,6 +64,15 @@ def quat_conj(q: np.ndarray) -> np.ndarray:
     return np.array([-q[0], -q[1], -q[2], q[3]], dtype=np.float64)
 
 
+def command_scales(name: str, pos_scale: float, rot_scale: float) -> tuple[float, float]:
+    """A delta-command backend's metres and radians per command unit, checked: an infinite or
+    NaN scale turns every command into an infinite or NaN target."""
+    from robolearn.hal.shield import require_number
+
+    return (require_number(name, "pos_scale", pos_scale, positive=True),
+            require_number(name, "rot_scale", rot_scale, positive=True))
+
+
 def default_obs_spec() -> dict[str, ObsFieldSpec]:
     return {
         EEF_POS: ObsFieldSpec((3,)),
@@ -94,8 +103,7 @@ class NoopArm:
         name: str = "noop",
     ):
         self.spec = ArmSpec(name=name, obs_spec=default_obs_spec(), action_spec=ActionSpec(dim=7), control_hz=float(control_hz))
-        self.pos_scale = float(pos_scale)
-        self.rot_scale = float(rot_scale)
+        self.pos_scale, self.rot_scale = command_scales(name, pos_scale, rot_scale)
         self._home_pos = np.asarray(home_pos, dtype=np.float64)
         self._home_quat = np.asarray(home_quat, dtype=np.float64)
         self._pos = self._home_pos.copy()
@@ -129,6 +137,12 @@ class NoopArm:
                 GRIPPER_QPOS: self._fingers.astype(np.float32),
             }
         return Observation(time.monotonic(), data)
+
+    def eef_position(self) -> np.ndarray:
+        """The integrated position itself (float64), for the SafetyShield's per-command check."""
+        self._require()
+        with self._lock:
+            return self._pos.copy()
 
     def send(self, command: np.ndarray) -> np.ndarray:
         self._require()

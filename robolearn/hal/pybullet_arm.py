@@ -28,7 +28,7 @@ import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
-from robolearn.hal.noop_arm import axis_angle_to_quat, quat_mul
+from robolearn.hal.noop_arm import axis_angle_to_quat, command_scales, quat_mul
 
 ARM_JOINTS = list(range(7))
 FINGER_JOINTS = [9, 10]
@@ -76,7 +76,7 @@ class PyBulletArm:
         if not 0 < self.control_hz <= PHYSICS_HZ:
             raise ArmError(f"{name}: control_hz must be in (0, {PHYSICS_HZ:g}], got {control_hz}")
         self.substeps = max(1, int(round(PHYSICS_HZ / self.control_hz)))
-        self.pos_scale, self.rot_scale = float(pos_scale), float(rot_scale)
+        self.pos_scale, self.rot_scale = command_scales(name, pos_scale, rot_scale)
         self.scene = scene
         self.finger_force, self.arm_force = float(finger_force), float(arm_force)
         self.gui = gui
@@ -131,6 +131,11 @@ class PyBulletArm:
     def _eef(self) -> tuple[np.ndarray, np.ndarray]:
         ls = self._p.getLinkState(self._robot, EEF_LINK, computeForwardKinematics=True, physicsClientId=self._client)
         return np.asarray(ls[4], np.float64), np.asarray(ls[5], np.float64)
+
+    def eef_position(self) -> np.ndarray:
+        """The grasp point's position, the one ``send`` adds its delta to (one link-state read)."""
+        self._require()
+        return self._eef()[0]
 
     def observe(self) -> Observation:
         c = self._require()

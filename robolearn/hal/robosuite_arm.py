@@ -22,6 +22,7 @@ import numpy as np
 from robolearn.config import ConfigError, from_dict, load_yaml
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
+from robolearn.hal.shield import require_number
 from robolearn.paths import CONTROLLERS_DIR
 
 DEFAULT_CONTROLLER = "robosuite_panda_osc"
@@ -77,11 +78,28 @@ def load_controller_config(name_or_path: str | Path = DEFAULT_CONTROLLER) -> Rob
         v = getattr(c, name)
         if not isinstance(v, (list, tuple)) or len(v) != 6:
             raise ConfigError(path, f"controller.{name}", f"expected a list of 6 numbers (xyz metres, axis-angle radians), got {v!r}")
-    if not cfg.control_freq > 0:
-        raise ConfigError(path, "control_freq", f"expected a positive rate in Hz, got {cfg.control_freq!r}")
-    if not (cfg.pos_scale > 0 and cfg.rot_scale > 0):
-        raise ConfigError(path, "pos_scale", "pos_scale and rot_scale must be positive (metres / radians per command unit)")
+    require_number(path, "control_freq", cfg.control_freq, positive=True)
+    _check_scales_cover_controller(cfg, path)
     return cfg
+
+
+def _check_scales_cover_controller(cfg: RobosuiteControllerConfig, path: Path) -> None:
+    """The SafetyShield turns its box and step limits into command units with ``pos_scale``
+    and ``rot_scale``; if OSC_POSE moved further per command unit than they say, a clipped
+    command would still leave the box. OSC_POSE moves ``|output_max - output_min| /
+    |input_max - input_min|`` per unit on each axis; a larger scale only makes the shield
+    more cautious, a smaller one is refused."""
+    c = cfg.controller
+    in_span = abs(require_number(path, "controller.input_max", c.input_max) - require_number(path, "controller.input_min", c.input_min))
+    if not in_span > 0:
+        raise ConfigError(path, "controller.input_max", f"expected input_max != input_min, got {c.input_max!r}")
+    for name, axes in (("pos_scale", range(0, 3)), ("rot_scale", range(3, 6))):
+        scale = require_number(path, name, getattr(cfg, name), positive=True)
+        per_unit = max(abs(require_number(path, "controller.output_max", c.output_max[i])
+                           - require_number(path, "controller.output_min", c.output_min[i])) / in_span for i in axes)
+        if scale < per_unit * (1 - 1e-9):
+            raise ConfigError(path, name, f"{scale:g} per command unit is less than the {per_unit:g} that "
+                              "controller.output_max/output_min give; the shield would under-estimate the motion")
 
 
 def robosuite_controller_dict(cfg: RobosuiteControllerConfig) -> dict[str, Any]:
@@ -191,6 +209,12 @@ class RobosuiteArm:
     def observe(self) -> Observation:
         self._require()
         return Observation(timestamp=time.monotonic(), data=self._obs_from_raw(self._raw))
+
+    def eef_position(self) -> np.ndarray:
+        """The end-effector position after the latest step: simulated time only advances in
+        ``send``, and OSC_POSE adds the next delta to exactly this position."""
+        self._require()
+        return np.asarray(self._raw["robot0_eef_pos"], dtype=np.float64).reshape(3)
 
     def send(self, command: np.ndarray) -> np.ndarray:
         env = self._require()

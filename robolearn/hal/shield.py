@@ -7,7 +7,11 @@ most arms have no command watchdog. One shield, configured per arm, gives every
 backend (simulated, remote, vendor) the same guarantees:
 
 * workspace box: a translation that would take the end effector out of the box is
-  shortened so the target stays inside (an arm already outside may only move back in);
+  shortened so the target stays inside (an arm already outside may only move back in).
+  Every backend adds the delta to the end-effector position it measures when the command
+  arrives, so the shield measures that same position immediately before clipping each
+  command (``measure_eef``), under its lock: a position remembered from an earlier
+  ``observe()`` or ``home()`` would let a burst of sends walk out of the box;
 * per-step translation (metres) and rotation (radians) limits, gripper limits, and the
   action bounds [-1, 1];
 * NaN/inf or wrongly shaped commands are rejected: the arm holds position (zero motion,
@@ -35,6 +39,55 @@ from robolearn.hal.arm import Arm, ArmError, ArmSpec, Observation
 
 log = logging.getLogger(__name__)
 EEF_POS = "robot0_eef_pos"
+
+
+def require_number(source: str, field: str, value: Any, *, positive: bool = False, at_least: float | None = None,
+                   at_most: float | None = None) -> float:
+    """``value`` as a float, or ConfigError naming ``source`` and ``field``.
+
+    Why one check: a safety limit that is a YAML ``true``, ``.nan`` or ``.inf`` compares in
+    ways that silently switch the limit off (``inf > 0`` passes a positivity test, every
+    comparison with NaN is False), so type, finiteness and range are checked together."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(source, field, f"expected a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ConfigError(source, field, f"expected a finite number, got {value!r}")
+    if positive and not v > 0:
+        raise ConfigError(source, field, f"expected a positive number, got {value!r}")
+    if at_least is not None and v < at_least:
+        raise ConfigError(source, field, f"expected a number >= {at_least:g}, got {value!r}")
+    if at_most is not None and v > at_most:
+        raise ConfigError(source, field, f"expected a number <= {at_most:g}, got {value!r}")
+    return v
+
+
+def require_int(source: str, field: str, value: Any, *, at_least: int) -> int:
+    """``value`` as an int (not a bool, not a float), or ConfigError naming ``source`` and ``field``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(source, field, f"expected an integer, got {value!r}")
+    if value < at_least:
+        raise ConfigError(source, field, f"expected an integer >= {at_least}, got {value!r}")
+    return int(value)
+
+
+def measure_eef(arm: Any) -> np.ndarray:
+    """The arm's end-effector position (metres) measured now.
+
+    Arms that can read it cheaply offer ``eef_position()`` (the in-memory arm, the
+    simulators and the vendor drivers all do); for any other arm this costs one
+    ``observe()``. Raises ShieldError when there is no finite position to measure, since
+    the workspace box cannot be enforced without one."""
+    read = getattr(arm, "eef_position", None)
+    pos = read() if callable(read) else arm.observe().data.get(EEF_POS)
+    name = getattr(getattr(arm, "spec", None), "name", type(arm).__name__)
+    if pos is None:
+        raise ShieldError(f"{name}: the arm's observation has no '{EEF_POS}'; the workspace box cannot be enforced")
+    pos = np.asarray(pos, dtype=np.float64).reshape(-1)
+    if pos.shape != (3,) or not np.all(np.isfinite(pos)):
+        raise ShieldError(f"{name}: measured end-effector position {pos.tolist()} is not 3 finite numbers; "
+                          "the workspace box cannot be enforced")
+    return pos
 
 
 class ShieldError(ArmError):
@@ -67,25 +120,36 @@ class ShieldConfig:
     watchdog_ms: float = 500.0
 
     def validate(self, source: str = "shield") -> None:
-        if not self.enabled:
-            return
+        """Refuse limits that would not limit. The parts that stay on while ``enabled`` is
+        False (reject streak, watchdog) are checked either way, and so is every limit that
+        is given; only the box is required, and only while the shield is enabled."""
+        if not isinstance(self.enabled, (bool, np.bool_)):
+            raise ConfigError(source, "enabled", f"expected true or false, got {self.enabled!r}")
+        require_int(source, "max_rejects_in_row", self.max_rejects_in_row, at_least=1)
+        require_number(source, "watchdog_ms", self.watchdog_ms, at_least=0.0)
+        self._validate_box(source)
+        for name in ("max_step_pos", "max_step_rot"):
+            require_number(source, name, getattr(self, name), positive=True)
+        for name in ("gripper_low", "gripper_high"):
+            require_number(source, name, getattr(self, name), at_least=-1.0, at_most=1.0)
+        if not self.gripper_low <= self.gripper_high:
+            raise ConfigError(source, "gripper_low", f"expected gripper_low <= gripper_high, got {self.gripper_low} > {self.gripper_high}")
+
+    def _validate_box(self, source: str) -> None:
         for name in ("workspace_low", "workspace_high"):
             v = getattr(self, name)
             if v is None:
-                raise ConfigError(source, name, "required while the shield is enabled: a list of 3 numbers (metres)")
-            if len(v) != 3 or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v):
+                if self.enabled:
+                    raise ConfigError(source, name, "required while the shield is enabled: a list of 3 numbers (metres)")
+                continue
+            if not isinstance(v, (list, tuple)) or len(v) != 3:
                 raise ConfigError(source, name, f"expected a list of 3 finite numbers, got {v!r}")
+            for i, x in enumerate(v):
+                require_number(source, f"{name}[{i}]", x)
+        if self.workspace_low is None or self.workspace_high is None:
+            return
         if any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high)):
             raise ConfigError(source, "workspace_low", f"must be below workspace_high on every axis: {self.workspace_low} vs {self.workspace_high}")
-        for name in ("max_step_pos", "max_step_rot"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(source, name, f"expected a positive number, got {getattr(self, name)!r}")
-        if not -1.0 <= self.gripper_low <= self.gripper_high <= 1.0:
-            raise ConfigError(source, "gripper_low", "expected -1 <= gripper_low <= gripper_high <= 1")
-        if self.max_rejects_in_row < 1:
-            raise ConfigError(source, "max_rejects_in_row", "expected an integer >= 1")
-        if self.watchdog_ms < 0:
-            raise ConfigError(source, "watchdog_ms", "expected >= 0 (0 disables the watchdog)")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, source: str = "shield") -> "ShieldConfig":
@@ -123,22 +187,23 @@ class ShieldStats:
 class SafetyShield:
     """Wraps ``arm``; is itself an Arm. ``pos_scale``/``rot_scale`` are the controller's
     metres and radians per command unit (robosuite OSC_POSE: 0.05 and 0.5), needed to
-    turn per-step limits and the workspace box into command units."""
+    turn per-step limits and the workspace box into command units. They must be the
+    scales the arm itself applies: an arm that exposes ``pos_scale``/``rot_scale`` and
+    disagrees is refused. ``source`` names the controller file in configuration errors."""
 
-    def __init__(self, arm: Arm, config: ShieldConfig | None = None, pos_scale: float = 0.05, rot_scale: float = 0.5):
+    def __init__(self, arm: Arm, config: ShieldConfig | None = None, pos_scale: float = 0.05, rot_scale: float = 0.5,
+                 source: str = "shield"):
         self.arm = arm
         self.config = config if config is not None else ShieldConfig()
-        self.config.validate()
-        if pos_scale <= 0 or rot_scale <= 0:
-            raise ConfigError("shield", "pos_scale", f"controller scales must be positive, got pos {pos_scale}, rot {rot_scale}")
-        self.pos_scale = float(pos_scale)
-        self.rot_scale = float(rot_scale)
+        self.config.validate(source)
+        self.pos_scale = require_number(source, "pos_scale", pos_scale, positive=True)
+        self.rot_scale = require_number(source, "rot_scale", rot_scale, positive=True)
+        self._check_arm_scales(source)
         self.stats = ShieldStats()
         self._lock = threading.RLock()
         self._estop = False
         self._rejects_in_row = 0
         self._last_gripper = -1.0
-        self._eef_pos: np.ndarray | None = None
         self._last_valid = time.monotonic()
         self._wd_armed = False  # armed by the first valid command; disarmed by a trip until the next one
         self._wd_stop = threading.Event()
@@ -165,11 +230,13 @@ class SafetyShield:
 
     def observe(self) -> Observation:
         with self._lock:
-            obs = self.arm.observe()
-        pos = obs.data.get(EEF_POS)
-        if pos is not None:
-            self._eef_pos = np.asarray(pos, dtype=np.float64)
-        return obs
+            return self.arm.observe()
+
+    def eef_position(self) -> np.ndarray:
+        """The wrapped arm's end-effector position, measured now (so shields and task
+        wrappers can be stacked without losing the cheap measurement)."""
+        with self._lock:
+            return measure_eef(self.arm)
 
     def send(self, command: np.ndarray) -> np.ndarray:
         with self._lock:
@@ -196,9 +263,6 @@ class SafetyShield:
                 raise EStopError(f"{self.spec.name}: e-stop is latched; home refused (call reset_estop() first)")
             self._wd_armed = False  # homing is not commanded motion; re-armed by the next command
             obs = self.arm.home()
-        pos = obs.data.get(EEF_POS)
-        if pos is not None:
-            self._eef_pos = np.asarray(pos, dtype=np.float64)
         self._last_gripper = -1.0
         return obs
 
@@ -260,6 +324,24 @@ class SafetyShield:
         return self._estop
 
     # -- internals --------------------------------------------------------------------
+    def _check_arm_scales(self, source: str) -> None:
+        """The box is enforced in metres through ``pos_scale``: if the arm moved further per
+        command unit than the shield assumes, a clipped target would still leave the box."""
+        for name, mine in (("pos_scale", self.pos_scale), ("rot_scale", self.rot_scale)):
+            theirs = getattr(self.arm, name, None)
+            if isinstance(theirs, (int, float)) and not isinstance(theirs, bool) and not math.isclose(float(theirs), mine, rel_tol=1e-9):
+                raise ConfigError(source, name, f"the shield assumes {mine:g} per command unit but arm "
+                                  f"{self.arm.spec.name!r} applies {theirs!r}; they must be the same")
+
+    def _measure_eef(self) -> np.ndarray:
+        """Measured now, never remembered: see the module docstring (workspace box). On a
+        failed measurement the arm is stopped and the command is not sent."""
+        try:
+            return measure_eef(self.arm)
+        except ShieldError:
+            self.arm.stop()
+            raise
+
     def _log(self, counter: str, level: int, msg: str, *args) -> None:
         """Log the 1st, 10th, 100th, ... intervention of a kind: a policy pushing against the
         box every step must not flood the log or slow the loop, but every kind is reported."""
@@ -307,7 +389,7 @@ class SafetyShield:
             raise
 
     def _clip(self, cmd: np.ndarray) -> np.ndarray:
-        cfg, name = self.config, self.spec.name
+        cfg = self.config
         out = np.clip(cmd, self._act_low, self._act_high)
         if not np.array_equal(out, cmd):
             self.stats.clipped_bounds += 1
@@ -319,11 +401,7 @@ class SafetyShield:
             d *= cfg.max_step_pos / n
             self.stats.clipped_step_pos += 1
             self._log("clipped_step_pos", logging.INFO, "step translation %.4f m limited to %.4f m", n, cfg.max_step_pos)
-        if self._eef_pos is None:
-            self.observe()
-        eef = self._eef_pos
-        if eef is None:
-            raise ShieldError(f"{name}: the arm's observation has no '{EEF_POS}'; the workspace box cannot be enforced")
+        eef = self._measure_eef()
         # An arm already outside the box may stay or move back in, never further out.
         low, high = np.minimum(self._low, eef), np.maximum(self._high, eef)
         target = np.clip(eef + d, low, high)
@@ -331,7 +409,9 @@ class SafetyShield:
             self.stats.clipped_workspace += 1
             self._log("clipped_workspace", logging.WARNING, "target %s outside the workspace box; clipped to %s", np.round(eef + d, 4), np.round(target, 4))
             d = target - eef
-        out[:3] = d / self.pos_scale
+        # Shortening a translation per axis keeps it between the arm and its clipped target, so
+        # the last clip to the action bounds (against rounding at extreme scales) stays in the box.
+        out[:3] = np.clip(d / self.pos_scale, self._act_low[:3], self._act_high[:3])
         if self._dim >= 6:
             r = out[3:6] * self.rot_scale
             n = float(np.linalg.norm(r))

@@ -20,6 +20,7 @@ below it read as zero, so a resting hand does not drift the arm).
 """
 from __future__ import annotations
 
+import math
 import os
 import select
 import time
@@ -57,8 +58,8 @@ def shape_command(raw6: np.ndarray, gripper: float, pos_scale: float, rot_scale:
 
 def _check_common(cfg: Any, source: str) -> None:
     for name in ("pos_scale", "rot_scale"):
-        if not getattr(cfg, name) >= 0:
-            raise ConfigError(source, name, f"expected a non-negative scale, got {getattr(cfg, name)!r}")
+        if not 0 <= getattr(cfg, name) < math.inf:  # inf * a released axis (0) is NaN
+            raise ConfigError(source, name, f"expected a finite non-negative scale, got {getattr(cfg, name)!r}")
     if not 0.0 <= cfg.deadzone < 1.0:
         raise ConfigError(source, "deadzone", f"expected a fraction in [0, 1), got {cfg.deadzone!r}")
 

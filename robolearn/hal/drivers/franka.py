@@ -30,7 +30,7 @@ import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
-from robolearn.hal.noop_arm import axis_angle_to_quat, quat_mul
+from robolearn.hal.noop_arm import axis_angle_to_quat, command_scales, quat_mul
 
 FRANKA_HOME_Q = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 GRIPPER_OPEN = 0.08
@@ -61,7 +61,7 @@ class FrankaArm:
             raise ArmError(f"{name}: relative_dynamics_factor must be in (0, 1], got {relative_dynamics_factor}")
         self.host = host
         self.control_hz = float(control_hz)
-        self.pos_scale, self.rot_scale = float(pos_scale), float(rot_scale)
+        self.pos_scale, self.rot_scale = command_scales(name, pos_scale, rot_scale)
         self.relative_dynamics_factor = float(relative_dynamics_factor)
         self.gripper_speed, self.grasp_width = float(gripper_speed), float(grasp_width)
         self.home_q = list(home_q or FRANKA_HOME_Q)
@@ -102,6 +102,11 @@ class FrankaArm:
     def _pose(self) -> tuple[np.ndarray, np.ndarray]:
         ee = self._robot.current_cartesian_state.pose.end_effector_pose
         return np.asarray(ee.translation, np.float64).reshape(3), np.asarray(ee.quaternion, np.float64).reshape(4)
+
+    def eef_position(self) -> np.ndarray:
+        """The measured end-effector position that ``target`` adds the delta to."""
+        self._require()
+        return self._pose()[0]
 
     def observe(self) -> Observation:
         robot = self._require()

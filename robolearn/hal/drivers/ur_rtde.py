@@ -31,7 +31,7 @@ import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
-from robolearn.hal.noop_arm import axis_angle_to_quat, quat_mul, quat_to_axis_angle
+from robolearn.hal.noop_arm import axis_angle_to_quat, command_scales, quat_mul, quat_to_axis_angle
 
 UR_HOME_Q = [0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.0]
 
@@ -76,7 +76,7 @@ class URRtdeArm:
         self.host, self.mode = host, mode
         self.control_hz = float(control_hz)
         self.dt = 1.0 / self.control_hz
-        self.pos_scale, self.rot_scale = float(pos_scale), float(rot_scale)
+        self.pos_scale, self.rot_scale = command_scales(name, pos_scale, rot_scale)
         self.speed, self.acceleration = float(speed), float(acceleration)
         self.lookahead_time, self.gain = float(lookahead_time), float(gain)
         # Half the command rate: one late command is tolerated, two in a row stop the robot.
@@ -131,6 +131,11 @@ class URRtdeArm:
         if pose.shape != (6,):
             raise ArmError(f"{self.spec.name}: getActualTCPPose returned {pose.shape} numbers, expected 6")
         return pose[:3], axis_angle_to_quat(pose[3:])
+
+    def eef_position(self) -> np.ndarray:
+        """The measured TCP position that ``target_pose`` adds the delta to (one RTDE receive read)."""
+        self._require()
+        return self._tcp()[0]
 
     def observe(self) -> Observation:
         self._require()

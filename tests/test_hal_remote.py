@@ -4,6 +4,7 @@ No robot exists here: the served arm is the NoopArm behind its SafetyShield
 (controllers/noop.yaml); the faults are injected for real (process killed, client silent,
 garbage and wrong-version frames on the socket)."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def start_server(*extra, controller="controllers/noop.yaml"):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop(P.SECRET_ENV, None)  # these servers listen on loopback without a secret
     proc = subprocess.Popen(
         [sys.executable, "-m", "robolearn", "serve-arm", controller, "--port", "0", "--log-level", "WARNING", *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -34,11 +36,16 @@ def start_server(*extra, controller="controllers/noop.yaml"):
 
 
 @pytest.fixture(scope="module")
-def server():
+def served():
     proc, port = start_server("--heartbeat-ms", "150")
-    yield port
+    yield proc, port
     proc.terminate()
     proc.wait(timeout=5)
+
+
+@pytest.fixture
+def server(served):
+    return served[1]
 
 
 class Forward:
@@ -111,25 +118,39 @@ def test_busy_and_malformed_and_wrong_version_refused_server_keeps_serving(serve
         arm.close()
 
 
-def test_estop_from_another_connection_latches_robot_side(server):
+def test_estop_from_another_connection_latches_robot_side_and_needs_the_operator(served):
     from robolearn.hal.shield import EStopError
 
+    proc, server = served
     arm = RemoteArm(port=server)
     arm.connect()
     try:
         arm.send(np.zeros(7, np.float32))
-        RemoteArm(port=server).estop()  # e.g. a second terminal; needs no control
+        RemoteArm(port=server).estop()  # e.g. a safety monitor on a second connection; needs no control
         for _ in range(2):
             with pytest.raises(EStopError, match="e-stop is latched"):
                 arm.send(np.zeros(7, np.float32))
         assert arm.server_info()["stats"]["estops"] == 1
-        arm.reset_estop()
+        # Holding control is not enough to clear it: the operator must acknowledge it on the robot host.
+        with pytest.raises(RemoteArmError, match="kill -USR1") as refused:
+            arm.reset_estop()
+        assert refused.value.code == "estop_needs_operator"
+        with pytest.raises(EStopError):
+            arm.send(np.zeros(7, np.float32))
+        proc.send_signal(signal.SIGUSR1)
+        for _ in range(200):  # the acknowledgement lands when the server's main thread runs the handler
+            try:
+                arm.reset_estop()
+                break
+            except RemoteArmError as exc:
+                assert exc.code == "estop_needs_operator"
+                time.sleep(0.02)
         arm.send(np.zeros(7, np.float32))
     finally:
         arm.close()
 
 
-def test_silent_client_makes_server_stop_arm(server):
+def test_silent_client_makes_server_stop_arm_and_revoke_control(server):
     arm = RemoteArm(port=server)
     arm.connect()
     try:
@@ -138,7 +159,11 @@ def test_silent_client_makes_server_stop_arm(server):
         time.sleep(0.6)  # the policy stalls well past the 150 ms heartbeat
         after = arm.server_info()["stats"]["heartbeat_stops"]
         assert after == before + 1
-        arm.send(np.zeros(7, np.float32))  # control resumes after the stop
+        with pytest.raises(RemoteArmError, match="control_lost"):
+            arm.send(np.zeros(7, np.float32))  # the woken client does not drive the arm again by itself
+        assert not arm.connected
+        arm.connect()  # a new HELLO takes control anew
+        arm.send(np.zeros(7, np.float32))
     finally:
         arm.close()
 

@@ -11,24 +11,54 @@ Frame (network byte order):
     json    = UTF-8 JSON object; ``arrays`` lists {name, dtype, shape} in blob order
     blob    = the arrays' raw bytes, C order, concatenated
 
-Only a whitelist of numeric dtypes is accepted, and sizes are bounded, so a malformed
-frame raises ``ProtocolError`` (and is answered with an ERROR message) rather than
-allocating gigabytes or crashing the server.
+Only a whitelist of numeric dtypes is accepted; sizes, array dimensions and JSON nesting
+are bounded before anything is computed from them, so a malformed frame raises
+``ProtocolError`` (and is answered with an ERROR message) rather than allocating
+gigabytes, overflowing an integer or exhausting the recursion limit.
+
+Authentication (protocol version 2). A server that has a shared secret accepts nothing
+but ESTOP from a connection until it has passed this challenge-response; the secret
+itself never crosses the wire, only HMAC-SHA256 values over fresh random nonces:
+
+    client -> CHALLENGE {client_nonce}          32 random bytes, hex
+    server -> OK {server_nonce, server_proof}   server_proof = HMAC(secret, "server" label | client_nonce | server_nonce)
+    client -> AUTH {proof}                      proof        = HMAC(secret, "client" label | server_nonce | client_nonce)
+    server -> OK {}  or  ERROR auth_failed (and closes)
+
+The authentication is mutual: a client holding a secret checks ``server_proof`` before it
+sends a single command, so it never drives an arm server that is not the one it shares
+the secret with. The two labels differ, so neither side's proof can be replayed as the
+other's.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
+import re
 import socket
+import stat
 import struct
+import time
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 MAGIC = b"RLRM"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 HEADER = struct.Struct("!4sHHII")
 MAX_JSON = 64 * 1024
 MAX_BLOB = 16 * 1024 * 1024
+MAX_JSON_DEPTH = 32  # the protocol's messages nest 4 deep; this bounds the parser's recursion
+MAX_ARRAYS = 64
+MAX_NDIM = 8
+NONCE_BYTES = 32
+MIN_SECRET_BYTES = 16  # an eavesdropper can test guesses offline against one captured exchange
+SECRET_ENV = "ROBOLEARN_ARM_SECRET"
+_SERVER_LABEL = b"robolearn-arm/2 server proof"
+_CLIENT_LABEL = b"robolearn-arm/2 client proof"
 ALLOWED_DTYPES = {"<f4", "<f8", "<i4", "<i8", "|u1", "|b1"}
 
 # Message types. Requests from the client:
@@ -41,13 +71,16 @@ STOP = 6
 HEARTBEAT = 7
 BYE = 8
 ESTOP = 9  # latch the robot-side e-stop; accepted from ANY connection, control or not
-RESET_ESTOP = 10  # needs control
+RESET_ESTOP = 10  # needs control and, after a latch, the operator's acknowledgement on the robot host
+CHALLENGE = 11  # start authentication: carries the client's nonce
+AUTH = 12  # finish authentication: carries the client's proof
 # Replies from the server:
 OK = 64
 ERROR = 65
 
 TYPE_NAMES = {HELLO: "HELLO", INFO: "INFO", OBSERVE: "OBSERVE", SEND: "SEND", HOME: "HOME", STOP: "STOP",
-              HEARTBEAT: "HEARTBEAT", BYE: "BYE", ESTOP: "ESTOP", RESET_ESTOP: "RESET_ESTOP", OK: "OK", ERROR: "ERROR"}
+              HEARTBEAT: "HEARTBEAT", BYE: "BYE", ESTOP: "ESTOP", RESET_ESTOP: "RESET_ESTOP", CHALLENGE: "CHALLENGE",
+              AUTH: "AUTH", OK: "OK", ERROR: "ERROR"}
 
 
 class ProtocolError(ValueError):
@@ -82,6 +115,8 @@ def encode(msg_type: int, meta: Mapping[str, Any] | None = None, arrays: Mapping
 
 def parse_header(data: bytes) -> tuple[int, int, int, int]:
     """-> (version, type, json_len, blob_len); raises ProtocolError on bad magic or sizes."""
+    if len(data) != HEADER.size:
+        raise ProtocolError("bad_header", f"frame header must be {HEADER.size} bytes, got {len(data)}")
     magic, version, msg_type, jlen, blen = HEADER.unpack(data)
     if magic != MAGIC:
         raise ProtocolError("bad_magic", f"not a robolearn arm-protocol frame (magic {magic!r}, expected {MAGIC!r})")
@@ -90,29 +125,84 @@ def parse_header(data: bytes) -> tuple[int, int, int, int]:
     return version, msg_type, jlen, blen
 
 
-def decode_body(js: bytes, blob: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of ``[`` and ``{`` outside strings. Why a scan and not a try: the
+    standard parser recurses once per level and a 20,000-deep document exhausts the
+    interpreter's recursion limit; this counts without recursing."""
+    depth = deepest = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub('""', text)):
+        depth += 1 if m.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _refuse_constant(name: str):
+    raise ProtocolError("bad_json", f"message JSON contains {name}, which is not a JSON number")
+
+
+def parse_json(js: bytes) -> dict[str, Any]:
+    """The frame's JSON object; ProtocolError for anything else (bad UTF-8, syntax, NaN,
+    nesting deeper than MAX_JSON_DEPTH, a top level that is not an object)."""
+    if not js:
+        return {}
     try:
-        meta = json.loads(js.decode()) if js else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = js.decode()
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("bad_json", f"message JSON is not UTF-8 ({exc})") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ProtocolError("bad_json", f"message JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        meta = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError("bad_json", f"message JSON is not valid ({exc})") from None
     if not isinstance(meta, dict):
         raise ProtocolError("bad_json", f"message JSON must be an object, got {type(meta).__name__}")
+    return meta
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def parse_array_spec(spec: Any) -> tuple[str, np.dtype, tuple[int, ...], int]:
+    """-> (name, dtype, shape, nbytes) for one entry of ``arrays``. Every dimension must be a
+    JSON integer in [0, MAX_BLOB] and the product is bounded before it is multiplied out,
+    so a shape of ``[1e30]`` or ``[2**62, 2**62]`` is refused instead of overflowing."""
+    if not isinstance(spec, dict) or not {"name", "dtype", "shape"} <= set(spec):
+        raise ProtocolError("bad_arrays", "each entry of 'arrays' must be an object with name, dtype and shape")
+    name, dtype, shape = spec["name"], spec["dtype"], spec["shape"]
+    if not isinstance(name, str) or not 0 < len(name) <= 64:
+        raise ProtocolError("bad_arrays", "array name must be a string of 1 to 64 characters")
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
+        raise ProtocolError("bad_dtype", f"array '{name}': dtype {str(dtype)[:20]!r} not allowed (allowed: {sorted(ALLOWED_DTYPES)})")
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM:
+        raise ProtocolError("bad_arrays", f"array '{name}': shape must be a list of at most {MAX_NDIM} integers")
+    count = 1
+    for dim in shape:
+        if not _is_int(dim) or not 0 <= dim <= MAX_BLOB:
+            raise ProtocolError("bad_arrays", f"array '{name}': shape entries must be integers in [0, {MAX_BLOB}]")
+        count *= dim
+        if count > MAX_BLOB:
+            raise ProtocolError("bad_arrays", f"array '{name}': shape describes more than {MAX_BLOB} elements")
+    dt = np.dtype(dtype)
+    return name, dt, tuple(shape), count * dt.itemsize
+
+
+def decode_body(js: bytes, blob: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    meta = parse_json(js)
+    specs = meta.pop("arrays", [])
+    if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
+        raise ProtocolError("bad_arrays", f"'arrays' must be a list of at most {MAX_ARRAYS} {{name, dtype, shape}}")
     arrays: dict[str, np.ndarray] = {}
     offset = 0
-    specs = meta.pop("arrays", [])
-    if not isinstance(specs, list):
-        raise ProtocolError("bad_arrays", "'arrays' must be a list of {name, dtype, shape}")
     for spec in specs:
-        try:
-            name, dtype, shape = str(spec["name"]), str(spec["dtype"]), tuple(int(s) for s in spec["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise ProtocolError("bad_arrays", f"array spec {spec!r} needs name, dtype and shape") from None
-        if dtype not in ALLOWED_DTYPES:
-            raise ProtocolError("bad_dtype", f"array '{name}': dtype {dtype!r} not allowed (allowed: {sorted(ALLOWED_DTYPES)})")
-        if any(s < 0 for s in shape):
-            raise ProtocolError("bad_arrays", f"array '{name}': negative shape {shape}")
-        dt = np.dtype(dtype)
-        nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+        name, dt, shape, nbytes = parse_array_spec(spec)
+        if name in arrays:
+            raise ProtocolError("bad_arrays", f"array '{name}' is described twice")
         if offset + nbytes > len(blob):
             raise ProtocolError("bad_arrays", f"array '{name}' of shape {shape} runs past the end of the data ({len(blob)} B)")
         arrays[name] = np.frombuffer(blob, dtype=dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
@@ -122,24 +212,65 @@ def decode_body(js: bytes, blob: bytes) -> tuple[dict[str, Any], dict[str, np.nd
     return meta, arrays
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
+class Deadline:
+    """One deadline for several receives (a whole handshake), not a timeout per ``recv``:
+    a peer sending one byte a second would reset a per-recv timeout forever.
+
+    ``at`` (``time.monotonic()``) may be moved by another thread, e.g. set when a
+    connection loses control; ``None`` means no deadline. Receives wake every ``TICK_S``
+    to notice such a change."""
+
+    TICK_S = 0.25
+
+    def __init__(self, at: float | None = None):
+        self.at = at
+
+    @classmethod
+    def after(cls, seconds: float) -> "Deadline":
+        return cls(time.monotonic() + seconds)
+
+    def expired(self) -> bool:
+        at = self.at
+        return at is not None and time.monotonic() >= at
+
+    def wait_s(self) -> float:
+        """How long the next receive may block; raises ``socket.timeout`` once expired."""
+        at = self.at
+        if at is None:
+            return self.TICK_S
+        left = at - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("deadline passed")
+        return min(left, self.TICK_S)
+
+
+def recv_exact(sock: socket.socket, n: int, deadline: Deadline | None = None) -> bytes:
+    """``n`` bytes. Without ``deadline`` the socket's own timeout applies to each receive;
+    with one, ``socket.timeout`` is raised when it passes however the bytes trickle in."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
-        k = sock.recv_into(view[got:], n - got)
+        try:
+            if deadline is not None:
+                sock.settimeout(deadline.wait_s())
+            k = sock.recv_into(view[got:], n - got)
+        except socket.timeout:
+            if deadline is None or deadline.expired():
+                raise
+            continue
         if k == 0:
             raise ConnectionClosed(f"connection closed by peer ({got}/{n} bytes of a frame received)")
         got += k
     return bytes(buf)
 
 
-def recv_frame(sock: socket.socket) -> tuple[int, int, bytes, bytes]:
+def recv_frame(sock: socket.socket, deadline: Deadline | None = None) -> tuple[int, int, bytes, bytes]:
     """-> (version, type, json bytes, blob bytes). Body parsing is separate so a version
     mismatch can be answered before the body is interpreted."""
-    version, msg_type, jlen, blen = parse_header(recv_exact(sock, HEADER.size))
-    js = recv_exact(sock, jlen) if jlen else b""
-    blob = recv_exact(sock, blen) if blen else b""
+    version, msg_type, jlen, blen = parse_header(recv_exact(sock, HEADER.size, deadline))
+    js = recv_exact(sock, jlen, deadline) if jlen else b""
+    blob = recv_exact(sock, blen, deadline) if blen else b""
     return version, msg_type, js, blob
 
 
@@ -153,8 +284,83 @@ def recv_message(sock: socket.socket) -> tuple[int, dict[str, Any], dict[str, np
 
 
 def configure_socket(sock: socket.socket) -> None:
-    """TCP_NODELAY: a 100-byte command must leave now, not wait for Nagle to batch it."""
+    """TCP_NODELAY: a 100-byte command must leave now, not wait for Nagle to batch it.
+    TCP keepalive: a peer that vanished without a FIN (power loss, pulled cable) is found
+    within about 16 s even on a connection that is idle, and its slot is freed."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+# -- shared secret and challenge-response ---------------------------------------------------
+def new_nonce() -> bytes:
+    return os.urandom(NONCE_BYTES)
+
+
+def server_proof(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    return hmac.new(secret, _SERVER_LABEL + client_nonce + server_nonce, hashlib.sha256).digest()
+
+
+def client_proof(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    return hmac.new(secret, _CLIENT_LABEL + server_nonce + client_nonce, hashlib.sha256).digest()
+
+
+def proof_matches(expected: bytes, given: Any) -> bool:
+    """Constant-time comparison of a proof received as hex text (anything else: no match)."""
+    got = hex_field(given, len(expected))
+    return got is not None and hmac.compare_digest(expected, got)
+
+
+def hex_field(value: Any, nbytes: int) -> bytes | None:
+    """``value`` as bytes when it is hex text of exactly ``nbytes`` bytes, else None."""
+    if not isinstance(value, str) or len(value) != 2 * nbytes:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
+
+
+def _check_secret(secret: bytes, source: str, field: str) -> bytes:
+    from robolearn.config import ConfigError
+
+    secret = secret.strip()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(source, field, f"the shared secret must be at least {MIN_SECRET_BYTES} bytes "
+                          "(make one: python -c 'import secrets; print(secrets.token_hex(32))')")
+    return secret
+
+
+def read_secret_file(path: str | os.PathLike, source: str, field: str) -> bytes:
+    """The secret in ``path``. Refused when group or others may read or write it, as ssh
+    refuses such a key: a secret that every user of the robot host can read authenticates
+    every one of them."""
+    from robolearn.config import ConfigError
+
+    p = Path(path).expanduser()
+    try:
+        mode = p.stat().st_mode
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, field, f"cannot read the secret file {p} ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(source, field, f"{p} is not a regular file")
+    if mode & 0o077:
+        raise ConfigError(source, field, f"{p} is accessible to group or others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {p}")
+    return _check_secret(data, source, field)
+
+
+def resolve_secret(secret_file: str | os.PathLike | None, source: str, field: str) -> bytes | None:
+    """The shared secret: the file named in the config when there is one, else the
+    environment variable ``ROBOLEARN_ARM_SECRET``, else None (no authentication)."""
+    if secret_file is not None:
+        return read_secret_file(secret_file, source, field)
+    value = os.environ.get(SECRET_ENV)
+    if value is None:
+        return None
+    return _check_secret(value.encode(), f"${SECRET_ENV}", "value")
 
 
 def spec_to_json(spec) -> dict[str, Any]:

@@ -8,14 +8,23 @@ on arrival (the server's clock is a different one); the server's stamp is kept u
 ``server_timestamp``.
 
 There is deliberately no background heartbeat thread: if the policy stalls, the server
-must notice and stop the arm. Call ``heartbeat()`` explicitly during long pauses that
-are intended (e.g. while an operator confirms).
+must notice, stop the arm and revoke control. Call ``heartbeat()`` explicitly during long
+pauses that are intended (e.g. while an operator confirms). After a revocation every
+request fails with code ``control_lost`` and the connection is dropped; ``connect()``
+again takes control anew (only if nobody else has it) - never automatically.
+
+With a shared secret (``secret_file``, else ``$ROBOLEARN_ARM_SECRET``) every connection
+runs the challenge-response of ``protocol`` first, and the server must prove that it holds
+the same secret before this side sends it anything else: a client with a secret refuses
+a server without one.
 """
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,10 +57,11 @@ class RemoteArm:
     concurrent_stop_safe = True
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5555, timeout_s: float = 1.0, connect_timeout_s: float = 3.0,
-                 spec: ArmSpec | None = None):
+                 spec: ArmSpec | None = None, secret_file: str | Path | None = None, secret: bytes | None = None):
         self.host, self.port = host, int(port)
         self.timeout_s, self.connect_timeout_s = float(timeout_s), float(connect_timeout_s)
         self._spec = spec
+        self._secret = secret if secret is not None else P.resolve_secret(secret_file, "RemoteArm", "params.secret_file")
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self.server_heartbeat_ms: float | None = None
@@ -62,14 +72,47 @@ class RemoteArm:
         return f"arm server {self.host}:{self.port}"
 
     # -- connection -----------------------------------------------------------------------
-    def _open(self) -> socket.socket:
+    def _connect_socket(self) -> socket.socket:
         try:
             s = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
         except OSError as exc:
-            raise RemoteArmError(f"cannot connect to {self.where}: {exc}") from None
-        P.configure_socket(s)
+            raise RemoteArmError(f"cannot connect to {self.where}: {_why_unreachable(exc, self.connect_timeout_s)}") from None
+        try:
+            P.configure_socket(s)
+        except OSError:
+            s.close()
+            raise RemoteArmError(f"cannot connect to {self.where}: connection reset while opening") from None
         s.settimeout(self.timeout_s)
         return s
+
+    def _open(self) -> socket.socket:
+        """A connection, authenticated when this side has a secret."""
+        s = self._connect_socket()
+        try:
+            if self._secret is not None:
+                self._authenticate(s)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def _authenticate(self, s: socket.socket) -> None:
+        """Mutual challenge-response: the server proves it holds the secret, then this side."""
+        client_nonce = P.new_nonce()
+        try:
+            meta, _ = self._roundtrip(s, self.where, P.CHALLENGE, {"client_nonce": client_nonce.hex()})
+        except RemoteArmError as exc:
+            if exc.code == "auth_unavailable":
+                raise RemoteArmError(f"{self.where} has no shared secret, so it cannot prove it is the arm server "
+                                     "this client's secret belongs to; refusing to drive it", "auth_failed") from None
+            raise
+        server_nonce = P.hex_field(meta.get("server_nonce"), P.NONCE_BYTES)
+        if server_nonce is None or not P.proof_matches(P.server_proof(self._secret, client_nonce, server_nonce),
+                                                       meta.get("server_proof")):
+            raise RemoteArmError(f"{self.where} failed to prove it holds the shared secret (a different secret there, "
+                                 "or not the arm server you meant); refusing to drive it", "auth_failed")
+        proof = P.client_proof(self._secret, client_nonce, server_nonce)
+        self._roundtrip(s, self.where, P.AUTH, {"proof": proof.hex()})
 
     @staticmethod
     def _roundtrip(s: socket.socket, where: str, msg_type: int, meta=None, arrays=None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -102,7 +145,8 @@ class RemoteArm:
             try:
                 return self._roundtrip(self._sock, self.where, msg_type, meta, arrays)
             except RemoteArmError as exc:
-                if exc.code in ("connection", "bad_magic", "version", "bad_json", "bad_arrays", "bad_dtype", "too_large"):
+                if exc.code in ("connection", "bad_magic", "version", "bad_json", "bad_arrays", "bad_dtype", "too_large",
+                                "bad_header", "control_lost", "handshake_timeout"):
                     self._drop()
                 raise
         finally:
@@ -145,7 +189,11 @@ class RemoteArm:
         if self._sock is not None:
             return
         self._sock = self._open()
-        meta, _ = self._call(P.HELLO, {"client": "robolearn.RemoteArm"})
+        try:
+            meta, _ = self._call(P.HELLO, {"client": "robolearn.RemoteArm"})
+        except BaseException:
+            self._drop()
+            raise
         server_spec = P.spec_from_json(meta["spec"])
         if self._spec is not None and (self._spec.action_spec.dim != server_spec.action_spec.dim
                                        or set(self._spec.obs_spec) != set(server_spec.obs_spec)):
@@ -203,14 +251,18 @@ class RemoteArm:
 
     def estop(self) -> None:
         """Latch the robot-side e-stop over a connection of its own, so it works from a signal
-        handler or another thread while a request is in flight on the control connection."""
-        s = self._open()
+        handler or another thread while a request is in flight on the control connection.
+        Unauthenticated on purpose: the server accepts ESTOP from anyone, and a stop must
+        not wait for a handshake."""
+        s = self._connect_socket()
         try:
             self._roundtrip(s, self.where, P.ESTOP)
         finally:
             s.close()
 
     def reset_estop(self) -> None:
+        """Clears the robot-side latch only after the operator acknowledged it on the robot
+        host; until then this raises ``RemoteArmError`` with code ``estop_needs_operator``."""
         self._call(P.RESET_ESTOP)
 
     def heartbeat(self) -> float:
@@ -227,3 +279,14 @@ class RemoteArm:
         except ArmError:
             pass
         self._drop()
+
+
+def _why_unreachable(exc: OSError, timeout_s: float) -> str:
+    """One phrase for why a connection attempt failed, in words an operator can act on."""
+    if isinstance(exc, socket.gaierror):
+        return f"host name does not resolve ({exc.strerror or exc})"
+    if isinstance(exc, socket.timeout):
+        return f"no answer within {timeout_s:.1f} s (host down, firewalled or wrong address)"
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return "connection refused (is `robolearn serve-arm` running there, on this port?)"
+    return exc.strerror or str(exc)

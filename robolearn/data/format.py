@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -89,7 +90,7 @@ class DemoMeta:
             if key not in d:
                 raise DemoFormatError(path, key, "missing required key")
         version = d["format_version"]
-        if version != FORMAT_VERSION:
+        if isinstance(version, bool) or version != FORMAT_VERSION:
             raise DemoFormatError(
                 path, "format_version", f"unknown format version {version!r}; this robolearn reads version {FORMAT_VERSION}"
             )
@@ -97,20 +98,9 @@ class DemoMeta:
         if not isinstance(d["obs_spec"], Mapping) or not d["obs_spec"]:
             raise DemoFormatError(path, "obs_spec", "expected a non-empty mapping of observation key -> {shape, dtype}")
         for k, v in d["obs_spec"].items():
-            try:
-                obs_spec[k] = ObsFieldSpec(shape=tuple(int(s) for s in v["shape"]), dtype=str(v.get("dtype", "float32")))
-                np.dtype(obs_spec[k].dtype)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise DemoFormatError(path, f"obs_spec.{k}", f"expected {{shape: [ints], dtype: str}} ({exc})") from None
-        a = d["action_spec"]
-        try:
-            action_spec = ActionSpec(dim=int(a["dim"]), low=a.get("low", -1.0), high=a.get("high", 1.0), names=a.get("names"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DemoFormatError(path, "action_spec", f"expected {{dim: int, low, high}} ({exc})") from None
-        try:
-            control_hz = float(d["control_hz"])
-        except (TypeError, ValueError):
-            raise DemoFormatError(path, "control_hz", f"expected a number, got {d['control_hz']!r}") from None
+            obs_spec[str(k)] = _obs_field_spec(path, f"obs_spec.{k}", v)
+        action_spec = _action_spec(path, d["action_spec"])
+        control_hz = _finite_number(path, "control_hz", d["control_hz"], positive=True)
         return cls(
             task=str(d["task"]),
             control_hz=control_hz,
@@ -120,7 +110,7 @@ class DemoMeta:
             controller=d.get("controller"),
             source=d.get("source"),
             format_version=version,
-            split=d.get("split"),
+            split=check_split(path, d.get("split")),
             extra=dict(d.get("extra") or {}),
         )
 
@@ -282,11 +272,7 @@ def _validate_arrays(path: Path, arrays: Mapping[str, np.ndarray], meta: DemoMet
     A = meta.action_spec.dim
     if actions.ndim != 2 or actions.shape[1] != A:
         raise DemoFormatError(path, "actions", f"expected shape (T, {A}), got {actions.shape}")
-    if not np.issubdtype(actions.dtype, np.floating):
-        raise DemoFormatError(path, "actions", f"expected a float dtype, got {actions.dtype}")
-    if not np.all(np.isfinite(actions)):
-        bad = np.argwhere(~np.isfinite(actions))[0]
-        raise DemoFormatError(path, "actions", f"NaN or inf at step {bad[0]}, dim {bad[1]}")
+    _check_actions(path, actions, meta.action_spec)
     T = actions.shape[0]
     if T == 0:
         raise DemoFormatError(path, "actions", "episode has no steps")
@@ -329,7 +315,7 @@ def load_episode_file(path: str | os.PathLike, meta: DemoMeta) -> Episode:
         obs={k: arrays[f"obs/{k}"] for k in meta.obs_spec},
         actions=arrays["actions"],
         rewards=arrays["rewards"],
-        dones=arrays["dones"],
+        dones=arrays["dones"].astype(bool),
         success=bool(arrays["success"]),
         states=arrays.get("states"),
         timestamps=arrays.get("timestamps"),
@@ -382,3 +368,132 @@ def load_folder(folder: str | os.PathLike, split: str | None = "train") -> tuple
     reader = DemoReader(folder)
     idx = reader.split_indices(split) if split else reader.indices
     return reader.meta, [reader.load(i) for i in idx]
+#: How far beyond its action spec's bounds a recorded action may lie, as a share of the range:
+#: room for float rounding and a teleoperation device's overshoot, while a wrong unit (millimetres
+#: for metres) or an absurd magnitude (1e30) is an error rather than training data.
+ACTION_BOUND_SLACK = 0.01
+
+
+def _finite_number(path: str | os.PathLike, name: str, value: Any, positive: bool = False) -> float:
+    """A JSON number that must be finite (and > 0 with ``positive``); a bool or a string is not a number."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        words = "a positive finite number" if positive else "a finite number"
+        raise DemoFormatError(path, name, f"expected {words}, got {value!r}")
+    return float(value)
+
+
+def _whole_number(path: str | os.PathLike, name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DemoFormatError(path, name, f"expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _obs_field_spec(path: str | os.PathLike, name: str, v: Any) -> ObsFieldSpec:
+    if not isinstance(v, Mapping) or not isinstance(v.get("shape"), list):
+        raise DemoFormatError(path, name, f"expected {{shape: [ints], dtype: str}}, got {v!r}")
+    shape = tuple(_whole_number(path, f"{name}.shape", s, 1) for s in v["shape"])
+    dtype = v.get("dtype", "float32")
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        dtype = None
+    if not isinstance(dtype, str):
+        raise DemoFormatError(path, f"{name}.dtype", f"expected a numpy dtype name, got {v.get('dtype')!r}")
+    return ObsFieldSpec(shape=shape, dtype=dtype)
+
+
+def _action_spec(path: str | os.PathLike, a: Any) -> ActionSpec:
+    if not isinstance(a, Mapping) or "dim" not in a:
+        raise DemoFormatError(path, "action_spec", f"expected {{dim: int, low, high}}, got {a!r}")
+    dim = _whole_number(path, "action_spec.dim", a["dim"], 1)
+    for key, default in (("low", -1.0), ("high", 1.0)):
+        value = a.get(key, default)
+        if isinstance(value, list) and len(value) != dim:
+            raise DemoFormatError(path, f"action_spec.{key}", f"expected one number or {dim}, got {len(value)}")
+        for x in value if isinstance(value, list) else [value]:
+            _finite_number(path, f"action_spec.{key}", x)
+    spec = ActionSpec(dim=dim, low=a.get("low", -1.0), high=a.get("high", 1.0), names=a.get("names"))
+    low, high = spec.bounds()
+    if np.any(low > high):
+        raise DemoFormatError(path, "action_spec.low", f"must not exceed action_spec.high: {spec.low} vs {spec.high}")
+    names = spec.names
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise DemoFormatError(path, "action_spec.names", f"expected a list of strings or null, got {names!r}")
+    return spec
+
+
+def check_split(path: str | os.PathLike, split: Any) -> dict[str, list[int]] | None:
+    """A split is named lists of distinct episode indices, and no episode is in two splits: an
+    episode in both train and valid would make the validation numbers meaningless."""
+    if split is None:
+        return None
+    if not isinstance(split, Mapping):
+        raise DemoFormatError(path, "split", f"expected a mapping of split name -> [episode indices], got {split!r}")
+    owner: dict[int, str] = {}
+    out: dict[str, list[int]] = {}
+    for name, indices in split.items():
+        if not isinstance(indices, list):
+            raise DemoFormatError(path, f"split.{name}", f"expected a list of episode indices, got {indices!r}")
+        for i in indices:
+            _whole_number(path, f"split.{name}", i, 0)
+            if i in owner:
+                where = "twice" if owner[i] == name else f"also in split {owner[i]!r}"
+                raise DemoFormatError(path, f"split.{name}", f"episode {i} is listed {where}; splits must not overlap")
+            owner[i] = str(name)
+        out[str(name)] = list(indices)
+    return out
+
+
+def _check_actions(path: Path, actions: np.ndarray, spec: ActionSpec) -> None:
+    if not np.issubdtype(actions.dtype, np.floating):
+        raise DemoFormatError(path, "actions", f"expected a float dtype, got {actions.dtype}")
+    if not np.all(np.isfinite(actions)):
+        bad = np.argwhere(~np.isfinite(actions))[0]
+        raise DemoFormatError(path, "actions", f"NaN or inf at step {bad[0]}, dim {bad[1]}")
+    low, high = spec.bounds()
+    slack = ACTION_BOUND_SLACK * np.maximum(high - low, 1.0)
+    outside = (actions < low - slack) | (actions > high + slack)
+    if np.any(outside):
+        t, j = np.argwhere(outside)[0]
+        raise DemoFormatError(path, "actions", f"{float(actions[t, j])!r} at step {t}, dim {j} is outside the action spec "
+                              f"[{float(low[j])}, {float(high[j])}] of meta.json")
+
+
+def _check_rewards(path: Path, rewards: np.ndarray) -> None:
+    if not np.issubdtype(rewards.dtype, np.floating):
+        raise DemoFormatError(path, "rewards", f"expected a float dtype, got {rewards.dtype}")
+    if not np.all(np.isfinite(rewards)):
+        raise DemoFormatError(path, "rewards", f"NaN or inf at step {int(np.argwhere(~np.isfinite(rewards))[0][0])}")
+
+
+def _is_flags(values: np.ndarray) -> bool:
+    """bool, or integers that are all 0 or 1 (never floats or strings: 0.5 or 'False' is no flag)."""
+    if values.dtype == np.bool_:
+        return True
+    return values.dtype.kind in "iu" and bool(np.all((values == 0) | (values == 1)))
+
+
+def _check_flags(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    if not _is_flags(arrays["dones"]):
+        raise DemoFormatError(path, "dones", f"expected bool or 0/1 integers, got {arrays['dones'].dtype} values "
+                              f"{np.unique(arrays['dones'])[:5].tolist()}")
+    if not _is_flags(arrays["success"]):
+        raise DemoFormatError(path, "success", f"expected a bool (or 0/1 integer) flag, got {arrays['success'].dtype} "
+                              f"{arrays['success'].tolist()!r}")
+
+
+def _check_timestamps(path: Path, timestamps: np.ndarray) -> None:
+    if timestamps.dtype.kind not in "iuf" or not np.all(np.isfinite(timestamps)):
+        raise DemoFormatError(path, "timestamps", f"expected finite numbers, got {timestamps.dtype} with NaN/inf or text")
+    if np.any(np.diff(timestamps) < 0):
+        t = int(np.argwhere(np.diff(timestamps) < 0)[0][0])
+        raise DemoFormatError(path, "timestamps", f"go backwards at step {t + 1} ({timestamps[t]} -> {timestamps[t + 1]})")
+
+
+    _check_rewards(path, arrays["rewards"])
+    _check_flags(path, arrays)
+    if "states" in arrays and np.issubdtype(arrays["states"].dtype, np.floating) and not np.all(np.isfinite(arrays["states"])):
+        raise DemoFormatError(path, "states", "contains NaN or inf")
+    if "timestamps" in arrays:
+        _check_timestamps(path, arrays["timestamps"])

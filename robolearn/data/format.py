@@ -10,10 +10,10 @@ The layout is documented for users in ``datasets/README.md``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -264,110 +264,6 @@ def episode_indices(folder: str | os.PathLike) -> list[int]:
     return sorted(out)
 
 
-def _validate_arrays(path: Path, arrays: Mapping[str, np.ndarray], meta: DemoMeta) -> None:
-    for key in ("actions", "rewards", "dones", "success"):
-        if key not in arrays:
-            raise DemoFormatError(path, key, "missing required key")
-    actions = arrays["actions"]
-    A = meta.action_spec.dim
-    if actions.ndim != 2 or actions.shape[1] != A:
-        raise DemoFormatError(path, "actions", f"expected shape (T, {A}), got {actions.shape}")
-    _check_actions(path, actions, meta.action_spec)
-    T = actions.shape[0]
-    if T == 0:
-        raise DemoFormatError(path, "actions", "episode has no steps")
-    for key in ("rewards", "dones"):
-        if arrays[key].shape != (T,):
-            raise DemoFormatError(path, key, f"expected shape ({T},) to match actions, got {arrays[key].shape}")
-    if arrays["success"].shape != ():
-        raise DemoFormatError(path, "success", f"expected a scalar flag, got shape {arrays['success'].shape}")
-    for k, spec in meta.obs_spec.items():
-        name = f"obs/{k}"
-        if name not in arrays:
-            raise DemoFormatError(path, name, "missing required key (listed in meta.json obs_spec)")
-        o = arrays[name]
-        if o.shape[1:] != tuple(spec.shape):
-            raise DemoFormatError(path, name, f"expected per-step shape {tuple(spec.shape)}, got {o.shape[1:]}")
-        if o.dtype != np.dtype(spec.dtype):
-            raise DemoFormatError(path, name, f"expected dtype {spec.dtype}, got {o.dtype}")
-        if o.shape[0] != T + 1:
-            raise DemoFormatError(
-                path, name, f"observation/action length mismatch: expected {T + 1} rows (T+1 for T={T} actions), got {o.shape[0]}"
-            )
-        if np.issubdtype(o.dtype, np.floating) and not np.all(np.isfinite(o)):
-            raise DemoFormatError(path, name, "contains NaN or inf")
-    if "states" in arrays and (arrays["states"].ndim == 0 or arrays["states"].shape[0] not in (T, T + 1)):
-        raise DemoFormatError(path, "states", f"expected {T} or {T + 1} rows, got shape {arrays['states'].shape}")
-    if "timestamps" in arrays and arrays["timestamps"].shape != (T + 1,):
-        raise DemoFormatError(path, "timestamps", f"expected shape ({T + 1},), got {arrays['timestamps'].shape}")
-
-
-def load_episode_file(path: str | os.PathLike, meta: DemoMeta) -> Episode:
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # noqa: BLE001 - corrupt files surface as zlib.error, NotImplementedError,
-        # tokenize errors (npy header) or TypeError (a bare .npy); all mean "unreadable file".
-        raise DemoFormatError(path, "<file>", f"truncated or unreadable episode file ({type(exc).__name__}: {exc})") from None
-    _validate_arrays(path, arrays, meta)
-    return Episode(
-        obs={k: arrays[f"obs/{k}"] for k in meta.obs_spec},
-        actions=arrays["actions"],
-        rewards=arrays["rewards"],
-        dones=arrays["dones"].astype(bool),
-        success=bool(arrays["success"]),
-        states=arrays.get("states"),
-        timestamps=arrays.get("timestamps"),
-        extra={k[len("extra/"):]: v for k, v in arrays.items() if k.startswith("extra/")},
-    )
-
-
-class DemoReader:
-    """Reads and validates a demo folder. Construction checks meta.json and that episodes exist;
-    ``validate()`` or iteration checks every episode file."""
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        self.meta = read_meta(self.folder)
-        self.indices = episode_indices(self.folder)
-        if not self.indices:
-            raise DemoFormatError(self.folder / EPISODE_DIR, "<folder>", "empty demo folder: no episode_NNNNNN.npz files")
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def path(self, index: int) -> Path:
-        return self.folder / EPISODE_DIR / f"episode_{index:06d}.npz"
-
-    def load(self, index: int) -> Episode:
-        return load_episode_file(self.path(index), self.meta)
-
-    def __iter__(self) -> Iterator[Episode]:
-        for i in self.indices:
-            yield self.load(i)
-
-    def split_indices(self, name: str) -> list[int]:
-        """Episode indices of a split from meta.json (all episodes when the folder has no split)."""
-        if not self.meta.split:
-            return list(self.indices) if name == "train" else []
-        if name not in self.meta.split:
-            raise DemoFormatError(self.folder / META_NAME, f"split.{name}", f"no such split; have {sorted(self.meta.split)}")
-        missing = sorted(set(self.meta.split[name]) - set(self.indices))
-        if missing:
-            raise DemoFormatError(self.folder / META_NAME, f"split.{name}", f"names episodes that do not exist: {missing[:10]}")
-        return list(self.meta.split[name])
-
-    def validate(self) -> int:
-        for _ in self:
-            pass
-        return len(self.indices)
-
-
-def load_folder(folder: str | os.PathLike, split: str | None = "train") -> tuple[DemoMeta, list[Episode]]:
-    reader = DemoReader(folder)
-    idx = reader.split_indices(split) if split else reader.indices
-    return reader.meta, [reader.load(i) for i in idx]
 #: How far beyond its action spec's bounds a recorded action may lie, as a share of the range:
 #: room for float rounding and a teleoperation device's overshoot, while a wrong unit (millimetres
 #: for metres) or an absurd magnitude (1e30) is an error rather than training data.
@@ -491,9 +387,113 @@ def _check_timestamps(path: Path, timestamps: np.ndarray) -> None:
         raise DemoFormatError(path, "timestamps", f"go backwards at step {t + 1} ({timestamps[t]} -> {timestamps[t + 1]})")
 
 
+def _validate_arrays(path: Path, arrays: Mapping[str, np.ndarray], meta: DemoMeta) -> None:
+    for key in ("actions", "rewards", "dones", "success"):
+        if key not in arrays:
+            raise DemoFormatError(path, key, "missing required key")
+    actions = arrays["actions"]
+    A = meta.action_spec.dim
+    if actions.ndim != 2 or actions.shape[1] != A:
+        raise DemoFormatError(path, "actions", f"expected shape (T, {A}), got {actions.shape}")
+    _check_actions(path, actions, meta.action_spec)
+    T = actions.shape[0]
+    if T == 0:
+        raise DemoFormatError(path, "actions", "episode has no steps")
+    for key in ("rewards", "dones"):
+        if arrays[key].shape != (T,):
+            raise DemoFormatError(path, key, f"expected shape ({T},) to match actions, got {arrays[key].shape}")
+    if arrays["success"].shape != ():
+        raise DemoFormatError(path, "success", f"expected a scalar flag, got shape {arrays['success'].shape}")
     _check_rewards(path, arrays["rewards"])
     _check_flags(path, arrays)
+    for k, spec in meta.obs_spec.items():
+        name = f"obs/{k}"
+        if name not in arrays:
+            raise DemoFormatError(path, name, "missing required key (listed in meta.json obs_spec)")
+        o = arrays[name]
+        if o.shape[1:] != tuple(spec.shape):
+            raise DemoFormatError(path, name, f"expected per-step shape {tuple(spec.shape)}, got {o.shape[1:]}")
+        if o.dtype != np.dtype(spec.dtype):
+            raise DemoFormatError(path, name, f"expected dtype {spec.dtype}, got {o.dtype}")
+        if o.shape[0] != T + 1:
+            raise DemoFormatError(
+                path, name, f"observation/action length mismatch: expected {T + 1} rows (T+1 for T={T} actions), got {o.shape[0]}"
+            )
+        if np.issubdtype(o.dtype, np.floating) and not np.all(np.isfinite(o)):
+            raise DemoFormatError(path, name, "contains NaN or inf")
+    if "states" in arrays and (arrays["states"].ndim == 0 or arrays["states"].shape[0] not in (T, T + 1)):
+        raise DemoFormatError(path, "states", f"expected {T} or {T + 1} rows, got shape {arrays['states'].shape}")
     if "states" in arrays and np.issubdtype(arrays["states"].dtype, np.floating) and not np.all(np.isfinite(arrays["states"])):
         raise DemoFormatError(path, "states", "contains NaN or inf")
+    if "timestamps" in arrays and arrays["timestamps"].shape != (T + 1,):
+        raise DemoFormatError(path, "timestamps", f"expected shape ({T + 1},), got {arrays['timestamps'].shape}")
     if "timestamps" in arrays:
         _check_timestamps(path, arrays["timestamps"])
+
+
+def load_episode_file(path: str | os.PathLike, meta: DemoMeta) -> Episode:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - corrupt files surface as zlib.error, NotImplementedError,
+        # tokenize errors (npy header) or TypeError (a bare .npy); all mean "unreadable file".
+        raise DemoFormatError(path, "<file>", f"truncated or unreadable episode file ({type(exc).__name__}: {exc})") from None
+    _validate_arrays(path, arrays, meta)
+    return Episode(
+        obs={k: arrays[f"obs/{k}"] for k in meta.obs_spec},
+        actions=arrays["actions"],
+        rewards=arrays["rewards"],
+        dones=arrays["dones"].astype(bool),
+        success=bool(arrays["success"]),
+        states=arrays.get("states"),
+        timestamps=arrays.get("timestamps"),
+        extra={k[len("extra/"):]: v for k, v in arrays.items() if k.startswith("extra/")},
+    )
+
+
+class DemoReader:
+    """Reads and validates a demo folder. Construction checks meta.json and that episodes exist;
+    ``validate()`` or iteration checks every episode file."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.meta = read_meta(self.folder)
+        self.indices = episode_indices(self.folder)
+        if not self.indices:
+            raise DemoFormatError(self.folder / EPISODE_DIR, "<folder>", "empty demo folder: no episode_NNNNNN.npz files")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def path(self, index: int) -> Path:
+        return self.folder / EPISODE_DIR / f"episode_{index:06d}.npz"
+
+    def load(self, index: int) -> Episode:
+        return load_episode_file(self.path(index), self.meta)
+
+    def __iter__(self) -> Iterator[Episode]:
+        for i in self.indices:
+            yield self.load(i)
+
+    def split_indices(self, name: str) -> list[int]:
+        """Episode indices of a split from meta.json (all episodes when the folder has no split)."""
+        if not self.meta.split:
+            return list(self.indices) if name == "train" else []
+        if name not in self.meta.split:
+            raise DemoFormatError(self.folder / META_NAME, f"split.{name}", f"no such split; have {sorted(self.meta.split)}")
+        missing = sorted(set(self.meta.split[name]) - set(self.indices))
+        if missing:
+            raise DemoFormatError(self.folder / META_NAME, f"split.{name}", f"names episodes that do not exist: {missing[:10]}")
+        return list(self.meta.split[name])
+
+    def validate(self) -> int:
+        for _ in self:
+            pass
+        return len(self.indices)
+
+
+def load_folder(folder: str | os.PathLike, split: str | None = "train") -> tuple[DemoMeta, list[Episode]]:
+    reader = DemoReader(folder)
+    idx = reader.split_indices(split) if split else reader.indices
+    return reader.meta, [reader.load(i) for i in idx]

@@ -1,7 +1,13 @@
 """The ``robolearn`` command. Each subcommand lives in ``robolearn/commands/<name>.py`` and
 exposes ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported
 only when their subcommand runs, so ``robolearn --help`` stays fast and a missing optional
-dependency only affects the command that needs it."""
+dependency only affects the command that needs it.
+
+Every failure ends the same way (robolearn/errors.py): one stderr line
+``robolearn <command>: error: <message>`` naming the file, field, host or port, and a
+non-zero exit (2 bad input, 3 shield stop, 4 arm or connection, 1 anything else).
+``--debug`` (before or after the command) or ``ROBOLEARN_DEBUG=1`` re-raises instead,
+with the traceback."""
 from __future__ import annotations
 
 import argparse
@@ -41,11 +47,33 @@ HELP = {
 }
 
 
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "ROBOLEARN_DEBUG"
+
+
+def split_debug_flag(argv: list[str]) -> tuple[bool, list[str]]:
+    """(debug requested, argv without ``--debug``): the flag is global, so it may stand before
+    or after the command; tokens after a ``--`` separator are left alone."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    rest = [a for a in argv[:end] if a != DEBUG_FLAG] + argv[end:]
+    from_env = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return from_env or len(rest) != len(argv), rest
+
+
+def report_failure(name: str, exc: BaseException) -> int:
+    from robolearn.errors import error_line
+
+    line, code = error_line(name, exc)
+    print(line, file=sys.stderr, flush=True)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
-    argv = list(sys.argv[1:] if argv is None else argv)
+    debug, argv = split_debug_flag(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(prog="robolearn", description=__doc__.split("\n")[0])
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=f"show tracebacks instead of one-line errors (also {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         sub.add_parser(name, help=HELP.get(name, ""), add_help=False)
@@ -56,23 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[name])
     except ModuleNotFoundError as exc:
+        if debug:
+            raise
         print(f"robolearn {name}: not available ({exc})", file=sys.stderr)
         return 2
     cmd_parser = argparse.ArgumentParser(prog=f"robolearn {name}", description=getattr(module, "HELP", HELP.get(name)))
+    cmd_parser.add_argument(DEBUG_FLAG, action="store_true", help=f"show tracebacks instead of one-line errors (also {DEBUG_ENV}=1)")
     module.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
-    from robolearn.config import ConfigError
-    from robolearn.data.format import DemoFormatError
-
     try:
         with warnings.catch_warnings():
             return int(module.run(args) or 0)
-    except (ConfigError, DemoFormatError) as exc:
-        print(f"robolearn {name}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        if debug:
+            raise
         print(f"robolearn {name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place every command's failure ends up
+        if debug:
+            raise
+        return report_failure(name, exc)
 
 
 if __name__ == "__main__":

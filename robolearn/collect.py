@@ -14,6 +14,7 @@ reset seed and the operator's rng both come from it, and timestamps are simulate
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from robolearn.config import ConfigError
 from robolearn.data.format import DemoMeta, DemoWriter
+from robolearn.errors import portable
 from robolearn.paths import ENVS_DIR
 from robolearn.tasks.base import env_spec, make_env, make_operator
 
@@ -133,18 +135,30 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(task: str, kind: str, env_overrides: dict[str, Any], seed: int) -> None:
+    """A pool worker's initializer. Ctrl-C is the parent's to handle, and a failure is kept for
+    the first rollout to raise (an initializer that raises prints a traceback and makes the
+    pool restart the worker forever); robolearn/errors.py's ``portable`` carries it across."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import torch
 
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover - torch is a core dependency
         pass
-    _WORKER.update(env=make_env(task, **env_overrides), task=task, kind=kind, seed=seed)
+    try:
+        _WORKER.update(env=make_env(task, **env_overrides), task=task, kind=kind, seed=seed)
+    except Exception as exc:  # noqa: BLE001 - every failure travels to the parent
+        _WORKER["error"] = portable(exc)
 
 
 def _worker_rollout(index: int) -> dict[str, Any]:
     w = _WORKER
-    return rollout(w["env"], w["task"], w["kind"], w["seed"], index)
+    if "error" in w:
+        raise w["error"]
+    try:
+        return rollout(w["env"], w["task"], w["kind"], w["seed"], index)
+    except Exception as exc:  # noqa: BLE001
+        raise portable(exc)
 
 
 def _rollouts(cfg: CollectConfig, env, indices: range, episode_env: dict[str, Any]) -> Iterator[dict[str, Any]]:

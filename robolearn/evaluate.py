@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from robolearn.config import ConfigError
 from robolearn.data.format import atomic_write_bytes
+from robolearn.errors import portable
 from robolearn.policy import Policy, load_policy, read_checkpoint_info
 from robolearn.tasks.base import TaskEnv, make_env
 
@@ -75,6 +77,28 @@ def _init_worker(ckpt: str, horizon: int | None, video_dir: str | None, fps: flo
                    video_episodes=video_episodes)
 
 
+def _init_pool_worker(*init_args: Any) -> None:
+    """A pool worker's initializer. Ctrl-C is the parent's to handle (it terminates the pool), so
+    workers ignore SIGINT instead of each printing a KeyboardInterrupt traceback. A failure is
+    kept for the first job to raise: an initializer that raises kills its worker, prints a
+    traceback and makes the pool start another one, forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _init_worker(*init_args)
+    except Exception as exc:  # noqa: BLE001 - every failure travels to the parent
+        _WORKER["error"] = portable(exc)
+
+
+def _run_pool_job(job: tuple[int, int]) -> dict[str, Any]:
+    """``_run_one`` in a pool worker; its exception reaches the parent as one it can unpickle."""
+    if "error" in _WORKER:
+        raise _WORKER["error"]
+    try:
+        return _run_one(job)
+    except Exception as exc:  # noqa: BLE001
+        raise portable(exc)
+
+
 def _run_one(args: tuple[int, int]) -> dict[str, Any]:
     i, seed = args
     w = _WORKER
@@ -116,9 +140,10 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, 
             bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
         _WORKER.get("env").close()
     else:
+        load_policy(ckpt)  # a bad checkpoint fails here, once, before any worker starts
         ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-            for r in pool.imap(_run_one, jobs):
+        with ctx.Pool(workers, initializer=_init_pool_worker, initargs=init_args) as pool:
+            for r in pool.imap(_run_pool_job, jobs):
                 results.append(r)
                 bar.update(1)
                 bar.set_postfix(success=f"{np.mean([x['success'] for x in results]):.2f}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
 from robolearn.algos.base import Algo, algo_class
 from robolearn.config import ConfigError
@@ -112,6 +114,28 @@ def _restore_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict[str,
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _naming_user_path(exc: OSError, staging: Path, folder: Path, file: Path | None = None) -> OSError:
+    """``exc`` naming the file the user will look for: a path inside the hidden staging folder
+    becomes the same path inside ``folder``; a write error without a path (a full disk) names
+    ``file`` (or ``folder``)."""
+    name = exc.filename
+    if name is None:
+        shown = file or folder
+    else:
+        try:
+            shown = folder / Path(os.fsdecode(name)).relative_to(staging)
+        except ValueError:
+            return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(shown))
+
+
 def save_checkpoint(
     folder: str | os.PathLike,
     algo: Algo,
@@ -123,17 +147,15 @@ def save_checkpoint(
     meta: dict[str, Any],
     gen: torch.Generator | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically (temp folder, then rename)."""
+    """Write a checkpoint folder atomically (temp folder, then rename). A failed write removes
+    the temp folder (freeing what a full disk had taken) and names the checkpoint's own path."""
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().clone().contiguous() for k, v in algo.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
     opt_tensors: dict[str, torch.Tensor] = {}
     opt_meta = {name: _flatten_optimizer(name, opt, opt_tensors) for name, opt in algo.optimizers().items()}
     if gen is not None:
         opt_tensors["rng/train"] = gen.get_state()
-    save_file(opt_tensors, str(tmp / "optim.safetensors"))
     info = {
         "format": "robolearn-checkpoint-1",
         "algo": algo.name,
@@ -147,58 +169,366 @@ def save_checkpoint(
         "optimizers": opt_meta,
         "meta": meta,
     }
-    (tmp / CHECKPOINT_JSON).write_text(json.dumps(info, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    atomic_write_bytes(folder.parent / LATEST, json.dumps({"name": folder.name, "step": step}).encode())
+    files = {"model.safetensors": save_tensors(state), "optim.safetensors": save_tensors(opt_tensors),
+             CHECKPOINT_JSON: json.dumps(info, indent=2).encode()}
+    writing: Path | None = None
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            writing = folder / name
+            _write_file(tmp / name, data)
+        writing = None
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shown = _naming_user_path(exc, tmp, folder, writing)
+        if shown is exc:
+            raise
+        raise shown from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    latest = folder.parent / LATEST
+    try:
+        atomic_write_bytes(latest, json.dumps({"name": folder.name, "step": step}).encode())
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror or str(exc), str(latest)) from exc
     return folder
 
 
 # --- loading ------------------------------------------------------------------------------
+#
+# Every file of a checkpoint is checked before it is trusted: the JSON files field by field,
+# the safetensors headers (parsed here, with bounds, before the library sees the file) against
+# the networks the config builds, and the weights for NaN and infinity. Each problem is a
+# CheckpointError naming the file and the tensor or field.
+
+#: Largest checkpoint.json / latest.json read (the normaliser of a very wide observation fits).
+MAX_JSON_BYTES = 64 * 1024 * 1024
+#: Largest safetensors header accepted (the safetensors library's own limit).
+MAX_HEADER_BYTES = 100_000_000
+
+#: safetensors dtype name -> (bytes per element, torch dtype).
+SAFETENSORS_DTYPES: dict[str, tuple[int, torch.dtype]] = {
+    "F64": (8, torch.float64), "F32": (4, torch.float32), "F16": (2, torch.float16), "BF16": (2, torch.bfloat16),
+    "I64": (8, torch.int64), "I32": (4, torch.int32), "I16": (2, torch.int16), "I8": (1, torch.int8),
+    "U8": (1, torch.uint8), "BOOL": (1, torch.bool),
+}
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint file that cannot be loaded; the message names the file and the tensor or field.
+    A ConfigError, since a checkpoint is an input like a launch file."""
+
+    def __reduce__(self):
+        return (type(self), (self.source, self.field, self.problem))
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorEntry:
+    """One tensor as a safetensors header describes it."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def _read_bounded(path: Path, limit: int, what: str) -> bytes:
+    if not path.is_file():
+        raise CheckpointError(path, "<file>", f"missing: the checkpoint has no {what}")
+    size = path.stat().st_size
+    if size > limit:
+        raise CheckpointError(path, "<file>", f"{size} bytes, more than the {limit} a {what} may have")
+    return path.read_bytes()
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"key {dup!r} appears twice")
+    return dict(pairs)
+
+
+def _parse_json_object(path: Path, data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, ValueError) as exc:
+        problem = "empty file (truncated?)" if not data.strip() else f"unreadable JSON ({exc})"
+        raise CheckpointError(path, "<file>", problem) from None
+    if not isinstance(value, dict):
+        raise CheckpointError(path, "<root>", f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    return _parse_json_object(path, _read_bounded(path, MAX_JSON_BYTES, what))
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_finite_number(v: Any) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
+def _header_entry(path: Path, name: str, raw: Any, data_len: int) -> TensorEntry:
+    if not isinstance(raw, dict) or set(raw) != {"dtype", "shape", "data_offsets"}:
+        raise CheckpointError(path, name, f"header entry must have exactly dtype, shape and data_offsets, got {raw!r}")
+    dtype, shape, offsets = raw["dtype"], raw["shape"], raw["data_offsets"]
+    if dtype not in SAFETENSORS_DTYPES:
+        raise CheckpointError(path, name, f"unsupported dtype {dtype!r}; expected one of {sorted(SAFETENSORS_DTYPES)}")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise CheckpointError(path, name, f"shape must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
+        raise CheckpointError(path, name, f"data_offsets must be two non-negative integers, got {offsets!r}")
+    begin, end = offsets
+    if not begin <= end <= data_len:
+        raise CheckpointError(path, name, f"data_offsets {offsets} lie outside the {data_len} data bytes (truncated or crafted file)")
+    want = int(np.prod(shape, dtype=object)) * SAFETENSORS_DTYPES[dtype][0]
+    if end - begin != want:
+        raise CheckpointError(path, name, f"shape {shape} of {dtype} needs {want} bytes, data_offsets give {end - begin}")
+    return TensorEntry(dtype, tuple(shape), begin, end)
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorEntry]:
+    """The tensors a safetensors file declares, checked against the file's size.
+
+    Why parse it here: the format is an 8-byte little-endian header length, a JSON header and
+    the raw data. A crafted length or offset must be refused before any library maps or
+    allocates from it; after these checks the data region holds exactly the declared tensors,
+    back to back, so loading cannot read past the file or allocate more than its size."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "<file>", "missing: the checkpoint has no such weights file")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(path, "<header>", f"{size} bytes: truncated before the 8-byte header length")
+        n = int.from_bytes(prefix, "little")
+        if n > min(size - 8, MAX_HEADER_BYTES):
+            raise CheckpointError(path, "<header>", f"header length {n} exceeds the file ({size} bytes) or the "
+                                  f"{MAX_HEADER_BYTES}-byte limit (truncated or crafted file)")
+        header = _parse_json_object(path, f.read(n))
+    header.pop("__metadata__", None)
+    data_len = size - 8 - n
+    entries = {name: _header_entry(path, name, raw, data_len) for name, raw in header.items()}
+    end = 0
+    for name, e in sorted(entries.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
+        if e.begin != end:
+            raise CheckpointError(path, name, f"data_offsets start at {e.begin}, expected {end}: tensors overlap or leave gaps")
+        end = e.end
+    if end != data_len:
+        raise CheckpointError(path, "<data>", f"tensors cover {end} of the {data_len} data bytes (truncated or padded file)")
+    return entries
+
+
+def check_tensors_match(path: Path, entries: dict[str, TensorEntry], expected: dict[str, torch.Tensor]) -> None:
+    """Refuse a weights file whose tensors are not exactly the networks' (names, shapes, dtypes)."""
+    for name, want in expected.items():
+        got = entries.get(name)
+        if got is None:
+            raise CheckpointError(path, name, "tensor missing: the weights do not match the algorithm's networks")
+        if got.shape != tuple(want.shape):
+            raise CheckpointError(path, name, f"shape {list(got.shape)}, the algorithm's network has {list(want.shape)}")
+        if SAFETENSORS_DTYPES[got.dtype][1] != want.dtype:
+            raise CheckpointError(path, name, f"dtype {got.dtype}, the algorithm's network has {want.dtype}")
+    unexpected = sorted(set(entries) - set(expected))
+    if unexpected:
+        raise CheckpointError(path, unexpected[0], "unexpected tensor: the weights do not match the algorithm's networks")
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors once its header passed ``read_safetensors_header``, refusing
+    non-finite floats: a NaN weight acts as NaN actions, which nothing downstream should
+    have to catch."""
+    path = Path(path)
+    read_safetensors_header(path)
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - SafetensorError and OSError alike name this file
+        raise CheckpointError(path, "<file>", f"unreadable safetensors ({exc})") from None
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(path, name, "contains NaN or infinite values; refusing to load it")
+    return tensors
+
+
+def _checkpoint_dir(base: Path, name: Any, latest: Path) -> Path:
+    """The checkpoint ``latest.json`` names: a folder directly inside ``base`` with a checkpoint.json."""
+    if not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise CheckpointError(latest, "name", f"expected the name of a checkpoint folder beside latest.json, got {name!r}")
+    target = base / name
+    if not target.resolve().is_relative_to(base.resolve()):
+        raise CheckpointError(latest, "name", f"{name!r} points outside {base}")
+    if not (target / CHECKPOINT_JSON).is_file():
+        what = "does not exist" if not target.exists() else f"has no {CHECKPOINT_JSON}"
+        raise CheckpointError(latest, "name", f"points to {target}, which {what}")
+    return target
+
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint folder, a run folder (its latest checkpoint) or a run's checkpoints folder."""
     path = Path(path)
     if (path / CHECKPOINT_JSON).is_file():
         return path
+    if (path / "model.safetensors").exists():
+        raise CheckpointError(path / CHECKPOINT_JSON, "<file>", "missing: the folder has weights but no checkpoint.json")
     for base in (path / "checkpoints", path):
         latest = base / LATEST
         if latest.is_file():
-            name = json.loads(latest.read_text())["name"]
-            return base / name
-    raise ConfigError(path, "<checkpoint>", f"no {CHECKPOINT_JSON} here and no checkpoints/{LATEST}: not a checkpoint or run folder")
+            return _checkpoint_dir(base, _read_json(latest, LATEST).get("name"), latest)
+    if not path.exists():
+        raise CheckpointError(path, "<checkpoint>", "no such file or folder")
+    raise CheckpointError(path, "<checkpoint>", f"no {CHECKPOINT_JSON} here and no checkpoints/{LATEST}: not a checkpoint or run folder")
+
+
+def _check_info(path: Path, info: dict[str, Any]) -> None:
+    """checkpoint.json field by field, so a bad value fails here and not deep in torch."""
+    def need(key: str, ok: bool, expected: str) -> None:
+        if key not in info:
+            raise CheckpointError(path, key, "missing required key")
+        if not ok:
+            raise CheckpointError(path, key, f"expected {expected}, got {info[key]!r}")
+
+    fmt = info.get("format", "robolearn-checkpoint-1")
+    if fmt != "robolearn-checkpoint-1":
+        raise CheckpointError(path, "format", f"unsupported checkpoint format {fmt!r}")
+    need("algo", isinstance(info.get("algo"), str), "an algorithm name")
+    need("algo_config", isinstance(info.get("algo_config"), dict), "a mapping")
+    for key in ("obs_dim", "action_dim"):
+        need(key, _is_count(info.get(key)) and info.get(key) > 0, "a positive integer")
+    keys = info.get("obs_keys")
+    need("obs_keys", isinstance(keys, list) and bool(keys) and all(isinstance(k, str) for k in keys)
+         and len(set(keys)) == len(keys), "a non-empty list of distinct key names")
+    _check_normalizer(path, info)
+    _check_obs_shapes(path, info)
+    if "step" in info and not _is_count(info["step"]):
+        raise CheckpointError(path, "step", f"expected a non-negative integer, got {info['step']!r}")
+    for key in ("meta", "optimizers"):
+        if key in info and not isinstance(info[key], dict):
+            raise CheckpointError(path, key, f"expected a mapping, got {type(info[key]).__name__}")
+
+
+def _check_normalizer(path: Path, info: dict[str, Any]) -> None:
+    norm = info.get("normalizer")
+    if not isinstance(norm, dict):
+        raise CheckpointError(path, "normalizer", "missing required key" if norm is None else f"expected a mapping, got {norm!r}")
+    for part in ("mean", "std"):
+        values = norm.get(part)
+        if not isinstance(values, list) or len(values) != info["obs_dim"]:
+            raise CheckpointError(path, f"normalizer.{part}", f"expected a list of obs_dim={info['obs_dim']} numbers")
+        if not all(_is_finite_number(v) for v in values):
+            raise CheckpointError(path, f"normalizer.{part}", "expected finite numbers")
+    if not all(v > 0 for v in norm["std"]):
+        raise CheckpointError(path, "normalizer.std", "expected positive numbers (observations are divided by them)")
+
+
+def _check_obs_shapes(path: Path, info: dict[str, Any]) -> None:
+    shapes = info.get("obs_shapes", {})
+    if not isinstance(shapes, dict):
+        raise CheckpointError(path, "obs_shapes", f"expected a mapping, got {shapes!r}")
+    for k, shape in shapes.items():
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise CheckpointError(path, f"obs_shapes.{k}", f"expected a list of non-negative integers, got {shape!r}")
+    if set(info["obs_keys"]) <= set(shapes):
+        width = sum(int(np.prod(shapes[k], dtype=object)) for k in info["obs_keys"])
+        if width != info["obs_dim"]:
+            raise CheckpointError(path, "obs_shapes", f"the observation keys flatten to {width} numbers, obs_dim is {info['obs_dim']}")
 
 
 def read_checkpoint_info(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     ckpt = resolve_checkpoint(path)
-    try:
-        info = json.loads((ckpt / CHECKPOINT_JSON).read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(ckpt / CHECKPOINT_JSON, "<file>", f"unreadable JSON ({exc})") from None
-    for key in ("algo", "algo_config", "obs_dim", "action_dim", "obs_keys", "normalizer"):
-        if key not in info:
-            raise ConfigError(ckpt / CHECKPOINT_JSON, key, "missing required key")
+    info = _read_json(ckpt / CHECKPOINT_JSON, CHECKPOINT_JSON)
+    _check_info(ckpt / CHECKPOINT_JSON, info)
     return ckpt, info
+
+
+def _build_algo(ckpt: Path, info: dict[str, Any], device: str | None = None) -> Algo:
+    """The algorithm checkpoint.json describes; on the ``meta`` device it allocates nothing, which
+    lets its tensor shapes be checked against the weights before a crafted config (a hidden
+    width of 10^9) can claim memory."""
+    source = str(ckpt / CHECKPOINT_JSON)
+    cls = algo_class(info["algo"], source)
+    try:
+        if device is None:
+            return cls.build(info["algo_config"], info["obs_dim"], info["action_dim"], source)
+        with torch.device(device):
+            return cls.build(info["algo_config"], info["obs_dim"], info["action_dim"], source)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(source, "algo_config", f"cannot build {info['algo']} from it ({exc})") from None
 
 
 def load_algo(path: str | os.PathLike) -> tuple[Algo, dict[str, Any], Path]:
     ckpt, info = read_checkpoint_info(path)
-    algo = algo_class(info["algo"]).build(info["algo_config"], info["obs_dim"], info["action_dim"], str(ckpt / CHECKPOINT_JSON))
-    state = load_file(str(ckpt / "model.safetensors"))
-    missing, unexpected = algo.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(ckpt / "model.safetensors", (missing or unexpected)[0], "weights do not match the algorithm's networks")
+    weights = ckpt / "model.safetensors"
+    skeleton = _build_algo(ckpt, info, device="meta")
+    check_tensors_match(weights, read_safetensors_header(weights), skeleton.state_dict())
+    algo = _build_algo(ckpt, info)
+    algo.load_state_dict(load_tensors(weights), strict=True)
     return algo, info, ckpt
 
 
+def _check_optimizer_state(ckpt: Path, name: str, opt: torch.optim.Optimizer, meta: Any,
+                           tensors: dict[str, torch.Tensor]) -> None:
+    """The saved state of optimiser ``name`` fits ``opt``: same parameter groups and sizes, and
+    every per-parameter tensor shaped like its parameter (else the next step fails in torch)."""
+    info_path, state_path = ckpt / CHECKPOINT_JSON, ckpt / "optim.safetensors"
+    groups = meta.get("param_groups") if isinstance(meta, dict) else None
+    if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
+        raise CheckpointError(info_path, f"optimizers.{name}.param_groups", f"expected {len(opt.param_groups)} parameter group(s)")
+    params: dict[int, torch.Tensor] = {}
+    for i, (saved, live) in enumerate(zip(groups, opt.param_groups)):
+        ids = saved.get("params") if isinstance(saved, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(live["params"]) or not all(_is_count(p) for p in ids):
+            raise CheckpointError(info_path, f"optimizers.{name}.param_groups[{i}].params",
+                                  f"expected {len(live['params'])} parameter ids")
+        params.update(zip(ids, live["params"]))
+    for key, t in tensors.items():
+        if not key.startswith(f"{name}/"):
+            continue
+        pid, _, kind = key[len(name) + 1:].partition("/")
+        if not pid.isdigit() or int(pid) not in params or not kind:
+            raise CheckpointError(state_path, key, f"not a state tensor of optimiser {name!r}")
+        if t.dim() > 0 and t.shape != params[int(pid)].shape:
+            raise CheckpointError(state_path, key, f"shape {list(t.shape)}, its parameter has {list(params[int(pid)].shape)}")
+
+
 def restore_training_state(algo: Algo, ckpt: Path, info: dict[str, Any], gen: torch.Generator) -> int:
-    tensors = load_file(str(ckpt / "optim.safetensors"))
+    path = ckpt / "optim.safetensors"
+    tensors = load_tensors(path)
+    opt_meta = info.get("optimizers")
+    if not isinstance(opt_meta, dict):
+        raise CheckpointError(ckpt / CHECKPOINT_JSON, "optimizers", "missing: this checkpoint cannot resume training")
     for name, opt in algo.optimizers().items():
-        _restore_optimizer(name, opt, tensors, info["optimizers"][name])
+        if name not in opt_meta:
+            raise CheckpointError(ckpt / CHECKPOINT_JSON, f"optimizers.{name}", "missing: this checkpoint cannot resume training")
+        _check_optimizer_state(ckpt, name, opt, opt_meta[name], tensors)
+        try:
+            _restore_optimizer(name, opt, tensors, opt_meta[name])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(ckpt / CHECKPOINT_JSON, f"optimizers.{name}", f"does not fit the optimiser ({exc})") from None
     if "rng/train" in tensors:
-        gen.set_state(tensors["rng/train"])
-    return int(info["step"])
+        state, want = tensors["rng/train"], gen.get_state()
+        if state.dtype != want.dtype or state.shape != want.shape:
+            raise CheckpointError(path, "rng/train", f"expected a {want.dtype} tensor of shape {list(want.shape)}")
+        gen.set_state(state)
+    step = info.get("step")
+    if not _is_count(step):
+        raise CheckpointError(ckpt / CHECKPOINT_JSON, "step", f"expected a non-negative integer, got {step!r}")
+    return int(step)
 
 
 def load_policy(path: str | os.PathLike) -> Policy:

@@ -182,3 +182,131 @@ def test_watchdog_during_a_hung_send(safe):
     # A concurrent-safe arm is stopped while the call hangs; any other is left to its own timeouts.
     assert (sh.stats.watchdog_stops >= 1) == safe
     sh.close()
+
+
+def test_burst_of_sends_without_observe_stays_in_the_box():
+    arm, sh = make()
+    for _ in range(30):  # 30 x 5 cm upwards from z 1.0, box top 1.2, never observing
+        sh.send(np.array([0, 0, 1, 0, 0, 0, -1], np.float32))
+    assert arm.eef_position()[2] == pytest.approx(1.2, abs=1e-9)
+    assert sh.stats.clipped_workspace in (26, 27)  # steps 1-3 fit, the 4th lands on the top (up to rounding)
+    sh.close()
+
+
+def test_sends_right_after_home_are_clipped_against_where_the_arm_is():
+    arm, sh = make()
+    for _ in range(2):
+        sh.home()
+        for _ in range(10):
+            sh.send(np.array([1, 0, 1, 0, 0, 0, -1], np.float32))
+        pos = arm.eef_position()
+        assert pos[0] <= 0.2 + 1e-9 and pos[2] <= 1.2 + 1e-9
+    sh.close()
+
+
+class ObserveOnlyArm:
+    """An Arm with no ``eef_position()``: the shield has to observe before every command."""
+
+    def __init__(self):
+        self.inner = NoopArm(home_pos=(0.0, 0.0, 1.0))
+        self.spec = self.inner.spec
+        self.observes = 0
+        self.nan_eef = False
+
+    connected = property(lambda self: self.inner.connected)
+
+    def connect(self):
+        self.inner.connect()
+
+    def observe(self):
+        self.observes += 1
+        obs = self.inner.observe()
+        if self.nan_eef:
+            obs.data["robot0_eef_pos"] = np.full(3, np.nan, np.float32)
+        return obs
+
+    def send(self, command):
+        return self.inner.send(command)
+
+    def home(self):
+        return self.inner.home()
+
+    def stop(self):
+        self.inner.stop()
+
+    def close(self):
+        self.inner.close()
+
+
+def test_arm_without_eef_position_is_observed_before_every_command():
+    arm = ObserveOnlyArm()
+    sh = SafetyShield(arm, ShieldConfig(workspace_low=[-1, -1, 0.9], workspace_high=[1, 1, 1.2], watchdog_ms=0))
+    sh.connect()
+    for _ in range(10):
+        sh.send(np.array([0, 0, 1, 0, 0, 0, 0], np.float32))
+    assert arm.observes == 10
+    assert arm.inner.eef_position()[2] == pytest.approx(1.2, abs=1e-9)
+    sh.close()
+
+
+def test_unmeasurable_position_stops_the_arm_and_sends_nothing():
+    arm = ObserveOnlyArm()
+    sh = SafetyShield(arm, ShieldConfig(workspace_low=[-1, -1, 0.9], workspace_high=[1, 1, 1.2], watchdog_ms=0))
+    sh.connect()
+    arm.nan_eef = True
+    with pytest.raises(ShieldError, match="not 3 finite numbers"):
+        sh.send(np.array([0, 0, 1, 0, 0, 0, 0], np.float32))
+    assert arm.inner.send_count == 0 and arm.inner.stop_count == 1
+    sh.close()
+
+
+def test_shield_refuses_scales_the_arm_does_not_apply():
+    cfg = ShieldConfig(workspace_low=[-1, -1, 0], workspace_high=[1, 1, 2])
+    with pytest.raises(ConfigError, match="pos_scale"):
+        SafetyShield(NoopArm(pos_scale=0.1), cfg, pos_scale=0.05)
+    with pytest.raises(ConfigError, match="rot_scale"):
+        SafetyShield(NoopArm(rot_scale=1.0), cfg, rot_scale=0.5)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("watchdog_ms", float("inf")), ("watchdog_ms", float("nan")), ("watchdog_ms", True),
+    ("max_rejects_in_row", True), ("max_rejects_in_row", 2.5),
+    ("max_step_pos", float("inf")), ("max_step_rot", float("nan")),
+])
+def test_always_on_limits_are_checked_even_when_disabled(field, value):
+    with pytest.raises(ConfigError, match=field):
+        ShieldConfig(enabled=False, **{field: value}).validate("controllers/x.yaml: shield")
+
+
+def test_watchdog_zero_still_disables_it_loudly(caplog):
+    sh = SafetyShield(NoopArm(), ShieldConfig(enabled=False, watchdog_ms=0))
+    sh.connect()
+    assert "watchdog disabled" in caplog.text
+    sh.close()
+
+
+@pytest.mark.parametrize("hz", [float("inf"), float("nan"), True, 0, -20])
+def test_control_loop_refuses_a_rate_that_is_not_one(hz):
+    from robolearn.hal.loop import ControlLoop
+
+    with pytest.raises(ConfigError, match="hz"):
+        ControlLoop(NoopArm(), object(), hz)
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("pos_scale: 0.05", "pos_scale: .inf", "pos_scale"),
+    ("pos_scale: 0.05", "pos_scale: 0.01", "pos_scale"),  # OSC_POSE moves 0.05 per unit: the box would not hold
+    ("rot_scale: 0.5", "rot_scale: .nan", "rot_scale"),
+    ("control_freq: 20 ", "control_freq: .inf ", "control_freq"),
+])
+def test_robosuite_controller_scales_must_cover_what_osc_pose_moves(tmp_path, old, new, field):
+    from robolearn.hal.robosuite_arm import load_controller_config
+    from robolearn.paths import CONTROLLERS_DIR
+
+    text = (CONTROLLERS_DIR / "robosuite_panda_osc.yaml").read_text()
+    assert old in text
+    bad = tmp_path / "osc.yaml"
+    bad.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=field) as err:
+        load_controller_config(bad)
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)

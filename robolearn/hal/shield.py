@@ -405,7 +405,7 @@ class SafetyShield:
         # An arm already outside the box may stay or move back in, never further out.
         low, high = np.minimum(self._low, eef), np.maximum(self._high, eef)
         target = np.clip(eef + d, low, high)
-        if not np.allclose(target, eef + d, atol=1e-12):
+        if not np.array_equal(target, eef + d):  # exact: a relative tolerance would let micrometres through
             self.stats.clipped_workspace += 1
             self._log("clipped_workspace", logging.WARNING, "target %s outside the workspace box; clipped to %s", np.round(eef + d, 4), np.round(target, 4))
             d = target - eef

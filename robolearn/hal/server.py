@@ -213,6 +213,7 @@ class ArmServer:
         self._conns: dict[int, _Connection] = {}
         self._next_id = 0
         self._accept_errors = _RateLimitedLog(ACCEPT_LOG_EVERY_S)
+        self._refusals = _RateLimitedLog(ACCEPT_LOG_EVERY_S)
         # E-stop latches set through this server, and how many of them the operator acknowledged.
         self._estop_latches = 0
         self._estop_acked = 0
@@ -319,8 +320,8 @@ class ArmServer:
         self.stats.connections += 1
         if len(self._conns) >= self.max_connections:
             self.stats.refused_too_many += 1
-            log.warning("refused %s:%s: already serving %d connections (server.max_connections)", addr[0], addr[1],
-                        len(self._conns))
+            self._refusals.error("refused %s:%s: already serving %d connections (server.max_connections)", addr[0],
+                                 addr[1], len(self._conns))
             sock.settimeout(0.2)
             try:
                 sock.sendall(P.encode(P.ERROR, {"code": "too_many_connections",

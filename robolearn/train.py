@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -23,6 +24,37 @@ from robolearn.data.dataset import DemoDataset
 from robolearn.data.format import load_folder
 from robolearn.launch import LaunchConfig, load_launch, lr_factor
 from robolearn.policy import LATEST, load_algo, restore_training_state, save_checkpoint
+
+
+class TrainingDivergedError(ConfigError):
+    """A loss (or any other number the algorithm reports) turned NaN or infinite, or the weights did.
+
+    Weights that produced a NaN are poisoned, so training stops before a checkpoint is written from
+    them; earlier checkpoints, and ``latest.json`` pointing at the last of them, stay. A ConfigError,
+    so the command prints it on one line: the cause is the launch file's settings or its data.
+    """
+
+    def __init__(self, source: str, step: int, name: str, value: float, last_checkpoint: int | None):
+        kept = f"the latest checkpoint stays step {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
+        self.step, self.value = step, value
+        self.source, self.field = str(source), name
+        self.problem = f"{name} is {value} at step {step}; training stopped and {kept}"
+        ValueError.__init__(self, f"{source}: training diverged: {self.problem}")
+
+
+def first_nonfinite(metrics: dict[str, float]) -> tuple[str, float] | None:
+    """The first NaN/inf metric, losses before the rest: the loss is what the message should name."""
+    for name in sorted(metrics, key=lambda k: (not k.startswith("loss/"), k)):
+        if not math.isfinite(metrics[name]):
+            return name, metrics[name]
+    return None
+
+
+def first_nonfinite_weight(algo) -> tuple[str, float] | None:
+    for name, tensor in algo.state_dict().items():
+        if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+            return f"weights {name}", float(tensor[~torch.isfinite(tensor)].flatten()[0])
+    return None
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -127,6 +159,7 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
     bar = tqdm(range(start, cfg.train.steps), desc=f"train {cfg.algo_name}", disable=not progress, dynamic_ncols=True,
                initial=start, total=cfg.train.steps)
     last: dict[str, float] = {}
+    last_checkpoint = start or None
     with metrics_path.open("a") as mf:
         for step in bar:
             factor = lr_factor(cfg.train.lr_schedule, step, cfg.train.steps)
@@ -136,6 +169,10 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
                     group["lr"] = lr * factor
             m = algo.train_step(data, gen)
             done = step + 1
+            bad = first_nonfinite(m)
+            if bad:
+                writer.close()
+                raise TrainingDivergedError(cfg.source, done, *bad, last_checkpoint)
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 last = m
                 m = {**m, "train/lr_factor": factor}
@@ -145,7 +182,12 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
                 mf.flush()
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(m.items())[:3]})
             if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
+                bad = first_nonfinite_weight(algo)
+                if bad:
+                    writer.close()
+                    raise TrainingDivergedError(cfg.source, done, *bad, last_checkpoint)
                 checkpoint(done)
+                last_checkpoint = done
     writer.close()
     wall = time.perf_counter() - t0
     plot_losses(metrics_path, out / "losses.png")

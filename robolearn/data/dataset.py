@@ -46,6 +46,16 @@ def flatten_obs(obs: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
     return np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in keys])
 
 
+def check_finite_episode(source: str, index: int, ep: Episode, obs_keys: list[str]) -> None:
+    """Episodes built in memory skip the folder reader's checks; one NaN reward or action would turn
+    every loss that touches it into NaN, so they are refused here too."""
+    arrays = {"actions": ep.actions, "rewards": ep.rewards, **{f"obs/{k}": ep.obs[k] for k in obs_keys}}
+    for name, values in arrays.items():
+        values = np.asarray(values)
+        if values.dtype.kind not in "biuf" or not np.all(np.isfinite(values)):
+            raise DemoFormatError(source, name, f"NaN, inf or non-numbers in episode #{index}")
+
+
 class DemoDataset:
     """Flattened demos. ``obs`` holds every observation row (T+1 per episode) normalised;
     step i of episode e lives at row ``ep_start[e] + i``."""
@@ -59,6 +69,7 @@ class DemoDataset:
             missing = [k for k in obs_keys if k not in ep.obs]
             if missing:
                 raise DemoFormatError(source, f"obs/{missing[0]}", f"key requested by data.obs_keys is not recorded (episode #{i})")
+            check_finite_episode(source, i, ep, obs_keys)
             raw.append(np.concatenate([ep.obs[k].reshape(ep.obs[k].shape[0], -1).astype(np.float32) for k in obs_keys], -1))
         all_obs = np.concatenate(raw, 0)
         self.normalizer = normalizer or Normalizer.fit(all_obs)

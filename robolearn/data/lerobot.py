@@ -78,14 +78,28 @@ def read_info(src: Path) -> dict[str, Any]:
         raise DemoFormatError(path, "codebase_version", f"{info['codebase_version']!r} is not supported; expected one of {SUPPORTED}")
     if not isinstance(info["features"], dict):
         raise DemoFormatError(path, "features", "expected a mapping of feature name -> {dtype, shape}")
+    _number(path, "fps", info["fps"], positive=True)
+    _number(path, "chunks_size", info.get("chunks_size", 1000), positive=True, whole=True)
+    for key in ("data_path", "robot_type"):
+        if info.get(key) is not None and not isinstance(info[key], str):
+            raise DemoFormatError(path, key, f"expected a string, got {info[key]!r}")
     return info
 
 
+def _number(path: Path, name: str, value: Any, *, positive: bool = False, whole: bool = False) -> float:
+    """A JSON number; a bool or a string (``"20"``) is an error naming the file and field, never converted."""
+    ok = not isinstance(value, bool) and isinstance(value, int if whole else (int, float)) and np.isfinite(value)
+    if not ok or (positive and value <= 0):
+        words = ("a positive " if positive else "a ") + ("whole number" if whole else "finite number")
+        raise DemoFormatError(path, name, f"expected {words}, got {value!r}")
+    return value
+
+
 def _feature_shape(path: Path, name: str, feat: Any) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in feat["shape"])
-    except (KeyError, TypeError, ValueError):
-        raise DemoFormatError(path, f"features.{name}.shape", f"expected a list of ints, got {feat!r}") from None
+    shape = feat.get("shape") if isinstance(feat, dict) else None
+    if not isinstance(shape, list) or not all(not isinstance(s, bool) and isinstance(s, int) and s >= 1 for s in shape):
+        raise DemoFormatError(path, f"features.{name}.shape", f"expected a list of positive ints, got {feat!r}")
+    return tuple(shape)
 
 
 def obs_features(info: dict[str, Any], path: Path) -> dict[str, tuple[str, tuple[int, ...], str]]:
@@ -98,7 +112,8 @@ def obs_features(info: dict[str, Any], path: Path) -> dict[str, tuple[str, tuple
         out[key] = (name, _feature_shape(path, name, feat), "float32" if feat["dtype"] == "float16" else feat["dtype"])
     if not out:
         raise DemoFormatError(path, "features", "no numeric observation.* feature (image/video-only datasets are not supported)")
-    if "action" not in info["features"] or info["features"]["action"].get("dtype") not in NUMERIC:
+    action = info["features"].get("action")
+    if not isinstance(action, dict) or action.get("dtype") not in NUMERIC:
         raise DemoFormatError(path, "features.action", "missing or not numeric; LeRobot datasets store actions under 'action'")
     return out
 
@@ -140,7 +155,7 @@ def _read_table(path: Path, columns: list[str] | None = None):
 def _episode_list(src: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
     """[{episode_index, length, data_file}] from meta/episodes.jsonl (v2) or meta/episodes/*.parquet (v3)."""
     version = info["codebase_version"]
-    chunks = int(info.get("chunks_size", 1000))
+    chunks = info.get("chunks_size", 1000)
     eps = []
     if version.startswith("v2"):
         p = src / "meta" / "episodes.jsonl"
@@ -152,10 +167,12 @@ def _episode_list(src: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             try:
                 d = json.loads(line)
-                idx, length = int(d["episode_index"]), int(d["length"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                idx, length = d["episode_index"], d["length"]
+            except (json.JSONDecodeError, KeyError, TypeError):
                 raise DemoFormatError(p, f"line {i + 1}", "expected a JSON object with episode_index and length") from None
-            eps.append({"episode_index": idx, "length": length, "data_file": src / template.format(episode_chunk=idx // chunks, episode_index=idx)})
+            _number(p, f"line {i + 1}: episode_index", idx, whole=True)
+            _number(p, f"line {i + 1}: length", length, positive=True, whole=True)
+            eps.append({"episode_index": idx, "length": length, "data_file": _data_file(src, template, episode_chunk=idx // chunks, episode_index=idx)})
     else:
         files = sorted((src / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
         if not files:
@@ -170,11 +187,30 @@ def _episode_list(src: Path, info: dict[str, Any]) -> list[dict[str, Any]]:
                 eps.append({
                     "episode_index": int(t["episode_index"][j]),
                     "length": int(t["length"][j]),
-                    "data_file": src / template.format(chunk_index=int(t["data/chunk_index"][j]), file_index=int(t["data/file_index"][j])),
+                    "data_file": _data_file(src, template, chunk_index=int(t["data/chunk_index"][j]), file_index=int(t["data/file_index"][j])),
                 })
     if not eps:
         raise DemoFormatError(src / "meta", "episodes", "the dataset lists no episodes")
     return sorted(eps, key=lambda e: e["episode_index"])
+
+
+def _data_file(src: Path, template: str, **fields: int) -> Path:
+    try:
+        return src / template.format(**fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DemoFormatError(src / "meta" / "info.json", "data_path", f"template {template!r} does not fit {sorted(fields)} ({exc})") from None
+
+
+def _check_frames(path: Path, episode: int, rec: dict[str, Any], raw_done: np.ndarray | None) -> None:
+    """Rewards finite, dones real 0/1 flags, timestamps finite and non-decreasing: what the folder's
+    reader requires, checked here so that the error names the parquet file and its column."""
+    if "rewards" in rec and not np.all(np.isfinite(rec["rewards"])):
+        raise DemoFormatError(path, "next.reward", f"NaN or inf in episode {episode}")
+    if raw_done is not None and not np.all((raw_done == 0) | (raw_done == 1)):
+        raise DemoFormatError(path, "next.done", f"expected 0/1 flags in episode {episode}, got {np.unique(raw_done)[:5].tolist()}")
+    ts = rec.get("timestamps")
+    if ts is not None and (not np.all(np.isfinite(ts)) or np.any(np.diff(ts) < 0)):
+        raise DemoFormatError(path, "timestamp", f"expected finite, non-decreasing times in episode {episode}")
 
 
 def _column(path: Path, table, name: str, n: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -188,6 +224,8 @@ def _column(path: Path, table, name: str, n: int, shape: tuple[int, ...]) -> np.
     while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type) or pa.types.is_large_list(values.type):
         values = values.flatten()
     arr = np.asarray(values.to_numpy(zero_copy_only=False))
+    if arr.dtype.kind not in "biuf":
+        raise DemoFormatError(path, name, f"expected numbers, got a column of {values.type}")
     size = int(np.prod(shape)) if shape else 1
     if arr.size != n * size:
         raise DemoFormatError(path, name, f"expected {size} values per frame (shape {list(shape)}), got {arr.size} for {n} frames")
@@ -255,12 +293,14 @@ def import_lerobot(src: str | os.PathLike, dst: str | os.PathLike, cfg: LeRobotI
             r = _column(f, table, "next.reward", n, ()).astype(np.float32)
             rec["rewards"] = r[:-1]
             rec["extra"]["final_reward"] = np.asarray(r[-1])
-        if has["next.done"]:
-            d = _column(f, table, "next.done", n, ()).astype(bool)[:-1]
+        raw_done = _column(f, table, "next.done", n, ()) if has["next.done"] else None
+        if raw_done is not None:
+            d = raw_done.astype(bool)[:-1]
             d[-1] = True  # the folder's episode ends with its last complete transition
             rec["dones"] = d
         if "timestamp" in table.column_names:
             rec["timestamps"] = _column(f, table, "timestamp", n, ()).astype(np.float64)
+        _check_frames(f, ep["episode_index"], rec, raw_done)
         if "task_index" in table.column_names:
             rec["extra"]["task_index"] = np.asarray(int(np.asarray(table.column("task_index").to_numpy())[0]))
         if cfg.success == "all" or (cfg.success == "auto" and not has["next.success"]):
@@ -282,7 +322,7 @@ def import_lerobot(src: str | os.PathLike, dst: str | os.PathLike, cfg: LeRobotI
     task = cfg.task or (_slug(tasks[min(tasks)]) if tasks else _slug(src.name))
     meta = DemoMeta(
         task=task,
-        control_hz=float(info["fps"]),
+        control_hz=float(info["fps"]),  # checked positive and finite by read_info
         obs_spec={k: ObsFieldSpec(shape=shape, dtype=dtype) for k, (_, shape, dtype) in feats.items()},
         action_spec=ActionSpec(
             dim=all_actions.shape[1], low=all_actions.min(0).tolist(), high=all_actions.max(0).tolist(),

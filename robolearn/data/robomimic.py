@@ -79,10 +79,46 @@ def _attr_str(value: Any) -> str:
 
 
 def sorted_demo_names(path: Path, data_group) -> list[str]:
-    names = [k for k in data_group.keys() if DEMO_RE.match(k)]
+    """The ``demo_N`` groups of ``data/`` in number order. Anything else under ``data/`` (``demo_x``,
+    ``demo_3_old``, a second ``demo_03`` beside ``demo_3``) is an error rather than skipped: a
+    conversion that silently drops demonstrations looks like a smaller dataset, not a fault."""
+    keys = list(data_group.keys())
+    names = [k for k in keys if DEMO_RE.match(k)]
     if not names:
-        raise DemoFormatError(path, "data", f"no demo_N groups (found {sorted(data_group.keys())[:10]})")
+        raise DemoFormatError(path, "data", f"no demo_N groups (found {sorted(keys)[:10]})")
+    others = sorted(k for k in keys if not DEMO_RE.match(k))
+    if others:
+        raise DemoFormatError(path, "data", f"entries that are not demo_N groups would be skipped: {others[:10]}; "
+                              "rename them demo_<number> or remove them")
+    numbers = [int(DEMO_RE.match(n).group(1)) for n in names]
+    twice = sorted({n for n in names if numbers.count(int(DEMO_RE.match(n).group(1))) > 1})
+    if twice:
+        raise DemoFormatError(path, "data", f"demo groups share a number: {twice[:10]}")
     return sorted(names, key=lambda n: int(DEMO_RE.match(n).group(1)))
+
+
+def _number(path: Path, where: str, value: Any, *, positive: bool = False, whole: bool = False) -> float | int:
+    """A number read from a file's attributes or JSON (numpy scalars included); a bool, a string
+    or a NaN is an error naming the file and the field, never converted."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    kinds = (int, np.integer) if whole else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kinds) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
+    if not ok or (positive and value <= 0):
+        words = ("a positive " if positive else "a ") + ("whole number" if whole else "finite number")
+        raise DemoFormatError(path, where, f"expected {words}, got {value!r}")
+    return int(value) if whole else float(value)
+
+
+def _flag(path: Path, where: str, value: Any) -> bool:
+    """A success flag: bool or 0/1, never a string (``bool('False')`` is True)."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise DemoFormatError(path, where, f"expected a bool (or 0/1) flag, got {value!r}")
 
 
 def detect_hdf5_kind(path: str | os.PathLike) -> str:
@@ -107,12 +143,20 @@ def detect_hdf5_kind(path: str | os.PathLike) -> str:
 
 
 def _read_dataset(path: Path, group, name: str, where: str) -> np.ndarray:
+    """A numeric dataset, its numbers finite. Strings (variable-length ones included) are errors
+    here: converted, they would become episodes no reader can load."""
     if name not in group:
         raise DemoFormatError(path, f"{where}/{name}", "missing dataset")
     ds = group[name]
     if not isinstance(ds, _h5py().Dataset):
         raise DemoFormatError(path, f"{where}/{name}", "expected a dataset, found a group")
-    return np.asarray(ds[()])
+    if ds.dtype.kind not in "biuf":
+        kind = "variable-length string" if _h5py().check_string_dtype(ds.dtype) is not None else f"{ds.dtype}"
+        raise DemoFormatError(path, f"{where}/{name}", f"expected numbers, found a {kind} dataset")
+    arr = np.asarray(ds[()])
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise DemoFormatError(path, f"{where}/{name}", "contains NaN or inf")
+    return arr
 
 
 def _env_args(path: Path, data) -> dict[str, Any]:
@@ -140,7 +184,11 @@ def _meta_from_file(path: Path, data, obs_spec: dict[str, ObsFieldSpec], action_
         stored.split = None
         return stored
     kwargs = env_args.get("env_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise DemoFormatError(path, "data.attrs.env_args.env_kwargs", f"expected a JSON object, got {kwargs!r}")
     env_name = env_args.get("env_name") or "unknown"
+    if not isinstance(env_name, str):
+        raise DemoFormatError(path, "data.attrs.env_args.env_name", f"expected a string, got {env_name!r}")
     robots = kwargs.get("robots")
     robot = robots[0] if isinstance(robots, list) and robots else robots if isinstance(robots, str) else None
     ctrl = kwargs.get("controller_configs") or {}
@@ -152,7 +200,7 @@ def _meta_from_file(path: Path, data, obs_spec: dict[str, ObsFieldSpec], action_
             controller = body["right"].get("type", controller)
     return DemoMeta(
         task=task_from_env_name(env_name),
-        control_hz=float(kwargs.get("control_freq", 20.0)),
+        control_hz=_number(path, "data.attrs.env_args.env_kwargs.control_freq", kwargs.get("control_freq", 20.0), positive=True),
         obs_spec=obs_spec,
         action_spec=ActionSpec(dim=action_dim),
         robot=robot,
@@ -171,8 +219,10 @@ def _read_demo(path: Path, demo, name: str, obs_keys: list[str], action_dim: int
     N = actions.shape[0]
     if N == 0:
         raise DemoFormatError(path, f"{where}/actions", "demo has no steps")
-    if "num_samples" in demo.attrs and int(demo.attrs["num_samples"]) != N:
-        raise DemoFormatError(path, f"{where}.attrs.num_samples", f"says {int(demo.attrs['num_samples'])} but actions has {N} rows")
+    if "num_samples" in demo.attrs:
+        num_samples = _number(path, f"{where}.attrs.num_samples", demo.attrs["num_samples"], whole=True)
+        if num_samples != N:
+            raise DemoFormatError(path, f"{where}.attrs.num_samples", f"says {num_samples} but actions has {N} rows")
     if "obs" not in demo:
         raise DemoFormatError(path, f"{where}/obs", "missing group")
     obs, extra = {}, {}
@@ -204,6 +254,8 @@ def _read_demo(path: Path, demo, name: str, obs_keys: list[str], action_dim: int
             v = _read_dataset(path, demo, key, where).reshape(-1)
             if v.shape[0] != N:
                 raise DemoFormatError(path, f"{where}/{key}", f"expected {N} values to match actions, got {v.shape[0]}")
+            if key == "dones" and not np.all((v == 0) | (v == 1)):
+                raise DemoFormatError(path, f"{where}/dones", f"expected 0/1 flags, got values {np.unique(v)[:5].tolist()}")
             ep[key] = v[:T]
     if "states" in demo:
         s = _read_dataset(path, demo, "states", where)
@@ -213,14 +265,14 @@ def _read_demo(path: Path, demo, name: str, obs_keys: list[str], action_dim: int
     rl = demo["robolearn"] if "robolearn" in demo else None
     if rl is not None:
         if "final_state" in rl and "states" in ep:
-            ep["states"] = np.concatenate([ep["states"], np.asarray(rl["final_state"][()])[None]], axis=0)
+            ep["states"] = np.concatenate([ep["states"], _read_dataset(path, rl, "final_state", f"{where}/robolearn")[None]], axis=0)
         if "timestamps" in rl:
-            ep["timestamps"] = np.asarray(rl["timestamps"][()])
+            ep["timestamps"] = _read_dataset(path, rl, "timestamps", f"{where}/robolearn")
         if "extra" in rl:
             for k in rl["extra"].keys():
                 extra[k] = _decode_extra(rl["extra"][k][()])
     if "success" in demo.attrs:
-        ep["success"] = bool(demo.attrs["success"])
+        ep["success"] = _flag(path, f"{where}.attrs.success", demo.attrs["success"])
     else:
         # robomimic stores no flag; its datasets use a sparse reward of 1 at success and done at the end.
         r, d = ep.get("rewards"), ep.get("dones")
@@ -270,6 +322,8 @@ def import_robomimic(
         obs_spec = {}
         for k in keys:
             ds = first["obs"][k]
+            if not isinstance(ds, _h5py().Dataset) or ds.dtype.kind not in "biuf":
+                _read_dataset(src, first["obs"], k, f"data/{names[0]}/obs")  # raises, naming the dataset
             obs_spec[k] = ObsFieldSpec(shape=tuple(int(s) for s in ds.shape[1:]), dtype=obs_dtype or np.dtype(ds.dtype).name)
         meta = _meta_from_file(src, data, obs_spec, int(a_shape[1]))
         masks = _read_masks(src, f)
@@ -283,7 +337,7 @@ def import_robomimic(
                     writer.write_episode(**ep)
                 except DemoFormatError as exc:
                     raise DemoFormatError(src, f"data/{name}/{exc.field}", exc.problem) from None
-            _apply_masks(tmp, writer.meta, masks, index_of)
+            _apply_masks(tmp, writer.meta, masks, index_of, src)
     return dst
 
 
@@ -297,8 +351,8 @@ def _read_masks(path: Path, f) -> dict[str, list[str]]:
     return out
 
 
-def _apply_masks(folder: Path, meta: DemoMeta, masks: dict[str, list[str]], index_of: dict[str, int]) -> None:
-    from robolearn.data.format import write_meta
+def _apply_masks(folder: Path, meta: DemoMeta, masks: dict[str, list[str]], index_of: dict[str, int], src: Path) -> None:
+    from robolearn.data.format import check_split, write_meta
 
     if not masks:
         return
@@ -307,10 +361,15 @@ def _apply_masks(folder: Path, meta: DemoMeta, masks: dict[str, list[str]], inde
         idx = []
         for d in demos:
             if d not in index_of:
-                raise DemoFormatError(folder, f"mask/{name}", f"names demo {d!r} which is not in data/")
+                raise DemoFormatError(src, f"mask/{name}", f"names demo {d!r} which is not in data/")
             idx.append(index_of[d])
         (split if name in SPLIT_MASKS else other)[name] = idx
-    meta.split = split or None
+    try:
+        meta.split = check_split(src, split or None)
+    except DemoFormatError as exc:
+        names = {i: d for d, i in index_of.items()}
+        raise DemoFormatError(src, "mask/" + exc.field.removeprefix("split."), re.sub(
+            r"episode (\d+)", lambda m: f"demo {names.get(int(m.group(1)), m.group(1))!r}", exc.problem)) from None
     if other:
         meta.extra["robomimic_masks"] = other
     write_meta(folder, meta)

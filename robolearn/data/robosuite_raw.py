@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from robolearn.data.format import ActionSpec, DemoFormatError, DemoMeta, DemoWriter, ObsFieldSpec
-from robolearn.data.robomimic import _attr_str, _open_hdf5, _read_dataset, sorted_demo_names, task_from_env_name
+from robolearn.data.robomimic import _attr_str, _number, _open_hdf5, _read_dataset, sorted_demo_names, task_from_env_name
 from robolearn.data.staging import staged_dir
 
 #: robomimic's low-dimensional observation keys -> robosuite's observation names.
@@ -114,8 +114,11 @@ def import_robosuite_raw(
             env_info = json.loads(_attr_str(data.attrs["env_info"])) if "env_info" in data.attrs else {}
         except json.JSONDecodeError as exc:
             raise DemoFormatError(src, "data.attrs.env_info", f"expected a JSON string of suite.make kwargs ({exc})") from None
+        if not isinstance(env_info, dict):
+            raise DemoFormatError(src, "data.attrs.env_info", f"expected a JSON object of suite.make kwargs, got {env_info!r}")
+        control_hz = _number(src, "data.attrs.env_info.control_freq", env_info.get("control_freq", 20.0), positive=True)
         env_name = env_info.get("env_name") or (_attr_str(data.attrs["env"]) if "env" in data.attrs else None)
-        if not env_name:
+        if not env_name or not isinstance(env_name, str):
             raise DemoFormatError(src, "data.attrs.env", "missing env name")
         names = sorted_demo_names(src, data)
         # Read and check everything before the (slow) simulation starts.
@@ -145,7 +148,7 @@ def import_robosuite_raw(
         obs_spec = {k: ObsFieldSpec(shape=tuple(np.asarray(probe[s]).shape), dtype=obs_dtype or "float32") for k, s in obs_map.items()}
         meta = DemoMeta(
             task=task_from_env_name(env_name),
-            control_hz=float(env_info.get("control_freq", 20.0)),
+            control_hz=control_hz,
             obs_spec=obs_spec,
             action_spec=ActionSpec(dim=int(demos[0][2].shape[1])),
             robot=(env_info.get("robots") or [None])[0] if isinstance(env_info.get("robots"), list) else env_info.get("robots"),

@@ -310,3 +310,22 @@ def test_robosuite_controller_scales_must_cover_what_osc_pose_moves(tmp_path, ol
     with pytest.raises(ConfigError, match=field) as err:
         load_controller_config(bad)
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("arm_name, params, field", [
+    ("ur", "{host: 10.0.0.1, speed: .nan}", "params.speed"),
+    ("ur", "{host: 10.0.0.1, watchdog_min_hz: .nan}", "params.watchdog_min_hz"),
+    ("ur", "{host: 10.0.0.1, watchdog_min_hz: 0}", "params.watchdog_min_hz"),
+    ("franka", "{host: 10.0.0.2, gripper_speed: .inf}", "params.gripper_speed"),
+    ("pybullet", "{finger_force: 60}", "rot_scale"),
+])
+def test_driver_settings_that_would_switch_safety_off_are_refused(tmp_path, arm_name, params, field):
+    from robolearn.hal.factory import make_arm
+
+    rot = ".inf" if field == "rot_scale" else "0.2"
+    bad = tmp_path / f"{arm_name}.yaml"
+    bad.write_text(f"arm: {arm_name}\npos_scale: 0.02\nrot_scale: {rot}\nparams: {params}\n"
+                   "shield: {workspace_low: [0, 0, 0], workspace_high: [1, 1, 1]}\n")
+    with pytest.raises(ConfigError) as err:
+        make_arm(None, bad)
+    assert f"{bad}: field '{field}'" in str(err.value) and "\n" not in str(err.value)

@@ -234,4 +234,8 @@ def _build(backend: str, p: dict[str, Any], hz, cfg: dict[str, Any], path: Path,
             return FrankaArm(control_hz=hz or 20.0, pos_scale=pos, rot_scale=rot, **p)
     except TypeError as exc:
         raise ConfigError(path, "params", f"bad constructor arguments for the {backend} arm: {exc}") from None
+    except ConfigError as exc:  # a backend refused one of its settings: name the file it came from
+        if task or backend == "robosuite" or exc.source == str(path):
+            raise  # a task's own settings, already named where they came from
+        raise ConfigError(path, f"params.{exc.field}", exc.problem) from None
     raise ConfigError(path, "arm", f"unknown arm backend {backend!r}")

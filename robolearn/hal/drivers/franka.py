@@ -31,6 +31,7 @@ import numpy as np
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
 from robolearn.hal.noop_arm import axis_angle_to_quat, command_scales, quat_mul
+from robolearn.hal.shield import require_number
 
 FRANKA_HOME_Q = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 GRIPPER_OPEN = 0.08
@@ -60,10 +61,11 @@ class FrankaArm:
         if not 0 < relative_dynamics_factor <= 1:
             raise ArmError(f"{name}: relative_dynamics_factor must be in (0, 1], got {relative_dynamics_factor}")
         self.host = host
-        self.control_hz = float(control_hz)
+        self.control_hz = require_number(name, "control_hz", control_hz, positive=True)
         self.pos_scale, self.rot_scale = command_scales(name, pos_scale, rot_scale)
         self.relative_dynamics_factor = float(relative_dynamics_factor)
-        self.gripper_speed, self.grasp_width = float(gripper_speed), float(grasp_width)
+        self.gripper_speed = require_number(name, "gripper_speed", gripper_speed, positive=True)
+        self.grasp_width = require_number(name, "grasp_width", grasp_width, at_least=0.0, at_most=GRIPPER_OPEN)
         self.home_q = list(home_q or FRANKA_HOME_Q)
         self.spec = ArmSpec(
             name=name,

@@ -32,6 +32,7 @@ import numpy as np
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
 from robolearn.hal.noop_arm import axis_angle_to_quat, command_scales, quat_mul, quat_to_axis_angle
+from robolearn.hal.shield import require_number
 
 UR_HOME_Q = [0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.0]
 
@@ -74,13 +75,16 @@ class URRtdeArm:
         if not 0.03 <= lookahead_time <= 0.2 or not 100 <= gain <= 2000:
             raise ArmError(f"{name}: ur_rtde requires lookahead_time in [0.03, 0.2] s and gain in [100, 2000]")
         self.host, self.mode = host, mode
-        self.control_hz = float(control_hz)
+        self.control_hz = require_number(name, "control_hz", control_hz, positive=True)
         self.dt = 1.0 / self.control_hz
         self.pos_scale, self.rot_scale = command_scales(name, pos_scale, rot_scale)
-        self.speed, self.acceleration = float(speed), float(acceleration)
+        self.speed = require_number(name, "speed", speed, positive=True)
+        self.acceleration = require_number(name, "acceleration", acceleration, positive=True)
         self.lookahead_time, self.gain = float(lookahead_time), float(gain)
         # Half the command rate: one late command is tolerated, two in a row stop the robot.
-        self.watchdog_min_hz = float(watchdog_min_hz) if watchdog_min_hz else self.control_hz / 2.0
+        # A NaN or negative rate could leave the controller-side watchdog unarmed.
+        self.watchdog_min_hz = (self.control_hz / 2.0 if watchdog_min_hz is None
+                                else require_number(name, "watchdog_min_hz", watchdog_min_hz, positive=True))
         self.home_q = list(home_q or UR_HOME_Q)
         self.gripper, self.gripper_output = gripper, int(gripper_output)
         self.spec = ArmSpec(

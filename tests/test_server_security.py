@@ -140,6 +140,8 @@ def test_malformed_frames_get_an_error_and_no_traceback(tmp_path):
             assert P.recv_message(s)[1]["code"] == "bad_request"
             s.sendall(P.encode(P.SEND, None, {"command": ZERO}))
             assert P.recv_message(s)[0] == P.OK
+            s.sendall(P.encode(P.BYE))
+            assert P.recv_message(s)[0] == P.OK  # control released before the next client asks
         arm = RemoteArm(port=server.port)
         arm.connect()
         arm.send(ZERO)

@@ -2,6 +2,10 @@
 
 Why typed configs: robomimic users report 0 % success from one misspelt key that
 was silently ignored. Here an unknown key is an error that names the file and key.
+Each field also states once what its value means (``positive``, ``probability``, ``choices``,
+see ``checked``), and ``from_dict`` holds every file to it: a YAML ``true`` is not a number,
+NaN and infinity are not settings, and ``steps: -100`` or ``batch_size: 0`` fail at load time,
+naming the file and the dotted field, instead of training NaN or crashing mid-run.
 """
 from __future__ import annotations
 

@@ -108,7 +108,10 @@ def encode(msg_type: int, meta: Mapping[str, Any] | None = None, arrays: Mapping
             specs.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape)})
             parts.append(a.tobytes())
         body["arrays"] = specs
-    js = json.dumps(body, separators=(",", ":")).encode()
+    try:
+        js = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:  # NaN/inf: the peer would (rightly) refuse the frame
+        raise ProtocolError("bad_json", f"cannot send message metadata: {exc}") from None
     blob = b"".join(parts)
     return HEADER.pack(MAGIC, version, msg_type, len(js), len(blob)) + js + blob
 

@@ -240,6 +240,18 @@ def test_silent_controller_loses_control_to_the_next_client(local_server):
     successor.close()
 
 
+def test_controller_frozen_past_the_grace_period_is_closed_with_control_lost(local_server):
+    server = local_server(heartbeat_ms=100, handshake_timeout_s=0.3)
+    frozen = RemoteArm(port=server.port)
+    frozen.connect()
+    frozen.send(ZERO)
+    time.sleep(0.8)  # silent past the heartbeat, then past the grace to HELLO again: the server closed it
+    with pytest.raises(RemoteArmError) as refused:
+        frozen.send(ZERO)
+    assert refused.value.code in ("control_lost", "connection") and not frozen.connected
+    assert server._controller is None and server.stats.control_revoked == 1
+
+
 # -- authentication ---------------------------------------------------------------------
 class Recorder:
     """A TCP relay that records every byte in both directions."""

@@ -403,10 +403,7 @@ class ArmServer:
             P.configure_socket(conn.sock)
             self._serve_requests(conn)
         except socket.timeout:
-            self.stats.handshake_timeouts += 1
-            log.warning("connection %s: did not take control within %.1f s of connecting; closed", conn.peer,
-                        self.handshake_timeout_s)
-            self._try_error(conn, "handshake_timeout", f"no HELLO within {self.handshake_timeout_s:.1f} s; closing")
+            self._timed_out(conn)
         except (P.ConnectionClosed, OSError) as exc:
             if self._controller is conn:
                 log.error("controlling client %s disconnected (%s)", conn.peer, exc)
@@ -415,6 +412,20 @@ class ArmServer:
             self._try_error(conn, "internal", f"{type(exc).__name__}: {exc}")
         finally:
             self._end_connection(conn)
+
+    def _timed_out(self, conn: _Connection) -> None:
+        if not conn.deadline.expired():
+            log.warning("connection %s: peer stopped reading replies; closed", conn.peer)
+        elif conn.lost_control:
+            log.warning("connection %s: lost control and did not take it back within %.1f s; closed", conn.peer,
+                        self.handshake_timeout_s)
+            self._try_error(conn, "control_lost", f"control was revoked after {self.heartbeat_ms:.0f} ms of silence "
+                            f"and not taken back within {self.handshake_timeout_s:.1f} s; closing")
+        else:
+            self.stats.handshake_timeouts += 1
+            log.warning("connection %s: did not take control within %.1f s of connecting; closed", conn.peer,
+                        self.handshake_timeout_s)
+            self._try_error(conn, "handshake_timeout", f"no HELLO within {self.handshake_timeout_s:.1f} s; closing")
 
     def _try_error(self, conn: _Connection, code: str, message: str) -> None:
         try:

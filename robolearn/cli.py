@@ -60,9 +60,18 @@ def split_debug_flag(argv: list[str]) -> tuple[bool, list[str]]:
     return from_env or len(rest) != len(argv), rest
 
 
+def close_progress_bars() -> None:
+    """Finish any progress bar the failed command left open, so that the error is the last
+    line on stderr instead of being followed by the bar's final redraw at exit."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def report_failure(name: str, exc: BaseException) -> int:
     from robolearn.errors import error_line
 
+    close_progress_bars()
     line, code = error_line(name, exc)
     print(line, file=sys.stderr, flush=True)
     return code

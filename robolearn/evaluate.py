@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -115,6 +115,20 @@ def _run_one(args: tuple[int, int]) -> dict[str, Any]:
     return result
 
 
+def _results(jobs: list[tuple[int, int]], workers: int, init_args: tuple) -> Iterator[dict[str, Any]]:
+    """Episode results in job order, from this process (already initialised) or a worker pool."""
+    if workers <= 1:
+        try:
+            for job in jobs:
+                yield _run_one(job)
+        finally:
+            _WORKER["env"].close()
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_pool_worker, initargs=init_args) as pool:
+        yield from pool.imap(_run_pool_job, jobs)
+
+
 def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, workers: int = 1,
                  video_dir: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
                  horizon: int | None = None, progress: bool = True, json_out: str | os.PathLike | None = None,
@@ -131,23 +145,18 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, 
     init_args = (str(ckpt), horizon, None if video_dir is None else str(video_dir), fps, video_episodes)
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
-    bar = tqdm(total=episodes, desc="eval", disable=not progress, dynamic_ncols=True)
     if workers <= 1:
         _init_worker(*init_args)
-        for job in jobs:
-            results.append(_run_one(job))
-            bar.update(1)
-            bar.set_postfix(success=f"{np.mean([r['success'] for r in results]):.2f}")
-        _WORKER.get("env").close()
     else:
         load_policy(ckpt)  # a bad checkpoint fails here, once, before any worker starts
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, initializer=_init_pool_worker, initargs=init_args) as pool:
-            for r in pool.imap(_run_pool_job, jobs):
-                results.append(r)
-                bar.update(1)
-                bar.set_postfix(success=f"{np.mean([x['success'] for x in results]):.2f}")
-    bar.close()
+    bar = tqdm(total=episodes, desc="eval", disable=not progress, dynamic_ncols=True)
+    try:
+        for r in _results(jobs, workers, init_args):
+            results.append(r)
+            bar.update(1)
+            bar.set_postfix(success=f"{np.mean([x['success'] for x in results]):.2f}")
+    finally:
+        bar.close()
     wall = time.perf_counter() - t0
     successes = [r["success"] for r in results]
     lengths = [r["length"] for r in results]

@@ -371,9 +371,10 @@ def _checkpoint_dir(base: Path, name: Any, latest: Path) -> Path:
     target = base / name
     if not target.resolve().is_relative_to(base.resolve()):
         raise CheckpointError(latest, "name", f"{name!r} points outside {base}")
+    if not target.is_dir():
+        raise CheckpointError(latest, "name", f"points to {target}, which does not exist")
     if not (target / CHECKPOINT_JSON).is_file():
-        what = "does not exist" if not target.exists() else f"has no {CHECKPOINT_JSON}"
-        raise CheckpointError(latest, "name", f"points to {target}, which {what}")
+        raise CheckpointError(target / CHECKPOINT_JSON, "<file>", f"missing: {latest} names this checkpoint, which has none")
     return target
 
 
@@ -459,14 +460,19 @@ def _build_algo(ckpt: Path, info: dict[str, Any], device: str | None = None) -> 
     lets its tensor shapes be checked against the weights before a crafted config (a hidden
     width of 10^9) can claim memory."""
     source = str(ckpt / CHECKPOINT_JSON)
-    cls = algo_class(info["algo"], source)
+    try:
+        cls = algo_class(info["algo"], source)
+    except ConfigError as exc:
+        raise CheckpointError(source, "algo", exc.problem) from None
     try:
         if device is None:
             return cls.build(info["algo_config"], info["obs_dim"], info["action_dim"], source)
         with torch.device(device):
             return cls.build(info["algo_config"], info["obs_dim"], info["action_dim"], source)
-    except ConfigError:
+    except CheckpointError:
         raise
+    except ConfigError as exc:
+        raise CheckpointError(exc.source, f"algo_config.{exc.field}", exc.problem) from None
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(source, "algo_config", f"cannot build {info['algo']} from it ({exc})") from None
 

@@ -154,6 +154,7 @@ def test_deploy_to_a_busy_arm_server_names_host_and_port(noop_run, tmp_path, cap
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == EXIT_ARM and last.startswith("robolearn deploy: error: ") and f"127.0.0.1:{server.port}" in last
     assert "busy" in last or "another client" in last
+    assert not (tmp_path / "rec").exists()  # nothing recorded for a run that never started
 
 
 # --- through the real command -------------------------------------------------------------

@@ -189,13 +189,12 @@ def run(args) -> int:
         if not pipe.supported:
             print("robolearn deploy: pipelined_replan ignored: this policy does not re-plan subgoals", flush=True)
         policy = pipe
-    writer = DemoWriter(out, DemoMeta(
+    demo_meta = DemoMeta(
         task=str(task or cfg.arm), control_hz=hz, obs_spec=dict(spec.obs_spec), action_spec=spec.action_spec,
         robot=spec.name, controller=str(ctl_path), source=f"deploy:{args.checkpoint}",
         extra={"launch": str(args.launch), "deploy": asdict(cfg), "checkpoint": str(args.checkpoint)},
-    ))
-    recorder = EpisodeRecorder(writer)
-    loop = ControlLoop(arm, policy, hz, recorder=recorder, realtime_priority=cfg.rt_priority or None)
+    )
+    loop = None
 
     def _sigterm(signum, frame):
         raise KeyboardInterrupt
@@ -205,7 +204,7 @@ def run(args) -> int:
         # the run through the same path as any shield stop: partial episode kept, exit code 3.
         if shield is not None:
             shield.estop()
-        else:
+        elif loop is not None:
             loop.request_stop()
 
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGQUIT)}
@@ -215,6 +214,9 @@ def run(args) -> int:
     code = 0
     try:
         arm.connect()
+        # The recording folder is created once the arm answered: a busy or absent arm leaves none.
+        recorder = EpisodeRecorder(DemoWriter(out, demo_meta))
+        loop = ControlLoop(arm, policy, hz, recorder=recorder, realtime_priority=cfg.rt_priority or None)
         success_fn = getattr(arm, "success", None) if cfg.stop_on_success else None
         for ep in range(episodes):
             arm.home()

@@ -9,10 +9,13 @@ in episode order*, so the folder is the same whatever W is.
 Reproducibility: episode ``i`` of a folder (its index, counting the episodes already
 there when appending) is seeded from ``SeedSequence(seed, spawn_key=(i,))``: the env
 reset seed and the operator's rng both come from it, and timestamps are simulated time
-(``t / control_hz``), so the same ``--seed`` gives the same episodes.
+(``t / control_hz``), so the same ``--seed`` gives the same episodes. That is also why one
+collect at a time writes a folder: a second one would roll out the same indices' seeds, so the
+folder's lock (``DemoWriter``) refuses it before any rollout.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import signal
 import time
@@ -215,6 +218,8 @@ def collect(cfg: CollectConfig) -> CollectStats:
         # reset, since an operator factory may read the scene it is built for).
         env.reset(seed=0)
         make_operator(cfg.task, env, cfg.operator, np.random.default_rng(0))
+        # The writer holds the folder's lock until the end: a second collect into this folder is
+        # refused here, before it rolls out episodes under the seeds this one is using.
         writer = DemoWriter(cfg.out, build_meta(env, cfg))
         first = writer.next_index
         indices = range(first, first + cfg.episodes)
@@ -223,22 +228,25 @@ def collect(cfg: CollectConfig) -> CollectStats:
         kept = failed = steps = 0
         t0 = time.perf_counter()
         bar = tqdm(total=cfg.episodes, desc=f"collect {cfg.task}/{cfg.operator}", unit="ep", disable=not cfg.progress)
+        # closing(): when a write fails (a full disk), the worker pool is stopped right away
+        # rather than whenever the suspended generator is garbage collected.
         try:
-            for ep in _rollouts(cfg, env, indices, episode_env):
-                T = int(ep["actions"].shape[0])
-                steps += T
-                lengths.append(T)
-                if not ep["success"]:
-                    failed += 1
-                if ep["success"] or cfg.keep_failed:
-                    kept_lengths.append(T)
-                    writer.write_episode(
-                        ep["obs"], ep["actions"], ep["rewards"], ep["dones"], ep["success"],
-                        states=ep["states"], timestamps=ep["timestamps"], extra=ep["extra"],
-                    )
-                    kept += 1
-                bar.update(1)
-                bar.set_postfix(kept=kept, failed=failed)
+            with writer, contextlib.closing(_rollouts(cfg, env, indices, episode_env)) as rollouts:
+                for ep in rollouts:
+                    T = int(ep["actions"].shape[0])
+                    steps += T
+                    lengths.append(T)
+                    if not ep["success"]:
+                        failed += 1
+                    if ep["success"] or cfg.keep_failed:
+                        kept_lengths.append(T)
+                        writer.write_episode(
+                            ep["obs"], ep["actions"], ep["rewards"], ep["dones"], ep["success"],
+                            states=ep["states"], timestamps=ep["timestamps"], extra=ep["extra"],
+                        )
+                        kept += 1
+                    bar.update(1)
+                    bar.set_postfix(kept=kept, failed=failed)
         finally:
             bar.close()
         seconds = time.perf_counter() - t0

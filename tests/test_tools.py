@@ -159,10 +159,14 @@ def test_merge_renumbers_keeps_splits_and_appends(tmp_path):
     assert r.meta.split["valid"] == [3 + vb] and sorted(r.meta.split["train"] + r.meta.split["valid"]) == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(r.load(4).obs["pos"], DemoReader(b).load(1).obs["pos"])
     # appending to an existing output resumes its numbering
-    merge(tmp_path / "m", [a], progress=False)
+    c = synthetic_folder(tmp_path / "c", lengths=(5, 6, 7), successes=(1, 0, 1))
+    merge(tmp_path / "m", [c], progress=False)
     r = DemoReader(tmp_path / "m")
     assert r.indices == list(range(8)) and r.load(7).length == 7
     assert len(r.meta.extra["merged_from"]) == 3
+    # a source already in merged_from is not copied again
+    assert merge(tmp_path / "m", [a], progress=False) == {str(a): []}
+    assert DemoReader(tmp_path / "m").indices == list(range(8))
 
 
 def test_merge_refuses_mismatch_and_bad_episodes(tmp_path):

@@ -9,6 +9,9 @@ The layout is documented for users in ``datasets/README.md``.
 """
 from __future__ import annotations
 
+import copy
+import errno
+import io
 import json
 import math
 import os
@@ -16,9 +19,11 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+
+from robolearn.data.lock import FolderLock
 
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
@@ -39,6 +44,25 @@ class DemoFormatError(ValueError):
         self.field = field_name
         self.problem = problem
         super().__init__(f"{self.path}: field '{field_name}': {problem}")
+
+
+class DemoWriteError(DemoFormatError, OSError):
+    """Writing into a demo folder failed in the operating system (no space left on device,
+    a read-only or vanished folder, ...).
+
+    An ``OSError`` (with the original ``errno``) for code that handles I/O failures, and a
+    ``DemoFormatError`` so that every command prints it as one line naming the file. When it
+    is raised the file being written has been removed and the folder holds exactly what it
+    held before the failed write.
+    """
+
+    def __init__(self, path: str | os.PathLike, exc: OSError, what: str = "write", outcome: str = "the folder is unchanged"):
+        reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
+        super().__init__(path, "<write>", f"cannot {what}: {reason}; {outcome}")
+        self.errno, self.strerror, self.filename = exc.errno, exc.strerror, str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass
@@ -145,8 +169,16 @@ class Episode:
         return int(self.actions.shape[0])
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and rename: readers never see half a file."""
+def _remove_quietly(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_temp(path: Path, data: bytes) -> str:
+    """Write ``data`` to a hidden, fsynced temporary file beside ``path`` and return its name;
+    on any failure (a full disk included) the temporary file is removed before raising."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -154,15 +186,60 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and rename: readers never see half a file.
+    Replaces ``path`` when it exists (``meta.json``, pointers); episodes use ``create_new_file``."""
+    tmp = _write_temp(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove_quietly(tmp)
         raise
 
 
+# Filesystems that refuse hard links answer os.link with one of these.
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+
+
+def create_new_file(path: Path, data: bytes) -> None:
+    """Write ``path`` whole, or raise ``FileExistsError`` when it already exists; never overwrites.
+
+    Why a hard link rather than a rename: ``os.replace`` silently replaces a file another
+    writer put there in the meantime, while ``os.link`` of the finished temporary file fails
+    instead, atomically, so each name is claimed by exactly one writer and readers still
+    never see half a file."""
+    tmp = _write_temp(path, data)
+    try:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            # No hard links here: reserve the name exclusively, then rename over the empty
+            # placeholder (a reader may see it empty for a moment and report it unreadable).
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            os.replace(tmp, path)
+    finally:
+        _remove_quietly(tmp)
+
+
 def write_meta(folder: Path, meta: DemoMeta) -> None:
-    atomic_write_bytes(Path(folder) / META_NAME, (json.dumps(meta.to_json(), indent=2) + "\n").encode())
+    """Replace ``meta.json`` atomically (never half written); an OS failure is a ``DemoWriteError``."""
+    path = Path(folder) / META_NAME
+    try:
+        atomic_write_bytes(path, (json.dumps(meta.to_json(), indent=2) + "\n").encode())
+    except OSError as exc:
+        if isinstance(exc, DemoWriteError):
+            raise
+        raise DemoWriteError(path, exc, "write meta.json", "the previous meta.json is unchanged") from None
 
 
 def read_meta(folder: str | os.PathLike) -> DemoMeta:
@@ -179,32 +256,97 @@ def read_meta(folder: str | os.PathLike) -> DemoMeta:
     return DemoMeta.from_json(d, path)
 
 
-class DemoWriter:
-    """Appends episodes to a demo folder, one atomic file per episode.
+#: Keys of ``meta.extra`` that writers maintain themselves, never compared as settings.
+_BOOKKEEPING_EXTRA = ("appends", "merged_from")
 
-    Opening an existing folder resumes it: the meta must be compatible (same task,
-    observation and action spec, rate) and new episodes take the next free index.
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def settings_difference(folder_meta: DemoMeta, new_meta: DemoMeta) -> dict[str, Any]:
+    """What an appending writer's meta says differently from the folder's (beyond what
+    ``compatible_with`` requires to match): ``source``, ``robot``, ``controller`` and the
+    ``extra`` values that differ, e.g. ``{"extra": {"operator": "proficient", "seed": 8}}``."""
+    diff: dict[str, Any] = {}
+    for name in ("source", "robot", "controller"):
+        if getattr(new_meta, name) != getattr(folder_meta, name):
+            diff[name] = getattr(new_meta, name)
+    old, new = _as_json(folder_meta.extra), _as_json(new_meta.extra)
+    keys = sorted((set(old) | set(new)) - set(_BOOKKEEPING_EXTRA))
+    extra = {k: new.get(k) for k in keys if old.get(k) != new.get(k)}
+    if extra:
+        diff["extra"] = extra
+    return diff
+
+
+class DemoWriter:
+    """Appends episodes to a demo folder, one atomic file per episode, as the folder's only writer.
+
+    Opening a writer takes the folder's lock (``robolearn.data.lock``) until ``close()``, the
+    end of a ``with`` block or the end of the process: a second writer is refused with a
+    one-line error naming the holder instead of racing this one. Opening an existing folder
+    resumes it: the meta must be compatible (same task, observation and action spec, rate)
+    and new episodes take the next free index. Each index is claimed with a hard link that
+    fails rather than replace a file someone else put there, so no episode is ever lost to
+    another writer. Settings that differ from the folder's (``source``, ``robot``,
+    ``controller``, ``extra`` values such as operator, seed or env overrides) are recorded
+    per episode in ``meta.extra["appends"]``, written with each episode, so the folder-level
+    settings never silently stand for episodes recorded otherwise.
     """
 
     def __init__(self, folder: str | os.PathLike, meta: DemoMeta):
         self.folder = Path(folder)
-        self.meta = meta
-        meta_path = self.folder / META_NAME
-        if meta_path.exists():
-            existing = read_meta(self.folder)
-            why = existing.compatible_with(meta)
-            if why:
-                raise DemoFormatError(meta_path, "meta", f"cannot append to this folder: {why}")
-            self.meta = existing
-        else:
+        self._append_pos: int | None = None
+        try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            self._lock = FolderLock(self.folder)
+        except DemoFormatError:
+            raise
+        except OSError as exc:
+            raise DemoWriteError(self.folder, exc, "open the folder for writing") from None
+        try:
+            self.meta, self._settings = self._open_meta(meta)
+            (self.folder / EPISODE_DIR).mkdir(exist_ok=True)
+            self._next = 1 + max(episode_indices(self.folder), default=-1)
+        except DemoFormatError:
+            self._lock.release()
+            raise
+        except OSError as exc:
+            self._lock.release()
+            raise DemoWriteError(self.folder / EPISODE_DIR, exc, "create the episodes folder") from None
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open_meta(self, meta: DemoMeta) -> tuple[DemoMeta, dict[str, Any]]:
+        """(the folder's meta, this writer's settings that differ from it); checked under the lock."""
+        meta_path = self.folder / META_NAME
+        if not meta_path.exists():
             write_meta(self.folder, meta)
-        (self.folder / EPISODE_DIR).mkdir(exist_ok=True)
-        self._next = 1 + max(episode_indices(self.folder), default=-1)
+            return meta, {}
+        existing = read_meta(self.folder)
+        why = existing.compatible_with(meta)
+        if why:
+            raise DemoFormatError(meta_path, "meta", f"cannot append to this folder: {why}")
+        return existing, settings_difference(existing, meta)
 
     @property
     def next_index(self) -> int:
         return self._next
+
+    def close(self) -> None:
+        """Release the folder's lock; the writer cannot write afterwards."""
+        self._lock.release()
+
+    def __enter__(self) -> "DemoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _episode_path(self, index: int) -> Path:
+        return self.folder / EPISODE_DIR / f"episode_{index:06d}.npz"
 
     def write_episode(
         self,
@@ -240,16 +382,62 @@ class DemoWriter:
             arrays["timestamps"] = np.asarray(timestamps, np.float64)
         for k, v in (extra or {}).items():
             arrays[f"extra/{k}"] = np.asarray(v)
-        path = self.folder / EPISODE_DIR / f"episode_{self._next:06d}.npz"
         # Validate before writing: a bad episode never lands in the folder.
-        _validate_arrays(path, arrays, self.meta)
-        import io
-
+        _validate_arrays(self._episode_path(self._next), arrays, self.meta)
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
-        self._next += 1
-        return path
+        return self.add_episode_bytes(buf.getvalue())
+
+    def add_episode_bytes(self, data: bytes, record: Callable[[DemoMeta, int], None] | None = None) -> Path:
+        """Write one already validated, serialised episode under the next free index.
+
+        ``record(meta, index)`` may add to the folder's meta what goes with the episode (merge's
+        ``merged_from`` and split). Any meta change is written before this returns, and when that
+        write fails the episode is removed again: an episode never lands without its record.
+        Thread-safe: concurrent calls each get their own index.
+        """
+        with self._lock.mutex:  # RuntimeError once the writer is closed
+            path, index = self._claim_next(data)
+            try:
+                if self._settings or record is not None:
+                    # Read-modify-write from disk: another writer of this folder in this process
+                    # (they share the lock) may have updated meta.json since this one opened.
+                    meta = read_meta(self.folder)
+                    pos = self._record_settings(meta, index)
+                    if record is not None:
+                        record(meta, index)
+                    write_meta(self.folder, meta)
+                    self.meta, self._append_pos = meta, pos
+            except BaseException:
+                _remove_quietly(path)
+                raise
+            self._next = index + 1
+            return path
+
+    def _claim_next(self, data: bytes) -> tuple[Path, int]:
+        index = self._next
+        while True:
+            path = self._episode_path(index)
+            try:
+                create_new_file(path, data)
+                return path, index
+            except FileExistsError:
+                index += 1  # taken by a writer that did not hold the lock: never overwrite it
+            except OSError as exc:
+                raise DemoWriteError(path, exc, "write this episode",
+                                     "its partial file was removed, earlier episodes are unchanged") from None
+
+    def _record_settings(self, meta: DemoMeta, index: int) -> int | None:
+        """Add ``index`` to this session's entry in ``meta.extra["appends"]``; returns the entry's position."""
+        if not self._settings:
+            return self._append_pos
+        appends = meta.extra.setdefault("appends", [])
+        pos = self._append_pos
+        if pos is None or pos >= len(appends):
+            appends.append({**copy.deepcopy(self._settings), "episodes": []})
+            pos = len(appends) - 1
+        appends[pos]["episodes"].append(index)
+        return pos
 
 
 def episode_indices(folder: str | os.PathLike) -> list[int]:

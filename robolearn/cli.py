@@ -15,6 +15,7 @@ import importlib
 import os
 import sys
 import warnings
+from typing import Callable
 
 COMMANDS: dict[str, str] = {
     "collect": "robolearn.commands.collect",
@@ -68,11 +69,55 @@ def close_progress_bars() -> None:
         bar.close()
 
 
-def report_failure(name: str, exc: BaseException) -> int:
+#: Arguments naming where a command writes, in the order they are worth naming.
+OUTPUT_ARGS = ("out", "json_out", "dst", "video_dir", "json", "video")
+
+
+def output_of(args: argparse.Namespace | None) -> str | None:
+    for name in OUTPUT_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+#: The exception the main thread reported, so a background thread that died of the very same
+#: one (a library re-raising its writer thread's error) does not repeat it after the error line.
+REPORTED: list[BaseException] = []
+
+
+def report_thread_failures(name: str) -> Callable[[], None]:
+    """A background thread that dies (a library's writer thread meeting a full disk) prints one
+    warning line instead of a traceback. Returns the function restoring the previous hook."""
+    import threading
+
+    from robolearn.errors import classify
+
+    previous = threading.excepthook
+
+    def hook(hook_args: threading.ExceptHookArgs) -> None:
+        exc = hook_args.exc_value
+        if hook_args.exc_type is SystemExit or exc is None or any(exc is r for r in REPORTED):
+            return
+        f = classify(exc)
+        thread = hook_args.thread.name if hook_args.thread is not None else "?"
+        print(f"robolearn {name}: warning: background thread {thread} failed: {f.type_name}: {f.message}",
+              file=sys.stderr, flush=True)
+
+    threading.excepthook = hook
+
+    def restore() -> None:
+        threading.excepthook = previous
+
+    return restore
+
+
+def report_failure(name: str, exc: BaseException, args: argparse.Namespace | None = None) -> int:
     from robolearn.errors import error_line
 
+    REPORTED.append(exc)
     close_progress_bars()
-    line, code = error_line(name, exc)
+    line, code = error_line(name, exc, output_of(args))
     print(line, file=sys.stderr, flush=True)
     return code
 
@@ -80,6 +125,7 @@ def report_failure(name: str, exc: BaseException) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    argv_given = argv is not None  # called in process (tests, scripts): leave threading as it was
     debug, argv = split_debug_flag(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(prog="robolearn", description=__doc__.split("\n")[0])
     parser.add_argument(DEBUG_FLAG, action="store_true", help=f"show tracebacks instead of one-line errors (also {DEBUG_ENV}=1)")
@@ -101,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd_parser.add_argument(DEBUG_FLAG, action="store_true", help=f"show tracebacks instead of one-line errors (also {DEBUG_ENV}=1)")
     module.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
+    restore_thread_hook = (lambda: None) if debug else report_thread_failures(name)
     try:
         with warnings.catch_warnings():
             return int(module.run(args) or 0)
@@ -112,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place every command's failure ends up
         if debug:
             raise
-        return report_failure(name, exc)
+        return report_failure(name, exc, args)
+    finally:
+        if argv_given:
+            restore_thread_hook()
 
 
 if __name__ == "__main__":

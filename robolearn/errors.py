@@ -108,11 +108,16 @@ def classify(exc: BaseException) -> Failure:
     return Failure(type(exc).__name__, text, EXIT_FAILED if code is None else code, code is not None)
 
 
-def error_line(command: str, exc: BaseException) -> tuple[str, int]:
-    """The one stderr line for ``robolearn <command>`` failing with ``exc``, and its exit code."""
+def error_line(command: str, exc: BaseException, output: str | None = None) -> tuple[str, int]:
+    """The one stderr line for ``robolearn <command>`` failing with ``exc``, and its exit code.
+    ``output`` (the command's output path) is named when a write error knows no file of its
+    own: a full disk met inside a library's writer says only "No space left on device"."""
     f = classify(exc)
     if f.expected:
-        return f"robolearn {command}: error: {f.message}", f.exit_code
+        where = ""
+        if output and isinstance(exc, OSError) and exc.filename is None:
+            where = f" (while writing {output})"
+        return f"robolearn {command}: error: {f.message}{where}", f.exit_code
     return (f"robolearn {command}: internal error (a bug in robolearn): {f.type_name}: {f.message}; {DEBUG_HINT}",
             f.exit_code)
 

@@ -200,3 +200,41 @@ def test_serve_arm_on_a_port_in_use_names_host_and_port():
         port = taken.getsockname()[1]
         proc = robolearn("serve-arm", "controllers/noop.yaml", "--port", str(port))
     assert_one_error_line(proc, "serve-arm", f"127.0.0.1:{port}")
+
+
+def test_a_dying_background_thread_is_one_warning_line_and_the_error_stays_last(monkeypatch, capsys):
+    """A library writer thread meets a full disk: one warning line, no traceback; when the main
+    thread then re-raises that same exception it is reported once, as the last line."""
+    from robolearn.commands import split
+
+    def run_with_threads(args):
+        def die(exc):
+            raise exc
+
+        other = threading.Thread(target=die, args=(OSError(errno.EIO, "Input/output error"),), name="reader")
+        other.start()
+        other.join()
+        full = OSError(errno.ENOSPC, "No space left on device")
+        writer = threading.Thread(target=die, args=(full,), name="writer")
+        writer.start()
+        writer.join()
+        raise full
+
+    monkeypatch.delenv("ROBOLEARN_DEBUG", raising=False)
+    monkeypatch.setattr(split, "run", run_with_threads)
+    hook = threading.excepthook
+    assert cli.main(["split", "out/folder"]) == EXIT_FAILED
+    assert threading.excepthook is hook  # in process, the previous hook is back
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    assert err[0] == "robolearn split: warning: background thread reader failed: OSError: [Errno 5] Input/output error"
+    assert err[-1] == "robolearn split: error: [Errno 28] No space left on device"
+    assert all(line.startswith("robolearn split: warning: background thread") for line in err[:-1])
+
+
+def test_a_write_error_without_a_file_names_the_command_output():
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert error_line("train", full, "runs/x") == (
+        "robolearn train: error: [Errno 28] No space left on device (while writing runs/x)", EXIT_FAILED)
+    named = OSError(errno.ENOSPC, "No space left on device", "runs/x/metrics.jsonl")
+    assert error_line("train", named, "runs/x")[0] == "robolearn train: error: runs/x/metrics.jsonl: No space left on device"

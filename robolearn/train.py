@@ -112,11 +112,27 @@ def scheduled_optimizers(cfg: LaunchConfig, algo) -> list[tuple[torch.optim.Opti
     return [(opt, [g["lr"] for g in opt.param_groups]) for name, opt in optimizers.items() if named is None or name in named]
 
 
+#: What a run folder holds from its first seconds on; a folder with files but neither is someone else's.
+RUN_FOLDER_MARKERS = ("launch.json", "checkpoints")
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse an ``--out`` that training would damage: a file, a folder of other files (a demo
+    folder, a home directory: ``launch.json``, ``metrics.jsonl``, ``tb/`` would be written over
+    them), or a finished run without ``--resume``. A new or empty folder, or a run folder, is fine."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(out, "--out", "is a file, not a run folder; choose a new folder")
+    if out.is_dir() and any(out.iterdir()) and not any((out / m).exists() for m in RUN_FOLDER_MARKERS):
+        raise ConfigError(out, "--out", "exists and is not a run folder (no launch.json or checkpoints/), "
+                          "so training would write over its files; choose a new or empty folder")
+    if (out / "checkpoints" / LATEST).exists() and not resume:
+        raise ConfigError(out, "--out", "run folder already has checkpoints; pass --resume to continue it or choose a new folder")
+
+
 def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = False, progress: bool = True) -> Path:
     out = Path(out)
     ckpt_dir = out / "checkpoints"
-    if (ckpt_dir / LATEST).exists() and not resume:
-        raise ConfigError(out, "--out", "run folder already has checkpoints; pass --resume to continue it or choose a new folder")
+    check_run_folder(out, resume)
     torch.set_num_threads(cfg.train.threads)
     gen = seed_everything(seed)
     meta, episodes, obs_keys, data = load_dataset(cfg)

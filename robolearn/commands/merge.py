@@ -1,5 +1,7 @@
 """``robolearn merge OUT SRC1 SRC2 ...``: one folder from several of the same task and spec.
-OUT may exist (it is appended to); episodes are renumbered and copied one atomic file at a time."""
+OUT may exist (it is appended to); episodes are renumbered and copied one atomic file at a time.
+Nothing is copied twice: a repeated source, or episodes OUT already holds from an earlier merge
+(its ``merged_from``), are skipped; OUT is locked while the merge writes it."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     mapping = merge(args.out, args.sources, progress=not args.quiet)
     for src, idx in mapping.items():
-        span = f"{idx[0]}..{idx[-1]}" if idx else "none"
+        span = f"{idx[0]}..{idx[-1]}" if idx else f"none (all already in {args.out})"
         print(f"{src}: {len(idx)} episodes -> {span}")
     print(f"{args.out}: {len(DemoReader(args.out))} episodes")
     return 0

@@ -5,7 +5,9 @@ overridable with --arm/--controller/--hz), built by the HAL's ``make_arm`` and t
 always behind the SafetyShield its controller file describes. The loop runs at the task's
 rate. Keys (keyboard device): Enter start, v save, x discard, y/n mark success/failure,
 Q quit; w/s a/d e/q translate, j/l i/k u/o rotate, space toggles the gripper. An existing
---out folder is resumed (same task and spec, next episode index); a mismatch is refused.
+--out folder is resumed (same task and spec, next episode index); a mismatch is refused, and
+so is a folder another process is writing. Settings that differ from the folder's (another
+launch file, arm or device) are recorded per episode in meta.json (``extra.appends``).
 """
 from __future__ import annotations
 
@@ -68,12 +70,15 @@ def _session(args: argparse.Namespace, cfg, arm, backend: str, controller, deplo
     settings = load_yaml(args.device_config) if args.device_config else None
     device = make_device(args.device, settings, source=args.device_config or "device config")
     try:
-        writer = DemoWriter(out, meta)  # created only once the device works
-        arm.connect()
-        print(f"teleop: {backend} arm, task {cfg.task}, {hz:g} Hz, recording into {args.out} "
-              f"(next episode {writer.next_index})\n{HELP_LINE}", flush=True)
-        session = TeleopSession(arm, device, writer, SessionConfig(hz=float(hz), max_steps=args.max_steps, max_episodes=args.max_episodes))
-        summary = session.run()
+        # Created only once the device works; holds the folder's lock for the session, so a
+        # second recorder into the same folder is refused before its arm moves.
+        with DemoWriter(out, meta) as writer:
+            arm.connect()
+            print(f"teleop: {backend} arm, task {cfg.task}, {hz:g} Hz, recording into {args.out} "
+                  f"(next episode {writer.next_index})\n{HELP_LINE}", flush=True)
+            session = TeleopSession(arm, device, writer, SessionConfig(hz=float(hz), max_steps=args.max_steps,
+                                                                       max_episodes=args.max_episodes))
+            summary = session.run()
     finally:
         device.close()
     return summary

@@ -6,7 +6,8 @@ HELP = "train a policy from a launch file (checkpoints are safetensors + JSON)"
 
 def add_arguments(p) -> None:
     p.add_argument("launch", help="launch YAML (e.g. launch/graph_reach_iris.yaml)")
-    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--out", required=True, help="run folder to write (new or empty; an existing run folder needs --resume; "
+                   "a folder of other files is refused)")
     p.add_argument("--seed", type=int, default=0, help="one seed for all randomness")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a launch-file value, e.g. --set train.steps=2000 --set algo.lr=3e-4")

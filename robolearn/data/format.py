@@ -186,6 +186,11 @@ def _write_temp(path: Path, data: bytes) -> str:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except OSError as exc:
+        _remove_quietly(tmp)
+        if exc.filename is None:  # a write error (a full disk) names the file asked for, not the temp file
+            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         _remove_quietly(tmp)
         raise

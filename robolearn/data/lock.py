@@ -27,10 +27,11 @@ LOCK_NAME = ".lock"
 
 
 def _this_command() -> str:
-    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
-    if argv[0] in ("__main__.py", "-m", "-c"):
-        argv[0] = "robolearn"
-    text = " ".join(argv)
+    """``robolearn collect graph_reach ...`` for ``python -m robolearn collect ...`` (the package's
+    name stands for its ``__main__.py``)."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    name = program.parent.name if program.name == "__main__.py" else program.name
+    text = " ".join([name, *sys.argv[1:]])
     return text if len(text) <= 200 else text[:197] + "..."
 
 

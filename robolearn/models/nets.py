@@ -67,8 +67,8 @@ class ConditionalVAE(nn.Module):
 class LSTMPolicy(nn.Module):
     """LSTM over a sequence of inputs with a deterministic action head (L2 loss).
 
-    DESIGN.md notes that a plain L2 head at lr 1e-3 beats robomimic's GMM head at the
-    budgets people actually run; we use the former.
+    A plain L2 head at lr 1e-3 beats robomimic's GMM head at the budgets people actually
+    run (docs/decisions.md, ``algo.lr``); we use the former.
     """
 
     def __init__(self, in_dim: int, action_dim: int, hidden: int, layers: int, head_hidden: Sequence[int] = ()):

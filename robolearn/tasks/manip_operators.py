@@ -427,8 +427,8 @@ class ScriptedOperator:
         the final lift's pause then only ever ends in a set-down, and only a rise that leaves
         the pause fast is a final lift: the value of a height is not readable from the height.
         Against the v5 operator (both turning points in one low band), on the same draws of
-        demos, this costs BC-RNN far more than IRIS (BENCHMARKS.md, "v5 and v12 on the same two
-        draws"; ``bench/lift_probe.py heights`` measures the turning points of a demo folder).
+        demos, this costs BC-RNN far more than IRIS (measured in commit 15e14e3;
+        ``bench/lift_probe.py heights`` measures the turning points of a demo folder).
         """
         rest_z = self.obj()[2]
         if self.scene.success_z is not None:  # stay clearly below the success height

@@ -131,6 +131,19 @@ class Server:
         self.stderr = self.stop()
 
 
+def still_open(s: socket.socket) -> bool:
+    """Drain what the server sent (an ERROR reply, say); open unless it then closed or reset."""
+    s.settimeout(0.2)
+    try:
+        while s.recv(1 << 16):
+            pass
+        return False
+    except socket.timeout:
+        return True
+    except OSError:
+        return False
+
+
 def remote(port: int, **kw):
     from robolearn.hal.remote import RemoteArm
 
@@ -372,13 +385,7 @@ def arm_cases(d: Drill) -> None:
             t.join()
             open_ = 0
             for s in socks:
-                s.settimeout(0.2)
-                try:
-                    open_ += s.recv(1 << 16) != b""  # closed connections read b"" (or reset)
-                except socket.timeout:
-                    open_ += 1
-                except OSError:
-                    pass
+                open_ += still_open(s)
                 s.close()
         return ("weak" if open_ else "held"), f"{open_}/20 one-byte-at-a-time connections still open after 6 s", open_ or 1
 

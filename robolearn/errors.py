@@ -27,7 +27,7 @@ EXIT_ARM = 4
 #: most specific class, so ShieldError wins over its base ArmError.
 EXPECTED: dict[str, int] = {
     "robolearn.config.ConfigError": EXIT_BAD_INPUT,
-    "robolearn.data.format.DemoFormatError": EXIT_BAD_INPUT,
+    "robolearn.data.errors.DemoFormatError": EXIT_BAD_INPUT,
     "robolearn.video.VideoError": EXIT_BAD_INPUT,
     "robolearn.hal.shield.ShieldError": EXIT_SHIELD,
     "robolearn.hal.arm.ArmError": EXIT_ARM,

@@ -7,11 +7,12 @@ so a crash or Ctrl-C never leaves a truncated file with the final name.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from robolearn.tempfiles import new_temp_file
 
 
 class VideoError(ValueError):
@@ -51,7 +52,7 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float)
     h, w = _check_frames(path, frames)
     ph, pw = h + (h % 2), w + (w % 2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.mp4", dir=path.parent)
+    fd, tmp = new_temp_file(path.parent, f".{path.stem}.", ".tmp.mp4")
     os.close(fd)
     try:
         writer = imageio.get_writer(

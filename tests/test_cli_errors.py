@@ -238,3 +238,17 @@ def test_a_write_error_without_a_file_names_the_command_output():
         "robolearn train: error: [Errno 28] No space left on device (while writing runs/x)", EXIT_FAILED)
     named = OSError(errno.ENOSPC, "No space left on device", "runs/x/metrics.jsonl")
     assert error_line("train", named, "runs/x")[0] == "robolearn train: error: runs/x/metrics.jsonl: No space left on device"
+
+
+def test_every_expected_class_name_names_a_real_class():
+    """EXPECTED matches classes by qualified name: a class moved to another module must fail
+    here, not turn every error of its kind into an 'internal error' line."""
+    import importlib
+
+    from robolearn.errors import EXPECTED
+
+    for qualified in EXPECTED:
+        module, _, name = qualified.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        assert isinstance(cls, type) and issubclass(cls, BaseException), qualified
+        assert f"{cls.__module__}.{cls.__qualname__}" == qualified

@@ -411,3 +411,28 @@ def test_corrupted_bytes_always_give_a_demo_format_error(folder):
             assert "episode_000001.npz" in str(exc)
             errors += 1
     assert errors > 0
+
+
+def test_written_files_and_folders_follow_the_umask(tmp_path):
+    """Episodes, meta.json, staged outputs and videos are shared data: created 0666/0777 minus
+    the umask like any file, not private to their writer (temporary files keep their mode)."""
+    import os
+
+    from robolearn.data.format import atomic_write_bytes
+    from robolearn.data.staging import staged_dir, staged_file
+    from robolearn.video import write_mp4
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "meta.json", b"{}")
+        with staged_dir(tmp_path / "converted") as d:
+            (d / "x").write_text("x")
+        with staged_file(tmp_path / "out.hdf5") as f:
+            f.write_bytes(b"x")
+        write_mp4(tmp_path / "v.mp4", [np.zeros((8, 8, 3), np.uint8)] * 2, fps=10)
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "meta.json").stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "converted").stat().st_mode & 0o777) == oct(0o755)
+    assert oct((tmp_path / "out.hdf5").stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "v.mp4").stat().st_mode & 0o777) == oct(0o644)

@@ -16,53 +16,21 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from robolearn.data.errors import DemoFormatError, DemoWriteError
 from robolearn.data.lock import FolderLock
+from robolearn.tempfiles import new_temp_file
 
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
 EPISODE_DIR = "episodes"
 EPISODE_PATTERN = re.compile(r"^episode_(\d{6})\.npz$")
 _REQUIRED_META = ("format_version", "task", "control_hz", "obs_spec", "action_spec")
-
-
-class DemoFormatError(ValueError):
-    """A demo folder or episode file that does not match its ``meta.json``.
-
-    The message always names the file, the field and what was expected, so a
-    user can fix or delete the one bad file instead of reading a numpy traceback.
-    """
-
-    def __init__(self, path: str | os.PathLike, field_name: str, problem: str):
-        self.path = str(path)
-        self.field = field_name
-        self.problem = problem
-        super().__init__(f"{self.path}: field '{field_name}': {problem}")
-
-
-class DemoWriteError(DemoFormatError, OSError):
-    """Writing into a demo folder failed in the operating system (no space left on device,
-    a read-only or vanished folder, ...).
-
-    An ``OSError`` (with the original ``errno``) for code that handles I/O failures, and a
-    ``DemoFormatError`` so that every command prints it as one line naming the file. When it
-    is raised the file being written has been removed and the folder holds exactly what it
-    held before the failed write.
-    """
-
-    def __init__(self, path: str | os.PathLike, exc: OSError, what: str = "write", outcome: str = "the folder is unchanged"):
-        reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
-        super().__init__(path, "<write>", f"cannot {what}: {reason}; {outcome}")
-        self.errno, self.strerror, self.filename = exc.errno, exc.strerror, str(path)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 @dataclass
@@ -180,7 +148,7 @@ def _write_temp(path: Path, data: bytes) -> str:
     """Write ``data`` to a hidden, fsynced temporary file beside ``path`` and return its name;
     on any failure (a full disk included) the temporary file is removed before raising."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = new_temp_file(path.parent, f".{path.name}.", ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

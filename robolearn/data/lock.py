@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from robolearn.data.errors import DemoFormatError
+
 LOCK_NAME = ".lock"
 
 
@@ -41,6 +43,18 @@ def _holder_description(text: str) -> str:
         return f"pid {int(info['pid'])} ({info.get('command', '?')}, since {info.get('since', '?')})"
     except (ValueError, KeyError, TypeError):
         return "another process"
+
+
+def _read_holder(file, attempts: int = 20, wait_s: float = 0.01) -> str:
+    """The holder's description. A holder writes it just after taking the lock, so a refusal
+    in that instant reads an empty file: read again for a moment before giving up."""
+    for attempt in range(attempts):
+        file.seek(0)
+        text = file.read()
+        if text.strip() or attempt == attempts - 1:
+            return _holder_description(text)
+        time.sleep(wait_s)
+    return _holder_description("")
 
 
 class _Held:
@@ -90,10 +104,7 @@ class FolderLock:
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            file.seek(0)
-            holder = _holder_description(file.read())
-            from robolearn.data.format import DemoFormatError
-
+            holder = _read_holder(file)
             raise DemoFormatError(
                 self.folder, "<lock>", f"is being written by {holder}; wait for it to finish or write to another folder"
             ) from None

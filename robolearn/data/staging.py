@@ -10,11 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from robolearn.data.format import DemoFormatError
+from robolearn.tempfiles import new_temp_dir, new_temp_file
 
 
 def check_new_output(dst: str | os.PathLike) -> Path:
@@ -78,7 +78,7 @@ def staged_dir(dst: str | os.PathLike) -> Iterator[Path]:
     Errors raised inside name ``dst``, never the hidden temporary folder."""
     dst = check_new_output(dst)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+        tmp = new_temp_dir(dst.parent, f".{dst.name}.", ".partial")
     except OSError as exc:
         raise DemoFormatError(dst, "<output>", f"cannot be created: {exc.strerror or exc}") from None
     try:
@@ -96,7 +96,7 @@ def staged_file(dst: str | os.PathLike) -> Iterator[Path]:
     Errors raised inside name ``dst``, never the hidden temporary file."""
     dst = check_new_output(dst)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
+        fd, name = new_temp_file(dst.parent, f".{dst.name}.", ".partial")
     except OSError as exc:
         raise DemoFormatError(dst, "<output>", f"cannot be created: {exc.strerror or exc}") from None
     os.close(fd)

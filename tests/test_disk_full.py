@@ -131,3 +131,22 @@ def test_collect_into_a_full_disk_exits_with_one_line_and_no_traceback(small_dis
     if limit is None:
         assert 0 < written < 40
     assert_folder_intact(out, written) if written else json.loads((out / "meta.json").read_text())
+
+
+def test_export_to_a_full_disk_is_one_line_and_leaves_nothing(small_disk, tmp_path):
+    """HDF5's own writes on a full disk raise from destructors and can crash the interpreter;
+    the export builds the file in memory and writes it with Python, which fails cleanly."""
+    where, limit = small_disk
+    src = tmp_path / "src"
+    writer = DemoWriter(src, _meta())
+    rng = np.random.default_rng(1)
+    for _ in range(12):  # about 1 MiB of incompressible floats: more than the disk holds
+        writer.write_episode(**_episode(rng, 300))
+    writer.close()
+    dst = where / "out.hdf5"
+    done = subprocess.run([sys.executable, "-m", "robolearn", "convert", str(src), str(dst)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, preexec_fn=None if limit is None else _limited(limit))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode not in (0, -signal.SIGSEGV) and "Traceback" not in done.stderr, done.stderr
+    assert ("no space left on device" if limit is None else "file too large") in lines[-1].lower() and str(dst) in lines[-1]
+    assert not [p for p in os.listdir(where) if p != "lost+found"], os.listdir(where)  # no partial file left

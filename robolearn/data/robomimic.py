@@ -22,6 +22,7 @@ The one narrowing: the folder format stores actions and rewards as float32.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from robolearn.data.errors import DemoWriteError
 from robolearn.data.format import (
     ActionSpec,
     DemoFormatError,
@@ -38,7 +40,7 @@ from robolearn.data.format import (
     DemoWriter,
     ObsFieldSpec,
 )
-from robolearn.data.staging import staged_dir, staged_file
+from robolearn.data.staging import check_new_output, staged_dir, staged_file
 
 DEMO_RE = re.compile(r"^demo_(\d+)$")
 #: robosuite env names -> robolearn task names (others are lowercased).
@@ -384,6 +386,7 @@ def export_robomimic(src: str | os.PathLike, dst: str | os.PathLike, progress: b
 
     h5py = _h5py()
     src, dst = Path(src), Path(dst)
+    check_new_output(dst)  # before any work; checked again when the file is put in place
     reader = DemoReader(src)
     meta = reader.meta
     env_args = meta.extra.get("env_args") or {
@@ -391,59 +394,70 @@ def export_robomimic(src: str | os.PathLike, dst: str | os.PathLike, progress: b
         "type": 1,  # robomimic EnvType.ROBOSUITE_TYPE
         "env_kwargs": {"control_freq": meta.control_hz},
     }
-    with staged_file(dst) as tmp:
-        with h5py.File(tmp, "w") as f:
-            data = f.create_group("data")
-            names: dict[int, str] = {}
-            total = 0
-            for i in tqdm(reader.indices, desc=f"export {src.name}", disable=not progress, unit="ep"):
-                ep = reader.load(i)
-                name = str(ep.extra.get(DEMO_NAME_EXTRA, f"demo_{i}"))
-                if not DEMO_RE.match(name) or name in data:
-                    name = f"demo_{i}"
-                if name in data:
-                    raise DemoFormatError(src, f"episode {i}", f"demo name {name} used twice")
-                names[i] = name
-                g = data.create_group(name)
-                T = ep.length
-                g.attrs["num_samples"] = T
-                g.attrs["success"] = bool(ep.success)
-                total += T
-                og, ng = g.create_group("obs"), g.create_group("next_obs")
-                for k, v in ep.obs.items():
-                    og.create_dataset(k, data=v[:-1])
-                    nxt = ep.extra.get(NEXT_OBS_EXTRA + k)
-                    ng.create_dataset(k, data=nxt if nxt is not None else v[1:])
-                g.create_dataset("actions", data=ep.actions)
-                g.create_dataset("rewards", data=ep.rewards)
-                g.create_dataset("dones", data=ep.dones.astype(np.int64))
-                rl = g.create_group("robolearn")
-                if ep.states is not None:
-                    g.create_dataset("states", data=ep.states[:T])
-                    if ep.states.shape[0] == T + 1:
-                        rl.create_dataset("final_state", data=ep.states[T])
-                if ep.timestamps is not None:
-                    rl.create_dataset("timestamps", data=ep.timestamps)
-                ex = rl.create_group("extra")
-                for k, v in ep.extra.items():
-                    if k == MODEL_FILE_EXTRA:
-                        g.attrs["model_file"] = str(v)
-                    elif k.startswith(NEXT_OBS_EXTRA) or k == DEMO_NAME_EXTRA:
-                        continue
-                    elif v.dtype.kind == "U":
-                        ex.create_dataset(k, data=np.char.encode(v, "utf-8"))
-                    else:
-                        ex.create_dataset(k, data=v)
-            data.attrs["total"] = total
-            data.attrs["env_args"] = json.dumps(env_args)
-            meta_json = meta.to_json()
-            meta_json["split"] = None
-            data.attrs["robolearn_meta"] = json.dumps(meta_json)
-            masks: dict[str, list[int]] = dict(meta.extra.get("robomimic_masks") or {})
-            masks.update(meta.split or {})
-            if masks:
-                mg = f.create_group("mask")
-                for mname, idx in masks.items():
-                    demo_names = [names[j] for j in idx if j in names]
-                    mg.create_dataset(mname, data=np.array(demo_names, dtype="S"))
+    # The file is built in memory and written out by Python: HDF5's own writes on a full
+    # disk raise from destructors and can crash the interpreter; a Python write fails cleanly.
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        data = f.create_group("data")
+        names: dict[int, str] = {}
+        total = 0
+        for i in tqdm(reader.indices, desc=f"export {src.name}", disable=not progress, unit="ep"):
+            ep = reader.load(i)
+            name = str(ep.extra.get(DEMO_NAME_EXTRA, f"demo_{i}"))
+            if not DEMO_RE.match(name) or name in data:
+                name = f"demo_{i}"
+            if name in data:
+                raise DemoFormatError(src, f"episode {i}", f"demo name {name} used twice")
+            names[i] = name
+            g = data.create_group(name)
+            T = ep.length
+            g.attrs["num_samples"] = T
+            g.attrs["success"] = bool(ep.success)
+            total += T
+            og, ng = g.create_group("obs"), g.create_group("next_obs")
+            for k, v in ep.obs.items():
+                og.create_dataset(k, data=v[:-1])
+                nxt = ep.extra.get(NEXT_OBS_EXTRA + k)
+                ng.create_dataset(k, data=nxt if nxt is not None else v[1:])
+            g.create_dataset("actions", data=ep.actions)
+            g.create_dataset("rewards", data=ep.rewards)
+            g.create_dataset("dones", data=ep.dones.astype(np.int64))
+            rl = g.create_group("robolearn")
+            if ep.states is not None:
+                g.create_dataset("states", data=ep.states[:T])
+                if ep.states.shape[0] == T + 1:
+                    rl.create_dataset("final_state", data=ep.states[T])
+            if ep.timestamps is not None:
+                rl.create_dataset("timestamps", data=ep.timestamps)
+            ex = rl.create_group("extra")
+            for k, v in ep.extra.items():
+                if k == MODEL_FILE_EXTRA:
+                    g.attrs["model_file"] = str(v)
+                elif k.startswith(NEXT_OBS_EXTRA) or k == DEMO_NAME_EXTRA:
+                    continue
+                elif v.dtype.kind == "U":
+                    ex.create_dataset(k, data=np.char.encode(v, "utf-8"))
+                else:
+                    ex.create_dataset(k, data=v)
+        data.attrs["total"] = total
+        data.attrs["env_args"] = json.dumps(env_args)
+        meta_json = meta.to_json()
+        meta_json["split"] = None
+        data.attrs["robolearn_meta"] = json.dumps(meta_json)
+        masks: dict[str, list[int]] = dict(meta.extra.get("robomimic_masks") or {})
+        masks.update(meta.split or {})
+        if masks:
+            mg = f.create_group("mask")
+            for mname, idx in masks.items():
+                demo_names = [names[j] for j in idx if j in names]
+                mg.create_dataset(mname, data=np.array(demo_names, dtype="S"))
+    try:
+        with staged_file(dst) as tmp, open(tmp, "wb") as out:
+            out.write(buf.getbuffer())
+            out.flush()
+            os.fsync(out.fileno())
+    except DemoFormatError:
+        raise
+    except OSError as exc:
+        raise DemoWriteError(dst, exc, "write the HDF5 file", "nothing was written") from None
     return dst

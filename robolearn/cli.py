@@ -32,6 +32,9 @@ COMMANDS: dict[str, str] = {
     "deploy": "robolearn.commands.deploy",
 }
 
+DESCRIPTION = ("Learn robot-manipulation policies from teleoperation demos (IRIS and baselines), evaluate them "
+               "closed-loop in simulation, and deploy them to an arm through the safety shield.")
+
 HELP = {
     "collect": "record scripted-operator demos into a demo folder",
     "train": "train a policy from a launch file",
@@ -127,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
     argv_given = argv is not None  # called in process (tests, scripts): leave threading as it was
     debug, argv = split_debug_flag(list(sys.argv[1:] if argv is None else argv))
-    parser = argparse.ArgumentParser(prog="robolearn", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="robolearn", description=DESCRIPTION,
+                                     epilog="`robolearn COMMAND --help` documents each command; --debug shows tracebacks.")
     parser.add_argument(DEBUG_FLAG, action="store_true", help=f"show tracebacks instead of one-line errors (also {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

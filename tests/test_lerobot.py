@@ -134,6 +134,29 @@ def test_cli_task_override(tmp_path, capsys):
     assert r.meta.task == "so100_pick" and all(e.success for e in r)
 
 
+def test_convert_imports_lerobot_and_the_old_name_is_the_same_command(tmp_path, capsys):
+    src = write_v30(tmp_path / "ds")
+    assert main(["convert", str(src), str(tmp_path / "a"), "--task", "so100_pick", "--quiet"]) == 0
+    assert "lerobot->folder" in capsys.readouterr().out
+    assert main(["import-lerobot", str(src), str(tmp_path / "b"), "--task", "so100_pick", "--quiet"]) == 0
+    a, b = DemoReader(tmp_path / "a"), DemoReader(tmp_path / "b")
+    assert len(a) == len(b) == len(LENGTHS) and a.meta.to_json() == b.meta.to_json()
+    for i in a.indices:
+        np.testing.assert_array_equal(a.load(i).actions, b.load(i).actions)
+
+
+def test_lerobot_flags_are_refused_for_other_sources_and_hdf5_flags_for_lerobot(tmp_path, capsys):
+    src = write_v30(tmp_path / "ds")
+    assert main(["convert", str(src), str(tmp_path / "a"), "--obs-keys", "x"]) == 2
+    assert "--obs-keys" in capsys.readouterr().err
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert main(["convert", str(folder), str(tmp_path / "x.hdf5"), "--task", "t"]) == 2
+    assert "LeRobot imports only" in capsys.readouterr().err
+    assert main(["import-lerobot", str(folder), str(tmp_path / "y")]) == 2
+    assert "meta/info.json" in capsys.readouterr().err
+
+
 def _no_output(tmp_path):
     return not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 

@@ -1,34 +1,62 @@
-"""``robolearn convert SRC DST``: robomimic / robosuite HDF5 <-> demo folder.
+"""``robolearn convert SRC DST``: every format conversion in one command.
 
-The direction follows from what SRC is: a folder is exported to a robomimic HDF5 file;
-an HDF5 file is imported into a new folder (robomimic files directly, robosuite's raw
-demo.hdf5 by replaying its states in simulation). The output is written under a
-temporary name and only renamed into place when the whole conversion succeeded.
+The direction follows from what SRC is:
+
+* a demo folder -> a new robomimic HDF5 file (DST ends in .hdf5);
+* a LeRobot dataset folder (v2.1 or v3.0, recognised by its ``meta/info.json``) -> a new demo
+  folder (``--task`` and ``--success`` apply to this import only);
+* a robomimic HDF5 file -> a new demo folder;
+* robosuite's raw ``demo.hdf5`` -> a new demo folder, by replaying its states in simulation.
+
+The output is written under a temporary name and only renamed into place when the whole
+conversion succeeded. ``robolearn import-lerobot`` is the same command under its older name.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-HELP = "convert robomimic/robosuite HDF5 <-> demo folder"
+HELP = "convert between demo folders and robomimic, robosuite raw and LeRobot datasets"
+LEROBOT_ONLY = ("task", "success")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="a demo folder, a robomimic .hdf5, or robosuite's raw demo.hdf5")
-    p.add_argument("dst", help="output: a new .hdf5 file (from a folder) or a new folder (from HDF5)")
-    p.add_argument("--obs-keys", nargs="+", default=None, help="observation keys to import (default: all / robomimic low-dim keys)")
+    p.add_argument("src", help="a demo folder, a LeRobot dataset folder, a robomimic .hdf5, or robosuite's raw demo.hdf5")
+    p.add_argument("dst", help="output: a new .hdf5 file (from a demo folder) or a new demo folder (from anything else)")
+    p.add_argument("--obs-keys", nargs="+", default=None, help="observation keys to import from HDF5 (default: all / robomimic low-dim keys)")
     p.add_argument("--obs-dtype", default=None, choices=("float32", "float64"),
-                   help="observation dtype of an imported folder (default: robomimic keeps the file's, robosuite raw uses float32)")
+                   help="observation dtype of a folder imported from HDF5 (default: robomimic keeps the file's, robosuite raw uses float32)")
+    p.add_argument("--task", default=None, help="LeRobot: robolearn task name (default: the dataset's first task text, slugified)")
+    p.add_argument("--success", choices=("auto", "all", "none", "reward"), default=None,
+                   help="LeRobot: episode success: next.success when recorded else all (auto, the default), all, none, "
+                        "or final next.reward >= 1")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def is_lerobot_dataset(path: Path) -> bool:
+    return path.is_dir() and (path / "meta" / "info.json").is_file()
+
+
 def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None, progress: bool = True,
-            obs_dtype: str | None = None) -> tuple[str, Path]:
+            obs_dtype: str | None = None, task: str | None = None, success: str | None = None) -> tuple[str, Path]:
     """Run the conversion SRC implies; returns (kind, output path)."""
+    from robolearn.config import ConfigError
     from robolearn.data.format import DemoFormatError
-    from robolearn.data.robomimic import detect_hdf5_kind, export_robomimic, import_robomimic
 
     src, dst = Path(src), Path(dst)
+    if is_lerobot_dataset(src):
+        from robolearn.data.lerobot import LeRobotImportConfig, import_lerobot
+
+        for flag, value in (("--obs-keys", obs_keys), ("--obs-dtype", obs_dtype)):
+            if value is not None:
+                raise ConfigError("convert", flag, "applies to HDF5 imports; a LeRobot import takes every numeric observation.* feature")
+        cfg = LeRobotImportConfig(task=task, success=success or "auto")
+        return "lerobot->folder", import_lerobot(src, dst, cfg, progress=progress)
+    for flag, value in (("--task", task), ("--success", success)):
+        if value is not None:
+            raise ConfigError("convert", flag, f"applies to LeRobot imports only; {src} is not a LeRobot dataset (no meta/info.json)")
+    from robolearn.data.robomimic import detect_hdf5_kind, export_robomimic, import_robomimic
+
     if src.is_dir():
         if dst.suffix.lower() not in (".hdf5", ".h5"):
             raise DemoFormatError(dst, "<output>", "exporting a folder writes a robomimic file: give DST a .hdf5 name")
@@ -44,12 +72,15 @@ def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None,
 
 
 def run(args: argparse.Namespace) -> int:
-    kind, out = convert(args.src, args.dst, obs_keys=args.obs_keys, progress=not args.quiet, obs_dtype=args.obs_dtype)
+    kind, out = convert(args.src, args.dst, obs_keys=args.obs_keys, progress=not args.quiet, obs_dtype=args.obs_dtype,
+                        task=args.task, success=args.success)
     if out.is_dir():
         from robolearn.data.format import DemoReader
 
         r = DemoReader(out)
-        print(f"{kind}: wrote {len(r)} episodes to {out} (task {r.meta.task}, {r.meta.control_hz:g} Hz)")
+        keys = ", ".join(f"{k}{list(v.shape)}" for k, v in r.meta.obs_spec.items())
+        print(f"{kind}: wrote {len(r)} episodes to {out} (task {r.meta.task}, {r.meta.control_hz:g} Hz, obs {keys}, "
+              f"action dim {r.meta.action_spec.dim})")
     else:
         print(f"{kind}: wrote {out}")
     return 0

@@ -1,11 +1,13 @@
-"""``robolearn import-lerobot SRC DST``: a LeRobot dataset folder (format v2.1 or v3.0) into a
-new demo folder. Numeric observation.* features become observation keys, ``action`` the
-actions, ``fps`` the control rate; the output appears only once the whole import succeeded."""
+"""``robolearn import-lerobot SRC DST``: the older name of ``robolearn convert`` for LeRobot
+datasets, kept so existing scripts keep working. It refuses anything but a LeRobot folder."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "import a LeRobot dataset (v2.1/v3) into a demo folder"
+from robolearn.commands import convert
+
+HELP = "import a LeRobot dataset (v2.1/v3) into a demo folder (same as `robolearn convert`)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,11 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robolearn.data.format import DemoReader
-    from robolearn.data.lerobot import LeRobotImportConfig, import_lerobot
+    if not convert.is_lerobot_dataset(Path(args.src)):
+        from robolearn.data.lerobot import read_info
 
-    out = import_lerobot(args.src, args.dst, LeRobotImportConfig(task=args.task, success=args.success), progress=not args.quiet)
-    r = DemoReader(out)
-    keys = ", ".join(f"{k}{list(v.shape)}" for k, v in r.meta.obs_spec.items())
-    print(f"imported {len(r)} episodes into {out}: task {r.meta.task}, {r.meta.control_hz:g} Hz, obs {keys}, action dim {r.meta.action_spec.dim}")
-    return 0
+        read_info(Path(args.src))  # the error that names the missing meta/info.json
+    args.obs_keys = args.obs_dtype = None
+    return convert.run(args)

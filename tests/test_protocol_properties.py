@@ -146,3 +146,83 @@ def test_any_byte_stream_on_a_socket_gives_a_frame_or_a_clean_error(stream):
     finally:
         a.close()
         b.close()
+
+
+# -- authenticated frames ------------------------------------------------------------------
+SECRET = b"0123456789abcdef-property-secret"
+NONCES = (b"c" * P.NONCE_BYTES, b"s" * P.NONCE_BYTES)
+
+
+def receive(stream: bytes, frame_auth: P.FrameAuth) -> tuple[int, int, bytes, bytes]:
+    """``stream`` through a real socket pair into ``recv_frame`` with authentication."""
+    a, b = socket.socketpair()
+    try:
+        a.sendall(stream)
+        a.shutdown(socket.SHUT_WR)
+        b.settimeout(1.0)
+        return P.recv_frame(b, P.Deadline.after(1.0), frame_auth)
+    finally:
+        a.close()
+        b.close()
+
+
+def sealed_by_client(msg_type: int, meta, arrays) -> bytes:
+    return P.FrameAuth.for_client(SECRET, *NONCES).seal(P.encode(msg_type, meta, arrays))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted(P.TYPE_NAMES)), st.dictionaries(st.text(max_size=4), finite_json, max_size=2),
+       allowed_arrays, st.data())
+def test_any_single_byte_change_of_an_authenticated_frame_is_refused(msg_type, meta, arrays, data):
+    frame = sealed_by_client(msg_type, meta, arrays)
+    assert receive(frame, P.FrameAuth.for_server(SECRET, *NONCES))[1] == msg_type  # the frame as sent is accepted
+    position = data.draw(st.integers(0, len(frame) - 1), label="position")
+    flip = data.draw(st.integers(1, 255), label="xor")
+    tampered = bytearray(frame)
+    tampered[position] ^= flip
+    try:
+        receive(bytes(tampered), P.FrameAuth.for_server(SECRET, *NONCES))
+    except P.ProtocolError as exc:
+        assert exc.code == "unauthenticated" and str(exc) == P.UNAUTHENTICATED  # no detail of what failed
+    except P.ConnectionClosed:
+        pass  # a length made longer: the receiver waits for bytes that never come, and acts on nothing
+    else:
+        raise AssertionError(f"byte {position} changed (xor {flip:#x}) and the frame was accepted")
+
+
+def test_replayed_reflected_reordered_or_foreign_frames_are_refused():
+    client = P.FrameAuth.for_client(SECRET, *NONCES)
+    first, second = (client.seal(P.encode(P.SEND, None, {"command": np.full(7, v, np.float32)})) for v in (0.1, 0.2))
+    refusals = {
+        "replayed": (first + first, P.FrameAuth.for_server(SECRET, *NONCES)),
+        "reordered": (second, P.FrameAuth.for_server(SECRET, *NONCES)),
+        "reflected to its sender": (first, P.FrameAuth.for_client(SECRET, *NONCES)),
+        "from another connection": (first, P.FrameAuth.for_server(SECRET, NONCES[0], b"x" * P.NONCE_BYTES)),
+        "under another secret": (first, P.FrameAuth.for_server(b"another-secret-of-enough-length", *NONCES)),
+        "tag missing": (P.encode(P.SEND, None, {"command": np.zeros(7, np.float32)}) + first,
+                        P.FrameAuth.for_server(SECRET, *NONCES)),
+    }
+    for what, (stream, server) in refusals.items():
+        a, b = socket.socketpair()
+        try:
+            a.sendall(stream)
+            b.settimeout(1.0)
+            if what == "replayed":
+                P.recv_frame(b, auth=server)  # the genuine first delivery is accepted
+            try:
+                P.recv_frame(b, auth=server)
+            except P.ProtocolError as exc:
+                assert exc.code == "unauthenticated", what
+            else:
+                raise AssertionError(f"a frame {what} was accepted")
+        finally:
+            a.close()
+            b.close()
+    server = P.FrameAuth.for_server(SECRET, *NONCES)
+    assert [receive(f, server)[1] for f in (first, second)] == [P.SEND, P.SEND]  # in order: both accepted
+
+
+def test_session_key_is_neither_proof_nor_secret():
+    key = P.session_key(SECRET, *NONCES)
+    assert len(key) == P.TAG_BYTES and key != SECRET
+    assert key not in (P.server_proof(SECRET, *NONCES), P.client_proof(SECRET, *NONCES))

@@ -126,6 +126,7 @@ def test_malformed_frames_get_an_error_and_no_traceback(tmp_path):
             "spec not an object": (raw_frame(P.SEND, b'{"arrays":["command"]}'), "bad_arrays"),
             "oversized length": (P.HEADER.pack(P.MAGIC, P.PROTOCOL_VERSION, P.SEND, P.MAX_JSON + 1, 0), "too_large"),
             "old protocol": (raw_frame(P.HELLO, b"{}", version=1), "version"),
+            "protocol 2 (untagged frames)": (raw_frame(P.CHALLENGE, b"{}", version=2), "version"),
         }
         for what, (frame, code) in cases.items():
             rtype, meta = request(server.port, frame)
@@ -433,3 +434,239 @@ def test_port_in_use_and_unresolvable_hosts_name_host_and_port():
         ArmServer(make_arm("noop"), host="no-such-host.invalid", secret=SECRET).start()
     with pytest.raises(RemoteArmError, match="arm server no-such-host.invalid:5555: host name does not resolve"):
         RemoteArm(host="no-such-host.invalid").connect()
+
+
+# -- authenticated frames: a man in the middle ---------------------------------------------
+PUSH = np.array([0.5, 0, 0, 0, 0, 0, 0], np.float32)
+
+
+class FrameRelay:
+    """A man in the middle on loopback that forwards whole frames between a client and the
+    server. Each connection's first two frames in each direction are the login (CHALLENGE,
+    AUTH and their replies); every later frame carries a tag, and is handed to
+    ``edit_request`` (client to server) or ``edit_reply`` (server to client) as
+    ``(type, frame with tag)``, which returns the bytes to forward in its place."""
+
+    LOGIN_FRAMES = 2
+
+    def __init__(self, target_port: int, edit_request=None, edit_reply=None):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._target = target_port
+        self._edits = (edit_request or _unchanged, edit_reply or _unchanged)
+        self.tagged_frames = 0
+        self.upstream_closed = threading.Event()  # the server closed its side of the connection
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            for src, dst, edit in ((client, upstream, self._edits[0]), (upstream, client, self._edits[1])):
+                threading.Thread(target=self._pump, args=(src, dst, edit, src is upstream), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, edit, from_server: bool) -> None:
+        try:
+            for index in range(10**9):
+                frame = self._read_frame(src, tagged=index >= self.LOGIN_FRAMES)
+                if index < self.LOGIN_FRAMES:
+                    dst.sendall(frame)
+                    continue
+                self.tagged_frames += 1
+                dst.sendall(edit(P.HEADER.unpack(frame[:P.HEADER.size])[2], frame))
+        except (OSError, P.ConnectionClosed):
+            pass
+        finally:
+            if from_server:
+                self.upstream_closed.set()
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _read_frame(sock: socket.socket, tagged: bool) -> bytes:
+        head = P.recv_exact(sock, P.HEADER.size)
+        _, _, _, jlen, blen = P.HEADER.unpack(head)
+        return head + P.recv_exact(sock, jlen + blen + (P.TAG_BYTES if tagged else 0))
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _unchanged(msg_type: int, frame: bytes) -> bytes:
+    return frame
+
+
+@pytest.fixture
+def guarded_server(local_server):
+    """A server with a secret whose arm counts the stops the server asks for."""
+    server = local_server(secret=SECRET, heartbeat_ms=2000)
+    shield_stop = server.arm.stop
+    server.stops = 0
+
+    def counting_stop():
+        server.stops += 1
+        shield_stop()
+
+    server.arm.stop = counting_stop
+    return server
+
+
+def eef_x(server) -> float:
+    return float(server.arm.observe().data["robot0_eef_pos"][0])
+
+
+def connect_through(relay: FrameRelay) -> RemoteArm:
+    arm = RemoteArm(port=relay.port, secret=SECRET)
+    arm.connect()
+    return arm
+
+
+def assert_refused_and_stopped(server, relay: FrameRelay, arm: RemoteArm, refused: pytest.ExceptionInfo) -> None:
+    assert refused.value.code == "unauthenticated" and f"127.0.0.1:{relay.port}" in str(refused.value)
+    assert not arm.connected and relay.upstream_closed.wait(5)  # the server closed the connection
+    assert server.stats.refused_unauthenticated == 1 and server.stops >= 1 and server._controller is None
+
+
+def test_untouched_relay_carries_tagged_frames_end_to_end(guarded_server):
+    relay = FrameRelay(guarded_server.port)
+    try:
+        arm = connect_through(relay)
+        x0 = eef_x(guarded_server)
+        arm.observe()
+        assert arm.send(PUSH)[0] == pytest.approx(0.5)
+        assert eef_x(guarded_server) == pytest.approx(x0 + 0.025)
+        arm.heartbeat()
+        arm.close()
+    finally:
+        relay.close()
+    assert relay.tagged_frames >= 8  # HELLO, OBSERVE, SEND, HEARTBEAT, BYE and their replies
+    assert guarded_server.stats.refused_unauthenticated == 0
+
+
+def test_flipped_byte_in_a_command_is_refused_and_stops_the_arm(guarded_server):
+    def flip_command(msg_type, frame):
+        if msg_type != P.SEND:
+            return frame
+        tampered = bytearray(frame)
+        tampered[-P.TAG_BYTES - 25] ^= 0x3E  # the high byte of command[0]: 0.0 becomes 0.125
+        return bytes(tampered)
+
+    relay = FrameRelay(guarded_server.port, edit_request=flip_command)
+    try:
+        arm = connect_through(relay)
+        x0, sends = eef_x(guarded_server), guarded_server.arm.arm.send_count
+        with pytest.raises(RemoteArmError) as refused:
+            arm.send(ZERO)
+        assert_refused_and_stopped(guarded_server, relay, arm, refused)
+        assert eef_x(guarded_server) == x0 and guarded_server.arm.arm.send_count == sends  # never applied
+    finally:
+        relay.close()
+
+
+def test_replayed_command_is_refused(guarded_server):
+    captured = []
+
+    def replay_send(msg_type, frame):
+        if msg_type == P.SEND and not captured:
+            captured.append(frame)
+            return frame
+        return captured[0] if captured and msg_type == P.OBSERVE else frame  # the old SEND instead of an OBSERVE
+
+    relay = FrameRelay(guarded_server.port, edit_request=replay_send)
+    try:
+        arm = connect_through(relay)
+        arm.send(PUSH)
+        x1 = eef_x(guarded_server)
+        with pytest.raises(RemoteArmError) as refused:
+            arm.observe()
+        assert_refused_and_stopped(guarded_server, relay, arm, refused)
+        assert eef_x(guarded_server) == x1  # the push was applied once, not twice
+    finally:
+        relay.close()
+
+
+@pytest.mark.parametrize("forged_tag", [b"\0" * P.TAG_BYTES, b""], ids=["guessed_tag", "no_tag"])
+def test_injected_command_is_refused(guarded_server, forged_tag):
+    def inject_before_observe(msg_type, frame):
+        if msg_type != P.OBSERVE:
+            return frame
+        return P.encode(P.SEND, None, {"command": PUSH}) + forged_tag + frame
+
+    relay = FrameRelay(guarded_server.port, edit_request=inject_before_observe)
+    try:
+        arm = connect_through(relay)
+        x0 = eef_x(guarded_server)
+        with pytest.raises(RemoteArmError) as refused:
+            arm.observe()
+        assert_refused_and_stopped(guarded_server, relay, arm, refused)
+        assert eef_x(guarded_server) == x0
+    finally:
+        relay.close()
+
+
+def login(sock: socket.socket, secret: bytes) -> P.FrameAuth:
+    """The client side of the challenge-response, by hand: -> the connection's frame tagging."""
+    client_nonce = P.new_nonce()
+    P.send_message(sock, P.CHALLENGE, {"client_nonce": client_nonce.hex()})
+    server_nonce = bytes.fromhex(P.recv_message(sock)[1]["server_nonce"])
+    P.send_message(sock, P.AUTH, {"proof": P.client_proof(secret, client_nonce, server_nonce).hex()})
+    assert P.recv_message(sock)[0] == P.OK
+    return P.FrameAuth.for_client(secret, client_nonce, server_nonce)
+
+
+def test_reordered_frames_are_refused(guarded_server):
+    held = []
+
+    def swap_pair(msg_type, frame):
+        if msg_type == P.SEND and not held:
+            held.append(frame)
+            return b""  # hold the first command back ...
+        return frame + held.pop() if held else frame  # ... and deliver it after the second
+
+    relay = FrameRelay(guarded_server.port, edit_request=swap_pair)
+    try:
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as s:
+            frame_auth = login(s, SECRET)
+            P.send_message(s, P.HELLO, {}, None, frame_auth)
+            assert P.recv_message(s, frame_auth)[0] == P.OK
+            x0 = eef_x(guarded_server)
+            P.send_message(s, P.SEND, None, {"command": PUSH}, frame_auth)  # two commands in flight
+            P.send_message(s, P.SEND, None, {"command": -PUSH}, frame_auth)
+            rtype, meta, _ = P.recv_message(s, frame_auth)  # the server's refusal is itself tagged
+            assert (rtype, meta["code"]) == (P.ERROR, "unauthenticated")
+            assert s.recv(1) == b""  # and the connection is closed
+        assert eef_x(guarded_server) == x0
+        assert guarded_server.stats.refused_unauthenticated == 1 and guarded_server.stops >= 1
+    finally:
+        relay.close()
+
+
+def test_altered_reply_is_refused_by_the_client(guarded_server):
+    def flip_observation(msg_type, frame):
+        if msg_type != P.OK or b'"timestamp"' not in frame:  # only the OBSERVE reply carries a timestamp
+            return frame
+        tampered = bytearray(frame)
+        tampered[-P.TAG_BYTES - 1] ^= 0x01
+        return bytes(tampered)
+
+    relay = FrameRelay(guarded_server.port, edit_reply=flip_observation)
+    try:
+        arm = connect_through(relay)
+        with pytest.raises(RemoteArmError, match=f"arm server 127.0.0.1:{relay.port}: the reply to OBSERVE failed "
+                                                 "authentication") as refused:
+            arm.observe()
+        assert refused.value.code == "unauthenticated" and not arm.connected
+        assert relay.upstream_closed.wait(5)  # the client dropped the connection; the server stopped the arm
+        for _ in range(100):
+            if guarded_server._controller is None:
+                break
+            time.sleep(0.02)
+        assert guarded_server._controller is None and guarded_server.stops >= 1
+    finally:
+        relay.close()

@@ -16,7 +16,7 @@ are bounded before anything is computed from them, so a malformed frame raises
 ``ProtocolError`` (and is answered with an ERROR message) rather than allocating
 gigabytes, overflowing an integer or exhausting the recursion limit.
 
-Authentication (protocol version 2). A server that has a shared secret accepts nothing
+Authentication. A server that has a shared secret accepts nothing
 but ESTOP from a connection until it has passed this challenge-response; the secret
 itself never crosses the wire, only HMAC-SHA256 values over fresh random nonces:
 
@@ -29,6 +29,25 @@ The authentication is mutual: a client holding a secret checks ``server_proof`` 
 sends a single command, so it never drives an arm server that is not the one it shares
 the secret with. The two labels differ, so neither side's proof can be replayed as the
 other's.
+
+Authenticated frames. A login proves who is at each end once; the
+frames after it must be proved one by one, or anyone on the network path could alter a
+command or inject their own into the established connection. After the AUTH reply both
+sides derive a key for this connection alone, and every later frame in both directions
+(the first one is the client's next request) is followed by a 32-byte tag:
+
+    session_key = HMAC(secret, "session key" label | client_nonce | server_nonce)
+    frame       = header | json | blob | tag
+    tag         = HMAC(session_key, direction | seq u64 | header | json | blob)
+
+``direction`` is b"C" for client to server and b"S" for server to client, so a frame
+cannot be reflected back to its sender; ``seq`` counts the frames sent in that direction
+from 0 and is not sent (as in SSH): each side knows which number comes next, so a
+replayed, reordered, dropped or injected frame, or one from another connection (other
+nonces, other key), fails the check like an altered one. A receiver refuses such a
+frame with code ``unauthenticated`` without saying which part failed, and the
+connection ends: the byte stream can no longer be trusted. Frames are not encrypted.
+Without a secret (loopback only) frames carry no tag.
 """
 from __future__ import annotations
 
@@ -47,7 +66,7 @@ from typing import Any, Mapping
 import numpy as np
 
 MAGIC = b"RLRM"
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 HEADER = struct.Struct("!4sHHII")
 MAX_JSON = 64 * 1024
 MAX_BLOB = 16 * 1024 * 1024
@@ -59,6 +78,12 @@ MIN_SECRET_BYTES = 16  # an eavesdropper can test guesses offline against one ca
 SECRET_ENV = "ROBOLEARN_ARM_SECRET"
 _SERVER_LABEL = b"robolearn-arm/2 server proof"
 _CLIENT_LABEL = b"robolearn-arm/2 client proof"
+_SESSION_LABEL = b"robolearn-arm/3 session key"
+TAG_BYTES = 32  # HMAC-SHA256 after every frame of an authenticated connection
+CLIENT_TO_SERVER = b"C"
+SERVER_TO_CLIENT = b"S"
+_SEQUENCE = struct.Struct("!Q")
+UNAUTHENTICATED = "frame failed authentication; connection closed"  # no detail of which check failed
 ALLOWED_DTYPES = {"<f4", "<f8", "<i4", "<i8", "|u1", "|b1"}
 
 # Message types. Requests from the client:
@@ -268,18 +293,38 @@ def recv_exact(sock: socket.socket, n: int, deadline: Deadline | None = None) ->
     return bytes(buf)
 
 
-def recv_frame(sock: socket.socket, deadline: Deadline | None = None) -> tuple[int, int, bytes, bytes]:
+def recv_frame(sock: socket.socket, deadline: Deadline | None = None,
+               auth: "FrameAuth | None" = None) -> tuple[int, int, bytes, bytes]:
     """-> (version, type, json bytes, blob bytes). Body parsing is separate so a version
-    mismatch can be answered before the body is interpreted."""
-    version, msg_type, jlen, blen = parse_header(recv_exact(sock, HEADER.size, deadline))
-    js = recv_exact(sock, jlen, deadline) if jlen else b""
-    blob = recv_exact(sock, blen, deadline) if blen else b""
+    mismatch can be answered before the body is interpreted. With ``auth`` (an
+    authenticated connection) the frame's tag is read and checked before anything is
+    returned, and a header that does not parse is refused as ``unauthenticated`` too: the
+    authenticated peer never sends one, so it was altered or injected on the way."""
+    head = recv_exact(sock, HEADER.size, deadline)
+    try:
+        version, msg_type, jlen, blen = parse_header(head)
+    except ProtocolError:
+        if auth is None:
+            raise
+        raise ProtocolError("unauthenticated", UNAUTHENTICATED) from None
+    tag_len = TAG_BYTES if auth is not None else 0
+    rest = recv_exact(sock, jlen + blen + tag_len, deadline) if jlen + blen + tag_len else b""  # one receive, not three
+    js, blob = rest[:jlen], rest[jlen:jlen + blen]
+    if auth is not None:
+        auth.verify(head, js, blob, rest[jlen + blen:])
     return version, msg_type, js, blob
 
 
-def recv_message(sock: socket.socket) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
+def send_message(sock: socket.socket, msg_type: int, meta: Mapping[str, Any] | None = None,
+                 arrays: Mapping[str, np.ndarray] | None = None, auth: "FrameAuth | None" = None) -> None:
+    """Encode one frame, tag it when the connection is authenticated, and send it whole."""
+    frame = encode(msg_type, meta, arrays)
+    sock.sendall(frame if auth is None else auth.seal(frame))
+
+
+def recv_message(sock: socket.socket, auth: "FrameAuth | None" = None) -> tuple[int, dict[str, Any], dict[str, np.ndarray]]:
     """Receive and decode one frame of this protocol version: -> (type, meta, arrays)."""
-    version, msg_type, js, blob = recv_frame(sock)
+    version, msg_type, js, blob = recv_frame(sock, auth=auth)
     if version != PROTOCOL_VERSION:
         raise ProtocolError("version", f"peer speaks protocol version {version}, this side speaks {PROTOCOL_VERSION}")
     meta, arrays = decode_body(js, blob)
@@ -308,6 +353,55 @@ def server_proof(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> byt
 
 def client_proof(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
     return hmac.new(secret, _CLIENT_LABEL + server_nonce + client_nonce, hashlib.sha256).digest()
+
+
+def session_key(secret: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    """The key that tags this connection's frames: HMAC-SHA256 as a key-derivation function,
+    under a label of its own so it never equals either side's proof (which crossed the wire)."""
+    return hmac.new(secret, _SESSION_LABEL + client_nonce + server_nonce, hashlib.sha256).digest()
+
+
+class FrameAuth:
+    """Tags the frames one side sends and checks the tags of the frames it receives, on one
+    authenticated connection (see the module docstring). One HMAC per frame: the keyed
+    state is computed once and copied. Not thread-safe: each connection's frames go out and
+    come in one at a time, in order, which is what the sequence numbers count."""
+
+    def __init__(self, key: bytes, send_direction: bytes, receive_direction: bytes):
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self._send_direction, self._receive_direction = send_direction, receive_direction
+        self._sent = 0
+        self._received = 0
+
+    @classmethod
+    def for_client(cls, secret: bytes, client_nonce: bytes, server_nonce: bytes) -> "FrameAuth":
+        return cls(session_key(secret, client_nonce, server_nonce), CLIENT_TO_SERVER, SERVER_TO_CLIENT)
+
+    @classmethod
+    def for_server(cls, secret: bytes, client_nonce: bytes, server_nonce: bytes) -> "FrameAuth":
+        return cls(session_key(secret, client_nonce, server_nonce), SERVER_TO_CLIENT, CLIENT_TO_SERVER)
+
+    def _tag(self, direction: bytes, seq: int, *parts: bytes) -> bytes:
+        mac = self._keyed.copy()
+        mac.update(direction + _SEQUENCE.pack(seq))
+        for part in parts:
+            mac.update(part)
+        return mac.digest()
+
+    def seal(self, frame: bytes) -> bytes:
+        """``frame`` (header, json, blob) followed by its tag; counts it as sent."""
+        tag = self._tag(self._send_direction, self._sent, frame)
+        self._sent += 1
+        return frame + tag
+
+    def verify(self, header: bytes, js: bytes, blob: bytes, tag: bytes) -> None:
+        """Accept the next received frame or raise ``ProtocolError("unauthenticated")``. A
+        refused frame is not counted, but the connection must end anyway: after it the
+        receiver cannot tell where the next genuine frame starts."""
+        expected = self._tag(self._receive_direction, self._received, header, js, blob)
+        if not hmac.compare_digest(expected, tag):
+            raise ProtocolError("unauthenticated", UNAUTHENTICATED)
+        self._received += 1
 
 
 def proof_matches(expected: bytes, given: Any) -> bool:

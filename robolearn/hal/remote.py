@@ -16,7 +16,10 @@ again takes control anew (only if nobody else has it) - never automatically.
 With a shared secret (``secret_file``, else ``$ROBOLEARN_ARM_SECRET``) every connection
 runs the challenge-response of ``protocol`` first, and the server must prove that it holds
 the same secret before this side sends it anything else: a client with a secret refuses
-a server without one.
+a server without one. After it every frame in both directions carries a tag under the
+connection's session key; a reply that fails the check (altered, replayed, reordered or
+injected on the network) raises ``RemoteArmError`` with code ``unauthenticated`` and drops
+the connection, as does the server's refusal of a request that failed its check.
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ class RemoteArm:
         self._spec = spec
         self._secret = secret if secret is not None else P.resolve_secret(secret_file, "RemoteArm", "params.secret_file")
         self._sock: socket.socket | None = None
+        self._frame_auth: P.FrameAuth | None = None  # tags the control connection's frames (with a secret)
         self._lock = threading.Lock()
         self.server_heartbeat_ms: float | None = None
         self.last_server_timestamp: float | None = None
@@ -85,19 +89,18 @@ class RemoteArm:
         s.settimeout(self.timeout_s)
         return s
 
-    def _open(self) -> socket.socket:
-        """A connection, authenticated when this side has a secret."""
+    def _open(self) -> tuple[socket.socket, P.FrameAuth | None]:
+        """A connection and, when this side has a secret, the tagging of its authenticated frames."""
         s = self._connect_socket()
         try:
-            if self._secret is not None:
-                self._authenticate(s)
+            return s, (self._authenticate(s) if self._secret is not None else None)
         except BaseException:
             s.close()
             raise
-        return s
 
-    def _authenticate(self, s: socket.socket) -> None:
-        """Mutual challenge-response: the server proves it holds the secret, then this side."""
+    def _authenticate(self, s: socket.socket) -> P.FrameAuth:
+        """Mutual challenge-response: the server proves it holds the secret, then this side.
+        -> the tagging of every later frame on ``s``, under this connection's session key."""
         client_nonce = P.new_nonce()
         try:
             meta, _ = self._roundtrip(s, self.where, P.CHALLENGE, {"client_nonce": client_nonce.hex()})
@@ -113,18 +116,23 @@ class RemoteArm:
                                  "or not the arm server you meant); refusing to drive it", "auth_failed")
         proof = P.client_proof(self._secret, client_nonce, server_nonce)
         self._roundtrip(s, self.where, P.AUTH, {"proof": proof.hex()})
+        return P.FrameAuth.for_client(self._secret, client_nonce, server_nonce)
 
     @staticmethod
-    def _roundtrip(s: socket.socket, where: str, msg_type: int, meta=None, arrays=None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _roundtrip(s: socket.socket, where: str, msg_type: int, meta=None, arrays=None,
+                   frame_auth: P.FrameAuth | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         name = P.TYPE_NAMES.get(msg_type, str(msg_type))
         try:
-            s.sendall(P.encode(msg_type, meta, arrays))
-            rtype, rmeta, rarrays = P.recv_message(s)
+            P.send_message(s, msg_type, meta, arrays, frame_auth)
+            rtype, rmeta, rarrays = P.recv_message(s, frame_auth)
         except socket.timeout:
             raise RemoteArmError(f"{where}: no reply to {name} within {s.gettimeout():.2f} s (server hung or network down)") from None
         except P.ConnectionClosed as exc:
             raise RemoteArmError(f"{where}: connection lost during {name} ({exc}); is the server still running?") from None
         except P.ProtocolError as exc:
+            if exc.code == "unauthenticated":
+                raise RemoteArmError(f"{where}: the reply to {name} failed authentication (altered, replayed, reordered "
+                                     "or injected on the network); connection dropped", exc.code) from None
             raise RemoteArmError(f"{where}: malformed reply to {name}: {exc}", exc.code) from None
         except OSError as exc:
             raise RemoteArmError(f"{where}: connection lost during {name} ({exc})") from None
@@ -143,10 +151,10 @@ class RemoteArm:
             if self._sock is None:
                 raise RemoteArmError(f"{self.where}: not connected; call connect() first", "not_connected")
             try:
-                return self._roundtrip(self._sock, self.where, msg_type, meta, arrays)
+                return self._roundtrip(self._sock, self.where, msg_type, meta, arrays, self._frame_auth)
             except RemoteArmError as exc:
                 if exc.code in ("connection", "bad_magic", "version", "bad_json", "bad_arrays", "bad_dtype", "too_large",
-                                "bad_header", "control_lost", "handshake_timeout"):
+                                "bad_header", "control_lost", "handshake_timeout", "unauthenticated"):
                     self._drop()
                 raise
         finally:
@@ -159,14 +167,15 @@ class RemoteArm:
             except OSError:
                 pass
         self._sock = None
+        self._frame_auth = None
 
     @property
     def spec(self) -> ArmSpec:
         """Readable without taking control: asks the server (INFO) the first time."""
         if self._spec is None:
-            s = self._open()
+            s, frame_auth = self._open()
             try:
-                meta, _ = self._roundtrip(s, self.where, P.INFO)
+                meta, _ = self._roundtrip(s, self.where, P.INFO, frame_auth=frame_auth)
             finally:
                 s.close()
             self._spec = P.spec_from_json(meta["spec"])
@@ -174,9 +183,9 @@ class RemoteArm:
 
     def server_info(self) -> dict[str, Any]:
         """The server's INFO reply (spec, counters) over a separate connection; needs no control."""
-        s = self._open()
+        s, frame_auth = self._open()
         try:
-            meta, _ = self._roundtrip(s, self.where, P.INFO)
+            meta, _ = self._roundtrip(s, self.where, P.INFO, frame_auth=frame_auth)
         finally:
             s.close()
         return meta
@@ -188,7 +197,7 @@ class RemoteArm:
     def connect(self) -> None:
         if self._sock is not None:
             return
-        self._sock = self._open()
+        self._sock, self._frame_auth = self._open()
         try:
             meta, _ = self._call(P.HELLO, {"client": "robolearn.RemoteArm"})
         except BaseException:

@@ -20,8 +20,12 @@ Control (who may drive the arm):
   must send HELLO again (which succeeds only if nobody else took control meanwhile). A
   frozen process that wakes up therefore never resumes motion on its own.
 * With a shared secret (``secret``), a connection must pass the challenge-response in
-  ``protocol`` before any request but ESTOP. Listening on anything but loopback without
-  a secret is refused.
+  ``protocol`` before any request but ESTOP, and after it every frame in both directions
+  carries a tag under that connection's session key. A frame that fails the check
+  (altered, replayed, reordered or injected on the network) is answered with
+  ``unauthenticated`` and ends the connection; if it held control, the arm is stopped,
+  and the frame itself is never acted on. Listening on anything but loopback without a
+  secret is refused.
 
 E-stop: ESTOP latches from any connection, authenticated or not (stopping is always
 safe). Clearing a latch takes two keys: the operator acknowledges it on the robot host
@@ -130,6 +134,7 @@ class ServerStats:
     refused_protocol: int = 0
     refused_busy: int = 0
     refused_auth: int = 0
+    refused_unauthenticated: int = 0  # frames of an authenticated connection whose tag did not check out
     refused_too_many: int = 0
     handshake_timeouts: int = 0
     accept_errors: int = 0
@@ -154,6 +159,7 @@ class _Connection:
         self.deadline = P.Deadline.after(handshake_s)
         self.authenticated = authenticated
         self.nonces: tuple[bytes, bytes] | None = None  # (client, server) once CHALLENGE was answered
+        self.frame_auth: P.FrameAuth | None = None  # tags every frame after a successful AUTH
         self.lost_control = False
         self.in_request = False  # the server is working on this connection's request (not client silence)
         self.last_seen = time.monotonic()
@@ -389,7 +395,7 @@ class ArmServer:
     @staticmethod
     def _reply(conn: _Connection, msg_type: int, meta: dict[str, Any] | None = None, arrays=None) -> None:
         conn.sock.settimeout(5.0)  # a peer that stops reading must not block this thread forever
-        conn.sock.sendall(P.encode(msg_type, meta, arrays))
+        P.send_message(conn.sock, msg_type, meta, arrays, conn.frame_auth)
 
     def _error(self, conn: _Connection, code: str, message: str) -> None:
         self._reply(conn, P.ERROR, {"code": code, "message": message})
@@ -447,13 +453,16 @@ class ArmServer:
     def _serve_requests(self, conn: _Connection) -> None:
         while not self._closing.is_set():
             try:
-                version, msg_type, js, blob = P.recv_frame(conn.sock, conn.deadline)
+                version, msg_type, js, blob = P.recv_frame(conn.sock, conn.deadline, conn.frame_auth)
                 if version != P.PROTOCOL_VERSION:
                     raise P.ProtocolError(
                         "version", f"client speaks protocol version {version}; this server speaks {P.PROTOCOL_VERSION}"
                     )
                 meta, arrays = P.decode_body(js, blob)
             except P.ProtocolError as exc:
+                if exc.code == "unauthenticated":
+                    self._refuse_unauthenticated(conn)
+                    return
                 self.stats.refused_protocol += 1
                 log.warning("refused a message from %s: [%s] %s", conn.peer, exc.code, exc)
                 self._error(conn, exc.code, str(exc))
@@ -465,6 +474,22 @@ class ArmServer:
             finally:
                 conn.last_seen = time.monotonic()
                 conn.in_request = False
+
+    def _refuse_unauthenticated(self, conn: _Connection) -> None:
+        """A frame that fails its tag check was altered, replayed, reordered or injected on the
+        way: it is never acted on, and the connection ends. If it held control, the arm is
+        stopped and control released before the reply, so the stop never waits on the
+        network. The reply gives no detail of which check failed."""
+        self.stats.refused_unauthenticated += 1
+        with self._ctl_lock:
+            held_control = self._controller is conn
+            if held_control:
+                self._controller = None
+        log.error("connection %s: a frame failed authentication (altered, replayed, reordered or injected on the "
+                  "network); closed%s", conn.peer, ", arm stopped" if held_control else "")
+        if held_control:
+            self._stop_arm()
+        self._try_error(conn, "unauthenticated", P.UNAUTHENTICATED)
 
     def _dispatch(self, conn: _Connection, msg_type: int, meta: dict, arrays: dict) -> bool:
         """Handle one request; False ends the connection."""
@@ -522,6 +547,7 @@ class ArmServer:
             return False
         conn.authenticated = True
         self._reply(conn, P.OK)
+        conn.frame_auth = P.FrameAuth.for_server(self._secret, *conn.nonces)  # from the client's next frame on
         return True
 
     # -- control ------------------------------------------------------------------------

@@ -8,7 +8,9 @@ limit, and stops it when the client disconnects. The first line on stdout is
 free one), so scripts can wait for it.
 
 Listening beyond loopback needs the shared secret (``server.secret_file`` in the YAML, or
-``$ROBOLEARN_ARM_SECRET``). A latched e-stop is cleared only after the operator on this
+``$ROBOLEARN_ARM_SECRET``); with it, the login and every frame after it are authenticated
+(``robolearn/hal/protocol.py``), so a command altered or injected on the network is
+refused and the arm stopped. A latched e-stop is cleared only after the operator on this
 host acknowledges it with ``kill -USR1 <pid>`` (the pid is logged when the server starts
 and at every e-stop), and then the controller sends RESET_ESTOP.
 """

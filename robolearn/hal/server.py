@@ -250,7 +250,8 @@ class ArmServer:
             t.start()
             self._threads.append(t)
         log.info("serving arm %s on %s:%d (heartbeat %.0f ms, %s)", self.arm.spec.name, self.host, self._port,
-                 self.heartbeat_ms, "shared-secret authentication" if self._secret else "no authentication: loopback only")
+                 self.heartbeat_ms, "shared secret: login and every frame authenticated" if self._secret
+                 else "no authentication: loopback only")
         return self
 
     def _bind(self) -> socket.socket:

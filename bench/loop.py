@@ -92,13 +92,13 @@ def iris_row(checkpoint: str, steps: int, rt: int | None, pipelined: bool) -> di
     import torch
 
     torch.set_num_threads(1)
-    from robolearn.hal.factory import make_arm
     from robolearn.hal.loop import ControlLoop
     from robolearn.policy import load_policy
+    from robolearn.tasks.task_arm import make_task_arm
 
     policy = load_policy(checkpoint)
     meta = policy.meta
-    arm = make_arm("robosuite", None, task=meta.get("task", "lift"), env_overrides=dict(meta.get("env") or {}), seed=0)
+    arm = make_task_arm("robosuite", None, task=meta.get("task", "lift"), env_overrides=dict(meta.get("env") or {}), seed=0)
     arm.connect()
     arm.home()
     hz = float(meta.get("control_hz", 20.0))

@@ -196,9 +196,9 @@ def test_robosuite_raw_demo_import(tmp_path):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     pytest.importorskip("robosuite")
-    from robolearn.data.robosuite_raw import _import_robosuite
+    from robolearn.sim_compat import import_robosuite
 
-    suite = _import_robosuite()
+    suite = import_robosuite()
     env_info = {"env_name": "Lift", "robots": ["Panda"]}
     env = suite.make("Lift", robots=["Panda"], has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False, ignore_done=True, control_freq=20, seed=0)
     o = env.reset()

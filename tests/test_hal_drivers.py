@@ -9,7 +9,7 @@ import pytest
 
 from robolearn.hal.arm import ArmError
 from robolearn.hal.factory import make_arm
-from robolearn.hal.noop_arm import axis_angle_to_quat, quat_to_axis_angle
+from robolearn.geometry import axis_angle_to_quat, quat_mul, quat_to_axis_angle
 from robolearn.hal.shield import SafetyShield
 
 DOWN = [np.pi, 0.0, 0.0]  # tool pointing down: 180 deg about x
@@ -104,8 +104,7 @@ def test_ur_servol_translation(fake_ur):
     assert name == "servoL" and dt == pytest.approx(0.05) and (lookahead, gain) == (0.1, 300.0)
     np.testing.assert_allclose(pose[:3], [0.12, -0.4, 0.29], atol=1e-9)
     # Rotation: 0.1 rad about world z applied to the measured orientation.
-    expect = quat_to_axis_angle(__import__("robolearn.hal.noop_arm", fromlist=["quat_mul"]).quat_mul(
-        axis_angle_to_quat([0, 0, 0.1]), axis_angle_to_quat(DOWN)))
+    expect = quat_to_axis_angle(quat_mul(axis_angle_to_quat([0, 0, 0.1]), axis_angle_to_quat(DOWN)))
     np.testing.assert_allclose(pose[3:], expect, atol=1e-9)
     assert c.calls[2] == ("kickWatchdog",)
     assert arm._io.outputs == {3: True}

@@ -47,3 +47,45 @@ def test_arm_name_must_match_file(tmp_path):
         make_arm("pybullet", "controllers/noop.yaml")
     with pytest.raises(ConfigError, match="unknown arm backend"):
         make_arm("kuka")
+
+
+def test_a_registered_backend_is_built_by_name_and_shielded(tmp_path):
+    from robolearn.hal.factory import BACKENDS, Backend, register_backend
+
+    y = tmp_path / "registered.yaml"
+    y.write_text("arm: test_registered\nparams: {home_pos: [0, 0, 1]}\n"
+                 "shield: {workspace_low: [-1, -1, 0], workspace_high: [1, 1, 2]}\n")
+
+    built = []
+
+    def build(choice):
+        built.append(choice.params)
+        return NoopArm(control_hz=choice.hz or 20.0, pos_scale=choice.pos_scale, rot_scale=choice.rot_scale,
+                       name="registered", **choice.params)
+
+    register_backend("test_registered", Backend(build, str(y)))
+    try:
+        arm = make_arm("test_registered", home_pos=(0.0, 0.1, 1.0))
+        assert isinstance(arm, SafetyShield) and arm.spec.name == "registered"
+        assert built == [{"home_pos": (0.0, 0.1, 1.0)}]
+    finally:
+        del BACKENDS["test_registered"]
+
+
+def test_the_hal_factory_builds_no_robosuite_arm_without_a_task():
+    with pytest.raises(ConfigError, match="robosuite_panda_osc.yaml.*'task'"):
+        make_arm("robosuite")
+
+
+def test_a_task_does_not_change_an_arm_that_has_no_task_scene():
+    from robolearn.tasks.task_arm import make_task_arm
+
+    arm = make_task_arm("noop", task="lift")  # no robosuite scene is built for the in-memory arm
+    assert isinstance(arm, SafetyShield) and isinstance(arm.arm, NoopArm)
+
+
+def test_a_task_without_an_arm_is_refused_for_a_simulated_backend():
+    from robolearn.tasks.task_arm import make_task_arm
+
+    with pytest.raises(ConfigError, match="graph_reach"):
+        make_task_arm("pybullet", task="graph_reach")

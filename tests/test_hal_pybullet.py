@@ -7,7 +7,7 @@ pytest.importorskip("pybullet")
 
 from robolearn.data.format import ActionSpec, DemoMeta, DemoReader, DemoWriter  # noqa: E402
 from robolearn.data.recorder import EpisodeRecorder  # noqa: E402
-from robolearn.hal.factory import make_arm  # noqa: E402
+from robolearn.tasks.task_arm import make_task_arm  # noqa: E402
 from robolearn.hal.loop import ControlLoop  # noqa: E402
 from robolearn.hal.shield import SafetyShield  # noqa: E402
 from robolearn.tasks.base import make_env, make_operator  # noqa: E402
@@ -92,7 +92,7 @@ class OperatorPolicy:
 
 
 def test_policy_drives_shielded_pybullet_arm_through_control_loop(tmp_path):
-    arm = make_arm("pybullet", task="pybullet_lift", seed=5)
+    arm = make_task_arm("pybullet", task="pybullet_lift", seed=5)
     assert isinstance(arm, SafetyShield)
     arm.connect()
     try:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import robolearn.tasks.robosuite_common  # noqa: F401  (sets MUJOCO_GL=osmesa before MuJoCo is imported)
+import robolearn.sim_compat  # noqa: F401  (sets MUJOCO_GL=osmesa before MuJoCo is imported)
 
 pytest.importorskip("robosuite")
 
 from robolearn.tasks.base import make_env, make_operator  # noqa: E402
-from robolearn.tasks.manip_operators import make_operator_for  # noqa: E402
+from robolearn.tasks.manip_operators import scripted_operator_for  # noqa: E402
 from manip_helpers import rollout  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def test_proficient_places_the_can(env):
 
 
 def test_suboptimal_partial_lift_then_success(env):
-    op = make_operator_for("can", env, "suboptimal", np.random.default_rng(1), behaviours=["partial_lift"])
+    op = scripted_operator_for(env, "suboptimal", np.random.default_rng(1), behaviours=["partial_lift"])
     traj, success = rollout(env, op, seed=32)
     assert success
     z = traj["object"][:, 2]

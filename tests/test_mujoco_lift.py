@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-import robolearn.tasks.robosuite_common  # noqa: F401  (sets MUJOCO_GL=osmesa before MuJoCo is imported)
+import robolearn.sim_compat  # noqa: F401  (sets MUJOCO_GL=osmesa before MuJoCo is imported)
 
 pytest.importorskip("robosuite")
 pytest.importorskip("mujoco")
@@ -18,7 +18,7 @@ from robolearn.collect import with_demo_horizon  # noqa: E402
 from robolearn.config import ConfigError  # noqa: E402
 from robolearn.hal.arm import Arm, ArmError  # noqa: E402
 from robolearn.tasks.base import make_env, make_operator  # noqa: E402
-from robolearn.tasks.manip_operators import make_operator_for  # noqa: E402
+from robolearn.tasks.manip_operators import scripted_operator_for  # noqa: E402
 from manip_helpers import rollout  # noqa: E402
 
 
@@ -109,7 +109,7 @@ def _first_final_grasp(op):
 
 
 def test_suboptimal_partial_lift_sets_the_cube_back_down(env):
-    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(1), behaviours=["partial_lift"])
+    op = scripted_operator_for(env, "suboptimal", np.random.default_rng(1), behaviours=["partial_lift"])
     traj, success = rollout(env, op, seed=21)
     assert success
     z = traj["object"][:, 2]
@@ -127,7 +127,7 @@ def test_suboptimal_final_lift_pauses_where_partial_lifts_turn_back(env):
     """The suboptimal operator's final lift stops part way and waits, as its partial lifts do
     before setting the cube down: the same held state is followed by both outcomes. Partial
     lifts also turn back higher up, where a final lift never goes slowly."""
-    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(5), behaviours=["partial_lift"])
+    op = scripted_operator_for(env, "suboptimal", np.random.default_rng(5), behaviours=["partial_lift"])
     traj, success = rollout(env, op, seed=25)
     assert success
     z = traj["object"][:, 2]
@@ -151,7 +151,7 @@ def test_suboptimal_final_lift_pauses_where_partial_lifts_turn_back(env):
 
 
 def test_suboptimal_push_moves_the_cube_without_grasping(env):
-    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(2), behaviours=["push"])
+    op = scripted_operator_for(env, "suboptimal", np.random.default_rng(2), behaviours=["push"])
     traj, success = rollout(env, op, seed=22)
     assert success
     first_close = min(s for s, n in op.events if n == "close")  # the final grasp's close
@@ -162,7 +162,7 @@ def test_suboptimal_push_moves_the_cube_without_grasping(env):
 
 
 def test_suboptimal_carry_release_grasps_moves_and_lets_go(env):
-    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(3), behaviours=["carry_release"])
+    op = scripted_operator_for(env, "suboptimal", np.random.default_rng(3), behaviours=["carry_release"])
     traj, success = rollout(env, op, seed=23)
     assert success
     gap = _gap(traj)
@@ -178,7 +178,7 @@ def test_suboptimal_carry_release_grasps_moves_and_lets_go(env):
 
 
 def test_suboptimal_missed_grasp_closes_on_nothing(env):
-    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(4), behaviours=["missed_grasp", "wander"])
+    op = scripted_operator_for(env, "suboptimal", np.random.default_rng(4), behaviours=["missed_grasp", "wander"])
     traj, success = rollout(env, op, seed=24)
     assert success
     gap = _gap(traj)
@@ -195,7 +195,7 @@ def test_suboptimal_missed_grasp_closes_on_nothing(env):
 def test_suboptimal_hesitations_hold_still_for_half_a_second_or_more(env):
     """Lift's suboptimal operator pauses for 10-40 steps (0.5-2 s) at a time: the stretches of
     near-zero action that make plain imitation stall."""
-    op = make_operator_for("lift", env, "suboptimal", np.random.default_rng(6), behaviours=["wander"])
+    op = scripted_operator_for(env, "suboptimal", np.random.default_rng(6), behaviours=["wander"])
     traj, success = rollout(env, op, seed=26)
     assert success
     starts = [s for s, n in op.events if n == "hesitate"]
@@ -253,7 +253,7 @@ def test_bad_settings_are_named():
     with pytest.raises(ConfigError, match="horizon"):
         make_env("lift", horizon=0)
     with pytest.raises(ConfigError, match="kind"):
-        make_operator_for("lift", None, "sloppy", np.random.default_rng(0))
+        scripted_operator_for(None, "sloppy", np.random.default_rng(0))
 
 
 def test_import_prints_no_robosuite_warnings():

@@ -293,10 +293,10 @@ def test_teleop_on_robosuite_records_the_reset_seed_and_replays_exactly(tmp_path
     pytest.importorskip("robosuite")
     from robolearn.commands.replay import replay_episode
     from robolearn.data.format import DemoWriter
-    from robolearn.hal.factory import make_arm
+    from robolearn.tasks.task_arm import make_task_arm
     from robolearn.teleop.session import SessionConfig, TeleopSession, meta_for
 
-    arm = make_arm("robosuite", "controllers/robosuite_panda_osc.yaml", task="lift")  # unseeded, like a person's session
+    arm = make_task_arm("robosuite", "controllers/robosuite_panda_osc.yaml", task="lift")  # unseeded, like a person's session
     try:
         cmd = np.zeros(7, np.float32)
         cmd[2], cmd[6] = -0.5, -1.0  # down, gripper open

@@ -117,9 +117,10 @@ def run(args) -> int:
     from robolearn.data.format import DemoMeta, DemoWriter
     from robolearn.data.recorder import EpisodeRecorder
     from robolearn.hal.arm import ArmError
-    from robolearn.hal.factory import controller_file, load_controller, make_arm
+    from robolearn.hal.factory import controller_file, load_controller
     from robolearn.hal.loop import ControlLoop
     from robolearn.hal.shield import SafetyShield, ShieldError
+    from robolearn.tasks.task_arm import make_task_arm
 
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -148,8 +149,7 @@ def run(args) -> int:
     params = {}
     if cfg.arm == "remote":
         params = {"host": cfg.host, "port": cfg.port}
-    sim_task = task if cfg.arm in ("pybullet", "robosuite") else None
-    arm = make_arm(cfg.arm, ctl_path, task=sim_task, env_overrides=env_overrides if sim_task else None, seed=cfg.seed, **params)
+    arm = make_task_arm(cfg.arm, ctl_path, task=task, env_overrides=env_overrides, seed=cfg.seed, **params)
     if scripted:
         if not hasattr(arm, "env"):
             raise ConfigError(args.launch, "--checkpoint", "scripted:KIND needs a simulated task arm (pybullet or robosuite with a task)")

@@ -52,8 +52,9 @@ def run(args) -> int:
 
     from robolearn.config import ConfigError
     from robolearn.hal import protocol as P
-    from robolearn.hal.factory import controller_file, load_controller, make_arm
+    from robolearn.hal.factory import controller_file, load_controller
     from robolearn.hal.server import ArmServer, require_secret_beyond_loopback
+    from robolearn.tasks.task_arm import make_task_arm
 
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -64,7 +65,7 @@ def run(args) -> int:
         raise ConfigError(path, "arm", "serving a remote arm would proxy a proxy; serve the real backend's YAML")
     secret = P.resolve_secret(scfg.secret_file, str(path), "server.secret_file")
     require_secret_beyond_loopback(args.host, args.port, secret)  # before the arm is built or touched
-    arm = make_arm(None, path, shield=not args.no_shield, task=args.task)
+    arm = make_task_arm(None, path, shield=not args.no_shield, task=args.task)
     server = ArmServer(arm, host=args.host, port=args.port, heartbeat_ms=scfg.heartbeat_ms,
                        handshake_timeout_s=scfg.handshake_timeout_s, realtime_priority=args.rt_priority or None,
                        secret=secret, max_connections=scfg.max_connections)

@@ -32,14 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robolearn.hal.factory import make_arm
     from robolearn.launch import load_launch
+    from robolearn.tasks.task_arm import make_task_arm
 
     cfg = load_launch(args.launch)
     deploy = dict(cfg.deploy or {})
     backend = args.arm or deploy.get("arm") or "noop"
     controller = args.controller or deploy.get("controller")
-    arm = make_arm(backend, controller, task=cfg.task, env_overrides=cfg.env, seed=args.seed)
+    arm = make_task_arm(backend, controller, task=cfg.task, env_overrides=cfg.env, seed=args.seed)
     try:
         summary = _session(args, cfg, arm, backend, controller, deploy)
     finally:

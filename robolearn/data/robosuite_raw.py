@@ -29,6 +29,7 @@ import numpy as np
 from robolearn.data.format import ActionSpec, DemoFormatError, DemoMeta, DemoWriter, ObsFieldSpec
 from robolearn.data.robomimic import _attr_str, _number, _open_hdf5, _read_dataset, sorted_demo_names, task_from_env_name
 from robolearn.data.staging import staged_dir
+from robolearn.sim_compat import import_robosuite
 
 #: robomimic's low-dimensional observation keys -> robosuite's observation names.
 DEFAULT_OBS = {
@@ -39,20 +40,9 @@ DEFAULT_OBS = {
 }
 
 
-def _import_robosuite():
-    try:
-        from robolearn.tasks.robosuite_common import import_robosuite
-
-        return import_robosuite()
-    except ImportError:
-        import robosuite
-
-        return robosuite
-
-
 def make_replay_env(env_name: str, env_info: dict[str, Any]):
     """A headless robosuite env built from the recorded kwargs (no renderer, no cameras)."""
-    suite = _import_robosuite()
+    suite = import_robosuite()
     kwargs = {k: v for k, v in env_info.items() if k != "env_name"}
     kwargs.update(has_renderer=False, has_offscreen_renderer=False, use_camera_obs=False, ignore_done=True, reward_shaping=False)
     kwargs.setdefault("control_freq", 20)

@@ -2,9 +2,15 @@
 
 Why one factory: ``robolearn deploy``, ``robolearn serve-arm`` and the benchmarks name an
 arm by a word (noop, pybullet, robosuite, remote, ur, franka) and a controller file, and
-must all get the same shield from the same file. Backends are imported lazily by name, so
-a missing optional dependency (robosuite, ur_rtde, franky) only affects the arm that needs
-it, with an error that says what to install.
+must all get the same shield from the same file. ``BACKENDS`` is the registry: a name maps
+to a lazy constructor, so a missing optional dependency (robosuite, ur_rtde, franky) only
+affects the arm that needs it, with an error that says what to install; a new backend is
+one ``register_backend`` call.
+
+The factory knows no tasks. A simulated arm inside a task's scene (the cube, its reset
+distribution, the success test) is built by ``robolearn.tasks.task_arm.make_task_arm``,
+which reads the controller file through ``resolve_controller`` here and shields the arm
+with ``shield_arm``.
 
 Controller YAML (``controllers/<arm>.yaml``)::
 
@@ -23,99 +29,104 @@ layout (``control_freq``, ``controller``) and shares ``pos_scale``, ``rot_scale`
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, Callable
 
 from robolearn.config import ConfigError, load_yaml
-from robolearn.hal.arm import Arm, ArmSpec, Observation
+from robolearn.hal.arm import Arm
 from robolearn.paths import CONTROLLERS_DIR
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("noop", "pybullet", "robosuite", "remote", "ur", "franka")
 _OWN_KEYS = {"arm", "control_hz", "pos_scale", "rot_scale", "params", "shield", "server", "description"}
-DEFAULT_CONTROLLERS = {
-    "noop": "noop.yaml",
-    "pybullet": "pybullet_panda.yaml",
-    "robosuite": "robosuite_panda_osc.yaml",
-    "remote": "remote.yaml",
-    "ur": "ur5e.yaml",
-    "franka": "franka.yaml",
+
+
+@dataclass(frozen=True)
+class ControllerChoice:
+    """A controller file read and checked for one backend: what every constructor needs."""
+
+    backend: str
+    path: Path
+    cfg: dict[str, Any]
+    #: The YAML's ``params`` with the caller's overrides applied: the constructor's arguments.
+    params: dict[str, Any]
+    #: ``control_hz`` from the file, None when it has none (each backend has its own default).
+    hz: float | None
+    pos_scale: float
+    rot_scale: float
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One entry of the registry: how to build the raw (unshielded) arm, lazily."""
+
+    build: Callable[[ControllerChoice], Arm]
+    #: Controller file under ``controllers/`` when none is named.
+    default_controller: str
+    #: A simulator whose scene a task supplies: ``make_task_arm`` builds it inside the task.
+    task_scene: bool = False
+    #: The controller file has this backend's own layout, not the keys ``_OWN_KEYS`` lists.
+    own_layout: bool = False
+
+
+def _noop(c: ControllerChoice) -> Arm:
+    from robolearn.hal.noop_arm import NoopArm
+
+    return NoopArm(control_hz=c.hz or 20.0, pos_scale=c.pos_scale, rot_scale=c.rot_scale, **c.params)
+
+
+def _pybullet(c: ControllerChoice) -> Arm:
+    from robolearn.hal.pybullet_arm import PyBulletArm
+
+    return PyBulletArm(control_hz=c.hz or 20.0, pos_scale=c.pos_scale, rot_scale=c.rot_scale, **c.params)
+
+
+def _robosuite(c: ControllerChoice) -> Arm:
+    raise ConfigError(c.path, "task", "the robosuite arm lives in a task scene: name the task (e.g. lift)")
+
+
+def _remote(c: ControllerChoice) -> Arm:
+    from robolearn.hal.remote import RemoteArm
+
+    return RemoteArm(**c.params)
+
+
+def _ur(c: ControllerChoice) -> Arm:
+    from robolearn.hal.drivers.ur_rtde import URRtdeArm
+
+    return URRtdeArm(control_hz=c.hz or 125.0, pos_scale=c.pos_scale, rot_scale=c.rot_scale, **c.params)
+
+
+def _franka(c: ControllerChoice) -> Arm:
+    from robolearn.hal.drivers.franka import FrankaArm
+
+    return FrankaArm(control_hz=c.hz or 20.0, pos_scale=c.pos_scale, rot_scale=c.rot_scale, **c.params)
+
+
+#: The arm backends by name, in the order error messages list them.
+BACKENDS: dict[str, Backend] = {
+    "noop": Backend(_noop, "noop.yaml"),
+    "pybullet": Backend(_pybullet, "pybullet_panda.yaml", task_scene=True),
+    "robosuite": Backend(_robosuite, "robosuite_panda_osc.yaml", task_scene=True, own_layout=True),
+    "remote": Backend(_remote, "remote.yaml"),
+    "ur": Backend(_ur, "ur5e.yaml"),
+    "franka": Backend(_franka, "franka.yaml"),
 }
 
 
-class TaskBoundArm:
-    """An arm that belongs to a simulated task: ``home()`` starts a new episode through the
-    task's reset distribution and ``success()`` asks the task. Everything else goes to the arm.
+def register_backend(name: str, backend: Backend) -> None:
+    """Add (or replace) a backend, e.g. a vendor driver that lives outside this package."""
+    BACKENDS[name] = backend
 
-    Why: in simulation the cube's placement and the success test live in the TaskEnv, but
-    deployment drives Arms; this joins the two without the loop knowing about tasks."""
 
-    def __init__(self, env: Any, seed: int | None = None):
-        self.env = env
-        self.arm = env.arm
-        self.spec: ArmSpec = self.arm.spec
-        self._seed = seed
-        self._episode = 0
-        # Unseeded runs still draw each episode's seed themselves, so that it can be recorded
-        # (teleop stores it with the episode) and the episode replayed exactly later.
-        self._entropy = np.random.default_rng()
-        #: The seed of the current episode's reset (object placement, joint noise).
-        self.last_reset_seed: int | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self.arm.connected
-
-    def connect(self) -> None:
-        self.arm.connect()
-
-    def observe(self) -> Observation:
-        return self.arm.observe()
-
-    def eef_position(self) -> np.ndarray:
-        from robolearn.hal.shield import measure_eef
-
-        return measure_eef(self.arm)
-
-    def send(self, command: np.ndarray) -> np.ndarray:
-        return self.arm.send(command)
-
-    def home(self) -> Observation:
-        if self._seed is None:
-            seed = int(self._entropy.integers(0, 2**31 - 1))
-        else:
-            seed = self._seed + self._episode
-        self._episode += 1
-        self.env.reset(seed=seed)
-        self.last_reset_seed = seed
-        return self.arm.observe()
-
-    def stop(self) -> None:
-        self.arm.stop()
-
-    def close(self) -> None:
-        self.env.close()
-
-    def success(self) -> bool:
-        return bool(self.env.success())
-
-    def get_state(self) -> np.ndarray:
-        return self.env.get_state()
-
-    def reward(self) -> float:
-        """The task's reward for the step just taken: shaped when the task is configured so
-        (robosuite's ``reward_shaping``), else sparse success as the task's own ``step`` gives."""
-        if getattr(getattr(self.env, "config", None), "reward_shaping", False):
-            return float(getattr(self.arm, "last_reward", 0.0))
-        return float(self.env.success())
+def _known() -> str:
+    return ", ".join(BACKENDS)
 
 
 def controller_file(backend: str, controller: str | Path | None) -> Path:
     if controller is None:
-        return CONTROLLERS_DIR / DEFAULT_CONTROLLERS[backend]
+        return CONTROLLERS_DIR / BACKENDS[backend].default_controller
     p = Path(controller)
     if p.suffix in (".yaml", ".yml") or p.exists():
         return p
@@ -126,7 +137,7 @@ def load_controller(path: str | Path) -> dict[str, Any]:
     return load_yaml(path)
 
 
-def _scales(cfg: dict[str, Any], path: Path) -> tuple[float, float]:
+def controller_scales(cfg: dict[str, Any], path: Path) -> tuple[float, float]:
     """The controller file's metres and radians per command unit: positive and finite, since
     the backend and its shield both multiply every command by them."""
     from robolearn.hal.shield import require_number
@@ -149,42 +160,27 @@ def shield_arm(arm: Arm, cfg: dict[str, Any], path: Path) -> Arm:
     if not scfg.enabled:
         log.warning("%s: workspace box and step limits DISABLED for arm %s (shield.enabled: false); "
                     "NaN rejection, e-stop and watchdog stay on", path, arm.spec.name)
-    pos, rot = _scales(cfg, path)
+    pos, rot = controller_scales(cfg, path)
     return SafetyShield(arm, scfg, pos_scale=pos, rot_scale=rot, source=str(path))
 
 
-def make_arm(
-    name: str | None = None,
-    controller_yaml: str | Path | None = None,
-    *,
-    shield: bool = True,
-    task: str | None = None,
-    env_overrides: dict[str, Any] | None = None,
-    seed: int | None = None,
-    **params: Any,
-) -> Arm:
-    """Build an Arm.
-
-    name: backend (noop, pybullet, robosuite, remote, ur, franka); defaults to the YAML's ``arm``.
-    controller_yaml: path or name under ``controllers/``; defaults to the backend's file.
-    shield: wrap in the SafetyShield from the YAML (the default; tests of raw backends pass False).
-    task: for simulated arms, the TaskEnv whose scene and success test to use (robosuite needs one).
-    params: override entries of the YAML's ``params`` (e.g. host/port for remote).
-    """
+def resolve_controller(name: str | None, controller_yaml: str | Path | None, params: dict[str, Any]) -> ControllerChoice:
+    """Which backend, read from which controller file, with which constructor arguments:
+    every check of the file before anything is built."""
     if name is None and controller_yaml is None:
-        raise ConfigError("make_arm", "arm", f"name an arm backend ({', '.join(BACKENDS)}) or a controller YAML")
+        raise ConfigError("make_arm", "arm", f"name an arm backend ({_known()}) or a controller YAML")
     if controller_yaml is None and name not in BACKENDS:
-        raise ConfigError("make_arm", "arm", f"unknown arm backend {name!r}; known: {', '.join(BACKENDS)}")
+        raise ConfigError("make_arm", "arm", f"unknown arm backend {name!r}; known: {_known()}")
     path = controller_file(name or "noop", controller_yaml)
     cfg = load_controller(path)
     backend = name or cfg.get("arm")
     if backend is None and "controller" in cfg and "control_freq" in cfg:
         backend = "robosuite"  # robosuite's controller file layout
     if backend not in BACKENDS:
-        raise ConfigError(path, "arm", f"unknown arm backend {backend!r}; known: {', '.join(BACKENDS)}")
+        raise ConfigError(path, "arm", f"unknown arm backend {backend!r}; known: {_known()}")
     if cfg.get("arm") not in (None, backend):
         raise ConfigError(path, "arm", f"this file configures arm {cfg.get('arm')!r}, but {backend!r} was asked for")
-    if backend != "robosuite":
+    if not BACKENDS[backend].own_layout:
         unknown = sorted(set(cfg) - _OWN_KEYS)
         if unknown:
             raise ConfigError(path, unknown[0], f"unknown key; controller files accept {sorted(_OWN_KEYS)}")
@@ -192,50 +188,36 @@ def make_arm(
     if not isinstance(p, dict):
         raise ConfigError(path, "params", "expected a mapping of backend constructor arguments")
     p.update({k: v for k, v in params.items() if v is not None})
-    hz = cfg.get("control_hz")
-    arm = _build(backend, p, hz, cfg, path, task, env_overrides, seed)
-    return shield_arm(arm, cfg, path) if shield else arm
+    pos, rot = controller_scales(cfg, path)
+    return ControllerChoice(backend, path, cfg, p, cfg.get("control_hz"), pos, rot)
 
 
-def _build(backend: str, p: dict[str, Any], hz, cfg: dict[str, Any], path: Path, task, env_overrides, seed) -> Arm:
-    pos, rot = _scales(cfg, path)
+def build_backend(choice: ControllerChoice) -> Arm:
+    """The raw arm of ``choice.backend``; a constructor's refusal names the controller file."""
     try:
-        if backend == "noop":
-            from robolearn.hal.noop_arm import NoopArm
-
-            return NoopArm(control_hz=hz or 20.0, pos_scale=pos, rot_scale=rot, **p)
-        if backend == "pybullet":
-            if task:
-                from robolearn.tasks.base import make_env
-
-                return TaskBoundArm(make_env(task, **(env_overrides or {})), seed=seed)
-            from robolearn.hal.pybullet_arm import PyBulletArm
-
-            return PyBulletArm(control_hz=hz or 20.0, pos_scale=pos, rot_scale=rot, **p)
-        if backend == "robosuite":
-            if not task:
-                raise ConfigError(path, "task", "the robosuite arm lives in a task scene: name the task (e.g. lift)")
-            from robolearn.tasks.base import make_env
-
-            overrides = dict(env_overrides or {})
-            overrides.setdefault("controller", str(path))
-            return TaskBoundArm(make_env(task, **overrides), seed=seed)
-        if backend == "remote":
-            from robolearn.hal.remote import RemoteArm
-
-            return RemoteArm(**p)
-        if backend == "ur":
-            from robolearn.hal.drivers.ur_rtde import URRtdeArm
-
-            return URRtdeArm(control_hz=hz or 125.0, pos_scale=pos, rot_scale=rot, **p)
-        if backend == "franka":
-            from robolearn.hal.drivers.franka import FrankaArm
-
-            return FrankaArm(control_hz=hz or 20.0, pos_scale=pos, rot_scale=rot, **p)
+        return BACKENDS[choice.backend].build(choice)
     except TypeError as exc:
-        raise ConfigError(path, "params", f"bad constructor arguments for the {backend} arm: {exc}") from None
+        raise ConfigError(choice.path, "params", f"bad constructor arguments for the {choice.backend} arm: {exc}") from None
     except ConfigError as exc:  # a backend refused one of its settings: name the file it came from
-        if task or backend == "robosuite" or exc.source == str(path):
-            raise  # a task's own settings, already named where they came from
-        raise ConfigError(path, f"params.{exc.field}", exc.problem) from None
-    raise ConfigError(path, "arm", f"unknown arm backend {backend!r}")
+        if exc.source == str(choice.path):
+            raise
+        raise ConfigError(choice.path, f"params.{exc.field}", exc.problem) from None
+
+
+def make_arm(
+    name: str | None = None,
+    controller_yaml: str | Path | None = None,
+    *,
+    shield: bool = True,
+    **params: Any,
+) -> Arm:
+    """Build an Arm.
+
+    name: backend (a key of ``BACKENDS``); defaults to the YAML's ``arm``.
+    controller_yaml: path or name under ``controllers/``; defaults to the backend's file.
+    shield: wrap in the SafetyShield from the YAML (the default; tests of raw backends pass False).
+    params: override entries of the YAML's ``params`` (e.g. host/port for remote).
+    """
+    choice = resolve_controller(name, controller_yaml, params)
+    arm = build_backend(choice)
+    return shield_arm(arm, choice.cfg, choice.path) if shield else arm

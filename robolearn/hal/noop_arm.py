@@ -5,8 +5,8 @@ negligible (microseconds), so that what they measure is the loop, the shield or 
 socket, not a physics engine. It also serves as the arm behind ``robolearn serve-arm
 controllers/noop.yaml`` for protocol tests on a machine without a robot.
 
-The quaternion helpers here use robosuite's (x, y, z, w) order and are shared by the
-PyBullet arm and the vendor drivers, so every backend agrees on one convention.
+It integrates rotations with ``robolearn.geometry``, as the PyBullet arm and the vendor
+drivers do, so every backend agrees on one quaternion convention.
 """
 from __future__ import annotations
 
@@ -16,52 +16,11 @@ import time
 import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
+from robolearn.geometry import axis_angle_to_quat, quat_mul
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
 
 EEF_POS, EEF_QUAT, GRIPPER_QPOS = "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"
 FINGER_OPEN = 0.04  # metres per finger at gripper = -1 (Panda-like)
-
-
-def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product of two (x, y, z, w) quaternions: the rotation b, then a."""
-    ax, ay, az, aw = a
-    bx, by, bz, bw = b
-    return np.array(
-        [
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-            aw * bw - ax * bx - ay * by - az * bz,
-        ],
-        dtype=np.float64,
-    )
-
-
-def axis_angle_to_quat(v: np.ndarray) -> np.ndarray:
-    """Rotation vector (axis * angle, radians) -> (x, y, z, w) quaternion."""
-    v = np.asarray(v, dtype=np.float64)
-    angle = float(np.linalg.norm(v))
-    if angle < 1e-12:
-        return np.array([0.0, 0.0, 0.0, 1.0])
-    s = np.sin(angle / 2.0) / angle
-    return np.array([v[0] * s, v[1] * s, v[2] * s, np.cos(angle / 2.0)])
-
-
-def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
-    """(x, y, z, w) quaternion -> rotation vector, angle in [0, pi]."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q)
-    if q[3] < 0:
-        q = -q
-    s = float(np.linalg.norm(q[:3]))
-    if s < 1e-12:
-        return np.zeros(3)
-    angle = 2.0 * np.arctan2(s, q[3])
-    return q[:3] / s * angle
-
-
-def quat_conj(q: np.ndarray) -> np.ndarray:
-    return np.array([-q[0], -q[1], -q[2], q[3]], dtype=np.float64)
 
 
 def command_scales(name: str, pos_scale: float, rot_scale: float) -> tuple[float, float]:

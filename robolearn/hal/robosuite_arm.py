@@ -24,6 +24,7 @@ from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
 from robolearn.hal.shield import require_number
 from robolearn.paths import CONTROLLERS_DIR
+from robolearn.sim_compat import import_robosuite
 
 DEFAULT_CONTROLLER = "robosuite_panda_osc"
 ROBOT_KEYS = {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,)}
@@ -104,8 +105,6 @@ def _check_scales_cover_controller(cfg: RobosuiteControllerConfig, path: Path) -
 
 def robosuite_controller_dict(cfg: RobosuiteControllerConfig) -> dict[str, Any]:
     """robosuite 1.5's composite BASIC controller config with our OSC_POSE arm settings."""
-    from robolearn.tasks.robosuite_common import import_robosuite
-
     import_robosuite()
     from robosuite.controllers import load_composite_controller_config
 
@@ -177,8 +176,6 @@ class RobosuiteArm:
     def connect(self) -> None:
         if self.env is not None:
             return
-        from robolearn.tasks.robosuite_common import import_robosuite
-
         suite = import_robosuite()
         kwargs = dict(
             robots=self.config.robot,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from robolearn.tasks.base import register_env, register_operator
+from robolearn.tasks.manip_operators import Scene, scripted_operator_for
 from robolearn.tasks.robosuite_common import RobosuiteTaskEnv
 
 
@@ -42,14 +43,27 @@ class CanEnv(RobosuiteTaskEnv):
     def bin_floor(self) -> float:
         return float(self.sim_env.bin2_pos[2])
 
+    def operator_scene(self) -> Scene:
+        """The scene facts the scripted operators work from: the bin floor, the can's slot in
+        the target bin, the part of the source bin the can may be dragged and carried in."""
+        floor = float(self.bin_floor)
+        return Scene(
+            task="can",
+            table_z=floor,
+            success_z=None,
+            grasp_dz=0.012,
+            hover_dz=0.12,
+            lift_z=floor + 0.19,
+            yaw_period=0.0,
+            area_centre=np.array([0.10, -0.25]),
+            area_half=np.array([0.08, 0.10]),
+            target=np.asarray(self.target_position, dtype=np.float64),
+        )
+
 
 @register_env("can")
 def make_can(**kwargs: Any) -> CanEnv:
     return CanEnv(**kwargs)
 
 
-@register_operator("can")
-def make_can_operator(env: CanEnv, kind: str, rng: np.random.Generator):
-    from robolearn.tasks.manip_operators import make_operator_for
-
-    return make_operator_for("can", env, kind, rng)
+register_operator("can")(scripted_operator_for)

@@ -6,11 +6,13 @@ layout: cube position (3), cube quaternion xyzw (4), cube minus end-effector pos
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from robolearn.tasks.base import register_env, register_operator
+from robolearn.tasks.manip_operators import Scene, scripted_operator_for
 from robolearn.tasks.robosuite_common import RobosuiteTaskEnv
 
 
@@ -39,14 +41,28 @@ class LiftEnv(RobosuiteTaskEnv):
         cube_z = float(env.sim.data.body_xpos[env.cube_body_id][2])
         return cube_z > self.table_height + self.success_height
 
+    def operator_scene(self) -> Scene:
+        """The scene facts the scripted operators work from: the table, the success height,
+        where the cube may be pushed and carried."""
+        table = float(self.table_height)
+        return Scene(
+            task="lift",
+            table_z=table,
+            success_z=table + float(self.success_height),
+            grasp_dz=-0.002,
+            hover_dz=0.09,
+            lift_z=table + 0.20,
+            yaw_period=math.pi / 2,
+            area_centre=np.zeros(2),
+            area_half=np.array([0.12, 0.12]),
+            hesitate_chance=0.5,  # v13 (see ScriptedOperator._maybe_hesitate); Can keeps the defaults its table was measured on
+            hesitate_steps=(10, 40),
+        )
+
 
 @register_env("lift")
 def make_lift(**kwargs: Any) -> LiftEnv:
     return LiftEnv(**kwargs)
 
 
-@register_operator("lift")
-def make_lift_operator(env: LiftEnv, kind: str, rng: np.random.Generator):
-    from robolearn.tasks.manip_operators import make_operator_for
-
-    return make_operator_for("lift", env, kind, rng)
+register_operator("lift")(scripted_operator_for)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Iterator
+from typing import Callable, Generator, Iterator, Protocol
 
 import numpy as np
 
 from robolearn.config import ConfigError
+from robolearn.geometry import mat_to_axis_angle, quat_to_mat, rot_z
 
 KINDS = ("proficient", "suboptimal", "multimodal")
 LIFT_BEHAVIOURS = ("partial_lift", "push", "drag", "carry_release", "wander", "missed_grasp")
@@ -42,37 +43,8 @@ Script = Generator[np.ndarray, None, None]
 
 
 # ---------------------------------------------------------------------------------------
-# rotation helpers (quaternions are xyzw, as robosuite reports them)
+# orientation facts (quaternions are xyzw, as robosuite reports them)
 # ---------------------------------------------------------------------------------------
-def quat_to_mat(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = np.asarray(q, dtype=np.float64) / max(np.linalg.norm(q), 1e-12)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def mat_to_axis_angle(r: np.ndarray) -> np.ndarray:
-    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
-    angle = math.acos(cos)
-    if angle < 1e-6:
-        return np.zeros(3)
-    v = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
-    n = np.linalg.norm(v)
-    if n < 1e-9:  # angle near pi: take the axis from the diagonal
-        axis = np.sqrt(np.clip((np.diag(r) + 1.0) / 2.0, 0.0, None))
-        return axis * angle
-    return v / n * angle
-
-
-def rot_z(yaw: float) -> np.ndarray:
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 #: The Panda hand pointing straight down (180 degrees about x), robosuite's home orientation.
 R_DOWN = np.diag([1.0, -1.0, -1.0])
 
@@ -86,12 +58,8 @@ def object_yaw(quat: np.ndarray) -> float:
     return math.atan2(r[1, other], r[0, other])
 
 
-def wrap(a: float) -> float:
-    return (a + math.pi) % (2 * math.pi) - math.pi
-
-
 # ---------------------------------------------------------------------------------------
-# task geometry: the fixed facts a human operator would know
+# task geometry: the fixed facts a human operator would know, stated by each task
 # ---------------------------------------------------------------------------------------
 @dataclass
 class Scene:
@@ -111,38 +79,15 @@ class Scene:
     hesitate_steps: tuple[int, int] = (3, 10)
 
 
-def scene_for(task: str, env: Any) -> Scene:
-    if task == "lift":
-        table = float(getattr(env, "table_height", 0.8))
-        return Scene(
-            task="lift",
-            table_z=table,
-            success_z=table + float(getattr(env, "success_height", 0.04)),
-            grasp_dz=-0.002,
-            hover_dz=0.09,
-            lift_z=table + 0.20,
-            yaw_period=math.pi / 2,
-            area_centre=np.zeros(2),
-            area_half=np.array([0.12, 0.12]),
-            hesitate_chance=0.5,  # v13 (see _maybe_hesitate); Can keeps the defaults its table was measured on
-            hesitate_steps=(10, 40),
-        )
-    if task == "can":
-        floor = float(getattr(env, "bin_floor", 0.8))
-        target = np.asarray(getattr(env, "target_position", np.array([0.1975, 0.4025, floor])), dtype=np.float64)
-        return Scene(
-            task="can",
-            table_z=floor,
-            success_z=None,
-            grasp_dz=0.012,
-            hover_dz=0.12,
-            lift_z=floor + 0.19,
-            yaw_period=0.0,
-            area_centre=np.array([0.10, -0.25]),
-            area_half=np.array([0.08, 0.10]),
-            target=target,
-        )
-    raise ConfigError("operator", "task", f"no scripted operators for task {task!r}; known: lift, can")
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ConfigError("operator", "kind", f"unknown operator kind {kind!r}; expected one of {list(KINDS)}")
+
+
+class HasOperatorScene(Protocol):
+    """A task that scripted operators can work in: it states its own scene facts."""
+
+    def operator_scene(self) -> Scene: ...
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,8 +105,7 @@ class ScriptedOperator:
         noise: float | None = None,
         behaviours: list[str] | None = None,
     ):
-        if kind not in KINDS:
-            raise ConfigError("operator", "kind", f"unknown operator kind {kind!r}; expected one of {list(KINDS)}")
+        check_kind(kind)
         pool = LIFT_BEHAVIOURS if scene.task == "lift" else CAN_BEHAVIOURS
         for b in behaviours or []:
             if b not in pool:
@@ -605,9 +549,12 @@ class ScriptedOperator:
             yield from self._finish("above")
 
 
-def make_operator_for(
-    task: str, env: Any, kind: str, rng: np.random.Generator, noise: float | None = None, behaviours: list[str] | None = None
+def scripted_operator_for(
+    env: HasOperatorScene, kind: str, rng: np.random.Generator | None, noise: float | None = None,
+    behaviours: list[str] | None = None,
 ) -> ScriptedOperator:
-    """The operator factory that ``robolearn/tasks/lift.py`` and ``can.py`` register."""
+    """A scripted operator in ``env``'s scene (``env.operator_scene()``): the operator factory
+    that the Lift, Can and PyBullet Lift tasks register."""
+    check_kind(kind)  # before the scene: asking a simulated task for it may build the simulator
     rng = rng if rng is not None else np.random.default_rng()
-    return ScriptedOperator(scene_for(task, env), kind, rng, noise, behaviours)
+    return ScriptedOperator(env.operator_scene(), kind, rng, noise, behaviours)

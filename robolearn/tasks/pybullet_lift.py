@@ -27,7 +27,12 @@ import numpy as np
 
 from robolearn.config import ConfigError, from_dict, non_negative, positive
 from robolearn.data.format import ObsFieldSpec
-from robolearn.tasks.base import StepResult, register_env, register_operator
+from robolearn.hal.arm import Observation
+from robolearn.hal.factory import controller_file, controller_scales, load_controller
+from robolearn.hal.pybullet_arm import PyBulletArm
+from robolearn.tasks.base import register_env, register_operator
+from robolearn.tasks.manip_operators import Scene, scripted_operator_for
+from robolearn.tasks.over_arm import TaskOverArm
 
 CUBE_HALF = 0.02
 TABLE_Z = 0.0
@@ -104,8 +109,8 @@ class LiftScene:
         p.resetBaseVelocity(self.cube, state[7:10].tolist(), state[10:13].tolist(), physicsClientId=client)
 
 
-class PyBulletLiftEnv:
-    """TaskEnv over a ``PyBulletArm`` with a ``LiftScene``; the arm is ``env.arm``."""
+class PyBulletLiftEnv(TaskOverArm):
+    """``TaskOverArm`` over a ``PyBulletArm`` with a ``LiftScene``; the arm is ``env.arm``."""
 
     name = "pybullet_lift"
     robot = "Panda (PyBullet)"
@@ -121,49 +126,37 @@ class PyBulletLiftEnv:
             v = getattr(c, key)
             if len(v) != 2 or not v[0] <= v[1]:
                 raise ConfigError(source, key, f"expected [low, high] with low <= high, got {v!r}")
-        from robolearn.hal.factory import _scales, controller_file, load_controller
-        from robolearn.hal.pybullet_arm import PyBulletArm
-
         path = controller_file("pybullet", c.controller)
         self.controller = str(path)
-        ctl = load_controller(path)
-        pos, rot = _scales(ctl, path)
+        pos, rot = controller_scales(load_controller(path), path)
         self.scene = LiftScene(c.cube_x, c.cube_y, c.cube_yaw)
-        self.arm = PyBulletArm(control_hz=c.control_hz, pos_scale=pos, rot_scale=rot, scene=self.scene, seed=c.seed,
-                               name="pybullet_panda_lift")
-        self.horizon = int(c.horizon)
-        self.control_hz = float(c.control_hz)
-        self.obs_spec = dict(self.arm.spec.obs_spec)
-        self.action_spec = self.arm.spec.action_spec
-        self.t = 0
+        arm = PyBulletArm(control_hz=c.control_hz, pos_scale=pos, rot_scale=rot, scene=self.scene, seed=c.seed,
+                          name="pybullet_panda_lift")
+        super().__init__(arm, c.horizon, c.control_hz, c.done_on_success)
         self._marker: int | None = None
 
-    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
-        if not self.arm.connected:
-            self.arm.connect()
+    def reset_arm(self, seed: int | None) -> Observation:
         if seed is not None:
             self.arm.reseed(seed)
-        self.t = 0
-        return self.arm.home().data
-
-    def step(self, action: np.ndarray) -> StepResult:
-        if not self.arm.connected:
-            raise ConfigError(self.name, "reset", "call reset() before step()")
-        applied = self.arm.send(action)
-        self.t += 1
-        success = self.success()
-        done = (success and self.config.done_on_success) or self.t >= self.horizon
-        return StepResult(obs=self.arm.observe().data, reward=float(success), done=done, success=success,
-                          info={"t": self.t, "applied": applied})
+        return self.arm.home()
 
     def success(self) -> bool:
         return self.arm.success()
 
-    def get_state(self) -> np.ndarray:
-        return self.arm.get_state()
-
-    def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
-        return self.arm.set_state(state).data
+    def operator_scene(self) -> Scene:
+        """The Lift operators' scene facts for this task's geometry."""
+        cx, cy = self.config.cube_x, self.config.cube_y
+        return Scene(
+            task="lift",
+            table_z=TABLE_Z,
+            success_z=TABLE_Z + SUCCESS_HEIGHT,
+            grasp_dz=-0.002,
+            hover_dz=0.09,
+            lift_z=TABLE_Z + 0.20,
+            yaw_period=math.pi / 2,
+            area_centre=np.array([(cx[0] + cx[1]) / 2, (cy[0] + cy[1]) / 2]),
+            area_half=np.array([max((cx[1] - cx[0]) / 2, 0.05), max((cy[1] - cy[0]) / 2, 0.05)]),
+        )
 
     def render(self, width: int = 256, height: int = 256, goal: dict[str, np.ndarray] | None = None) -> np.ndarray | None:
         """TinyRenderer (CPU) frame; a magenta sphere marks the subgoal's end-effector position."""
@@ -182,40 +175,10 @@ class PyBulletLiftEnv:
         img = p.getCameraImage(width, height, view, proj, renderer=p.ER_TINY_RENDERER, physicsClientId=c)
         return np.asarray(img[2], dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
 
-    def plot_rollouts(self, episodes: list[dict[str, np.ndarray]], successes: list[bool], path: str, title: str = "") -> None:
-        from robolearn.tasks.robosuite_common import plot_eef_paths
-
-        plot_eef_paths(episodes, successes, path, title or self.name, self.plot_limits)
-
-    def close(self) -> None:
-        self.arm.close()
-
 
 @register_env("pybullet_lift")
 def make_pybullet_lift(**kwargs: Any) -> PyBulletLiftEnv:
     return PyBulletLiftEnv(**kwargs)
 
 
-def operator_scene(env: PyBulletLiftEnv):
-    """The Lift operators' scene facts for this task's geometry."""
-    from robolearn.tasks.manip_operators import Scene
-
-    cx, cy = env.config.cube_x, env.config.cube_y
-    return Scene(
-        task="lift",
-        table_z=TABLE_Z,
-        success_z=TABLE_Z + SUCCESS_HEIGHT,
-        grasp_dz=-0.002,
-        hover_dz=0.09,
-        lift_z=TABLE_Z + 0.20,
-        yaw_period=math.pi / 2,
-        area_centre=np.array([(cx[0] + cx[1]) / 2, (cy[0] + cy[1]) / 2]),
-        area_half=np.array([max((cx[1] - cx[0]) / 2, 0.05), max((cy[1] - cy[0]) / 2, 0.05)]),
-    )
-
-
-@register_operator("pybullet_lift")
-def make_pybullet_lift_operator(env: PyBulletLiftEnv, kind: str, rng: np.random.Generator):
-    from robolearn.tasks.manip_operators import ScriptedOperator
-
-    return ScriptedOperator(operator_scene(env), kind, rng if rng is not None else np.random.default_rng())
+register_operator("pybullet_lift")(scripted_operator_for)

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
+from robolearn.geometry import axis_angle_to_quat, quat_mul
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
-from robolearn.hal.noop_arm import axis_angle_to_quat, command_scales, quat_mul
+from robolearn.hal.noop_arm import command_scales
 from robolearn.hal.shield import require_number
 
 FRANKA_HOME_Q = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
+from robolearn.geometry import axis_angle_to_quat, quat_mul, quat_to_axis_angle
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
-from robolearn.hal.noop_arm import axis_angle_to_quat, command_scales, quat_mul, quat_to_axis_angle
+from robolearn.hal.noop_arm import command_scales
 from robolearn.hal.shield import require_number
 
 UR_HOME_Q = [0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.0]

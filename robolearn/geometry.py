@@ -1,0 +1,87 @@
+"""Rotation maths in one convention: quaternions are (x, y, z, w), as robosuite reports them.
+
+Why one module on the ground floor: every arm backend integrates delta axis-angle commands
+into a quaternion, and the scripted operators turn observed quaternions into rotation
+commands; if they disagreed on the order or the sign, a command would turn the hand one way
+in simulation and another on a real arm. NumPy only, so any floor may use it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product of two (x, y, z, w) quaternions: the rotation b, then a."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ],
+        dtype=np.float64,
+    )
+
+
+def quat_conj(q: np.ndarray) -> np.ndarray:
+    return np.array([-q[0], -q[1], -q[2], q[3]], dtype=np.float64)
+
+
+def axis_angle_to_quat(v: np.ndarray) -> np.ndarray:
+    """Rotation vector (axis * angle, radians) -> (x, y, z, w) quaternion."""
+    v = np.asarray(v, dtype=np.float64)
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-12:
+        return np.array([0.0, 0.0, 0.0, 1.0])
+    s = np.sin(angle / 2.0) / angle
+    return np.array([v[0] * s, v[1] * s, v[2] * s, np.cos(angle / 2.0)])
+
+
+def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
+    """(x, y, z, w) quaternion -> rotation vector, angle in [0, pi]."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q)
+    if q[3] < 0:
+        q = -q
+    s = float(np.linalg.norm(q[:3]))
+    if s < 1e-12:
+        return np.zeros(3)
+    angle = 2.0 * np.arctan2(s, q[3])
+    return q[:3] / s * angle
+
+
+def quat_to_mat(q: np.ndarray) -> np.ndarray:
+    """(x, y, z, w) quaternion (normalised here) -> 3x3 rotation matrix."""
+    x, y, z, w = np.asarray(q, dtype=np.float64) / max(np.linalg.norm(q), 1e-12)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def mat_to_axis_angle(r: np.ndarray) -> np.ndarray:
+    """3x3 rotation matrix -> rotation vector, angle in [0, pi]."""
+    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
+    angle = math.acos(cos)
+    if angle < 1e-6:
+        return np.zeros(3)
+    v = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    n = np.linalg.norm(v)
+    if n < 1e-9:  # angle near pi: take the axis from the diagonal
+        axis = np.sqrt(np.clip((np.diag(r) + 1.0) / 2.0, 0.0, None))
+        return axis * angle
+    return v / n * angle
+
+
+def rot_z(yaw: float) -> np.ndarray:
+    """Rotation by ``yaw`` radians about z."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+

@@ -97,14 +97,14 @@ def summarise_episode(obs: dict[str, np.ndarray], success: bool, length: int) ->
 
 
 def cmd_trace(args) -> dict:
-    from robolearn.evaluate import episode_seed, rollout
+    from robolearn.runtime.rollout import evaluation_rollout
 
     policy, env = _setup(args.run)
     rows = []
     print(f"{'ep':>3} {'ok':>3} {'len':>4} {'lifts':>5} {'max up mm':>9} {'slid cm':>7} {'hand-cube cm':>12} {'gap cm':>6} {'cube end z cm':>13} {'held gap cm':>11}")
     for i in range(args.episodes):
-        r = rollout(env, policy, episode_seed(args.eval_seed, i))
-        row = {"episode": i, **summarise_episode(r["obs"], r["success"], r["length"])}
+        r = evaluation_rollout(env, policy, args.eval_seed, i)
+        row = {"episode": i, **summarise_episode(r.obs, r.success, r.length)}
         rows.append(row)
         print(f"{i:3d} {'yes' if row['success'] else 'no':>3} {row['length']:4d} {row['lifts']:5d} {row['max_up_mm']:9.1f} "
               f"{row['slid_on_table_cm']:7.1f} {row['end_hand_to_cube_cm']:12.1f} {row['end_finger_gap_cm']:6.1f} {row['end_cube_up_cm']:13.1f} "
@@ -201,7 +201,7 @@ def cmd_heights(args) -> dict:
 def cmd_replans(args) -> dict:
     import torch
 
-    from robolearn.evaluate import episode_seed, rollout
+    from robolearn.runtime.rollout import evaluation_rollout
 
     policy, env = _setup(args.run)
     algo = policy.algo
@@ -226,10 +226,10 @@ def cmd_replans(args) -> dict:
     result = []
     for i in range(args.episode_index, args.episode_index + args.episodes):
         log.clear()
-        r = rollout(env, policy, episode_seed(args.eval_seed, i))
-        success, t = r["success"], r["length"]
+        r = evaluation_rollout(env, policy, args.eval_seed, i)
+        success, t = r.success, r.length
         # Heights above the cube's rest, so a goal's height can be set against where the low level got to.
-        z = r["obs"]["object"][:, 2]
+        z = r.obs["object"][:, 2]
         rest = rest_height(z)
         for plan in log:
             plan["cube_mm"] = (float(z[plan["t"]]) - rest) * 1e3
@@ -281,19 +281,19 @@ def apply_acting_settings(cfg, settings: list[str]) -> dict:
 
 
 def cmd_rescore(args) -> dict:
-    from robolearn.evaluate import episode_seed, rollout
+    from robolearn.runtime.rollout import evaluation_rollout
 
     policy, env = _setup(args.run)
     applied = apply_acting_settings(policy.algo.cfg, args.set)
-    results = [rollout(env, policy, episode_seed(args.eval_seed, i)) for i in range(args.episodes)]
+    results = [evaluation_rollout(env, policy, args.eval_seed, i) for i in range(args.episodes)]
     env.close()
-    wins = [r["length"] for r in results if r["success"]]
+    wins = [r.length for r in results if r.success]
     rate = len(wins) / len(results)
     mean_len = float(np.mean(wins)) if wins else None
     print(f"{args.run} with {applied or 'its own settings'}: success {rate:.0%} over {len(results)} episodes; "
           f"successful length {'-' if mean_len is None else format(mean_len, '.1f')}")
     return {"probe": "rescore", "run": args.run, "settings": applied, "episodes": len(results), "success_rate": rate,
-            "successful_mean_length": mean_len, "per_episode": [{"success": r["success"], "length": r["length"]} for r in results]}
+            "successful_mean_length": mean_len, "per_episode": [{"success": r.success, "length": r.length} for r in results]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,15 @@
 """Record scripted-operator demos for any registered task into a demo folder.
 
-Why this shape: one generic loop (``make_env`` + ``make_operator``) serves Graph Reach,
-Lift and Can alike, so every task's data comes out in the same format with the same
-bookkeeping. Episodes are rolled out either in this process or in W worker processes
-(spawn context, one env per worker, created once), but always *written by this process
-in episode order*, so the folder is the same whatever W is.
+Why this shape: one generic loop serves Graph Reach, Lift and Can alike, so every task's
+data comes out in the same format with the same bookkeeping: the runtime's ``rollout``
+(the one evaluation uses), with the task's scripted operator behind the actor interface a
+trained policy has. Episodes are rolled out either in this process or in W worker
+processes (``robolearn.runtime.workers``: one env per worker, created once), but always
+*written by this process in episode order*, so the folder is the same whatever W is.
 
 Reproducibility: episode ``i`` of a folder (its index, counting the episodes already
-there when appending) is seeded from ``SeedSequence(seed, spawn_key=(i,))``: the env
-reset seed and the operator's rng both come from it, and timestamps are simulated time
+there when appending) is seeded by ``robolearn.runtime.seeds.demonstration_seeds(seed, i)``:
+the env reset seed and the operator's rng both come from it, and timestamps are simulated time
 (``t / control_hz``), so the same ``--seed`` gives the same episodes. That is also why one
 collect at a time writes a folder: a second one would roll out the same indices' seeds, so the
 folder's lock (``DemoWriter``) refuses it before any rollout.
@@ -16,8 +17,6 @@ folder's lock (``DemoWriter``) refuses it before any rollout.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,10 @@ from tqdm import tqdm
 
 from robolearn.config import ConfigError
 from robolearn.data.format import DemoMeta, DemoWriter
-from robolearn.errors import portable
 from robolearn.paths import ENVS_DIR
+from robolearn.runtime.rollout import rollout
+from robolearn.runtime.seeds import demonstration_seeds
+from robolearn.runtime.workers import run_jobs
 from robolearn.tasks.base import env_spec, make_env, make_operator
 
 
@@ -82,98 +83,62 @@ class CollectStats:
         )
 
 
-def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
-    """(env reset seed, operator rng) for episode ``index`` of a run seeded with ``seed``."""
-    ss = np.random.SeedSequence(seed, spawn_key=(index,))
-    env_ss, op_ss = ss.spawn(2)
-    return int(env_ss.generate_state(1, np.uint32)[0]), np.random.default_rng(op_ss)
+class OperatorActor:
+    """A task's scripted operator behind the actor interface trained policies have: ``reset(seed)``
+    builds the episode's operator (after the env's reset, since a factory may read the scene) with
+    its generator seeded from ``seed``, and ``act`` asks it for a command."""
+
+    def __init__(self, task: str, kind: str, env: Any):
+        self.task, self.kind, self.env = task, kind, env
+        self.operator: Any = None
+
+    def reset(self, seed: Any) -> None:
+        self.operator = make_operator(self.task, self.env, self.kind, np.random.default_rng(seed))
+        self.operator.reset()
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.operator.act(obs)
+
+    def episode_info(self) -> dict[str, Any]:
+        info = getattr(self.operator, "episode_info", None)
+        return dict(info()) if info else {}
 
 
-def rollout(env, task: str, kind: str, seed: int, index: int) -> dict[str, Any]:
-    """Roll one operator episode out; returns the arrays DemoWriter takes plus its success flag."""
-    env_seed, op_rng = episode_seeds(seed, index)
-    obs = env.reset(seed=env_seed)
-    op = make_operator(task, env, kind, op_rng)
-    op.reset()
-    get_state = getattr(env, "get_state", None)
-    low, high = env.action_spec.bounds()
-    keys = list(env.obs_spec)
-    obs_rows = {k: [np.asarray(obs[k])] for k in keys}
-    states = [np.asarray(get_state())] if get_state else None
-    actions, rewards, dones = [], [], []
-    success = False
-    for _ in range(int(env.horizon)):
-        action = np.clip(np.asarray(op.act(obs), dtype=np.float32).reshape(-1), low, high)
-        res = env.step(action)
-        obs = res.obs
-        for k in keys:
-            obs_rows[k].append(np.asarray(obs[k]))
-        if states is not None:
-            states.append(np.asarray(get_state()))
-        actions.append(action)
-        rewards.append(float(res.reward))
-        success = success or bool(res.success)
-        dones.append(bool(res.done))
-        if res.done:
-            break
-    T = len(actions)
-    dones[-1] = True
-    info = getattr(op, "episode_info", None)
+def record_episode(env: Any, task: str, kind: str, seed: int, index: int) -> dict[str, Any]:
+    """Roll demo episode ``index`` of a run seeded ``seed`` out; returns the arrays DemoWriter takes
+    plus its success flag."""
+    seeds = demonstration_seeds(seed, index)
+    actor = OperatorActor(task, env=env, kind=kind)
+    r = rollout(env, actor, seeds, stop_on_success=False, record_states=True, obs_keys=list(env.obs_spec))
     return {
-        "obs": {k: np.stack(v) for k, v in obs_rows.items()},
-        "actions": np.stack(actions).astype(np.float32),
-        "rewards": np.asarray(rewards, np.float32),
-        "dones": np.asarray(dones, bool),
-        "success": success,
-        "states": np.stack(states) if states is not None else None,
-        "timestamps": np.arange(T + 1, dtype=np.float64) / float(env.control_hz),
+        "obs": r.obs,
+        "actions": r.actions,
+        "rewards": r.rewards,
+        "dones": r.dones,
+        "success": r.success,
+        "states": r.states,
+        "timestamps": np.arange(r.length + 1, dtype=np.float64) / float(env.control_hz),
         # The reset seed lets `robolearn replay --mode actions` rebuild the controller's reset-time
         # references exactly (robosuite's set_state alone does not restore them).
-        "extra": {**(dict(info()) if info else {}), "reset_seed": np.int64(env_seed)},
+        "extra": {**actor.episode_info(), "reset_seed": np.int64(seeds.reset)},
     }
 
 
 # ---------------------------------------------------------------- worker processes
-_WORKER: dict[str, Any] = {}
+def _init_state(task: str, kind: str, env_overrides: dict[str, Any], seed: int) -> dict[str, Any]:
+    return {"env": make_env(task, **env_overrides), "task": task, "kind": kind, "seed": seed}
 
 
-def _init_worker(task: str, kind: str, env_overrides: dict[str, Any], seed: int) -> None:
-    """A pool worker's initializer. Ctrl-C is the parent's to handle, and a failure is kept for
-    the first rollout to raise (an initializer that raises prints a traceback and makes the
-    pool restart the worker forever); robolearn/errors.py's ``portable`` carries it across."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        pass
-    try:
-        _WORKER.update(env=make_env(task, **env_overrides), task=task, kind=kind, seed=seed)
-    except Exception as exc:  # noqa: BLE001 - every failure travels to the parent
-        _WORKER["error"] = portable(exc)
-
-
-def _worker_rollout(index: int) -> dict[str, Any]:
-    w = _WORKER
-    if "error" in w:
-        raise w["error"]
-    try:
-        return rollout(w["env"], w["task"], w["kind"], w["seed"], index)
-    except Exception as exc:  # noqa: BLE001
-        raise portable(exc)
+def _record(w: dict[str, Any], index: int) -> dict[str, Any]:
+    return record_episode(w["env"], w["task"], w["kind"], w["seed"], index)
 
 
 def _rollouts(cfg: CollectConfig, env, indices: range, episode_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    if cfg.workers == 1:
-        for i in indices:
-            yield rollout(env, cfg.task, cfg.operator, cfg.seed, i)
-        return
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg.task, cfg.operator, episode_env, cfg.seed)) as pool:
-        # imap keeps episode order; chunks of a few episodes amortise the inter-process round trip.
-        chunk = max(1, min(8, len(indices) // (4 * cfg.workers)))
-        yield from pool.imap(_worker_rollout, indices, chunksize=chunk)
+    # imap keeps episode order; chunks of a few episodes amortise the inter-process round trip.
+    chunk = max(1, min(8, len(indices) // (4 * cfg.workers)))
+    local = {"env": env, "task": cfg.task, "kind": cfg.operator, "seed": cfg.seed}
+    return run_jobs(indices, cfg.workers, _init_state, _record, init_args=(cfg.task, cfg.operator, episode_env, cfg.seed),
+                    local_state=local, chunksize=chunk)
 
 
 def build_meta(env, cfg: CollectConfig) -> DemoMeta:

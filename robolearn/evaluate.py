@@ -1,15 +1,14 @@
 """``robolearn eval``: closed-loop rollouts of a trained policy in its task's simulator.
 
-Episode i is seeded with ``seed * 1_000_003 + i`` for both the environment's reset
-distribution and the policy's sampling, so a result is reproducible episode by episode and
-independent of how episodes are spread over worker processes.
+Episode i is seeded with ``robolearn.runtime.seeds.episode_seed(seed, i)`` for both the
+environment's reset distribution and the policy's sampling, so a result is reproducible episode
+by episode and independent of how episodes are spread over worker processes
+(``robolearn.runtime.workers``). Each episode is ``robolearn.runtime.rollout.rollout``.
 """
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,13 +18,10 @@ from tqdm import tqdm
 
 from robolearn.config import ConfigError
 from robolearn.data.format import atomic_write_bytes
-from robolearn.errors import portable
-from robolearn.policy import Policy, load_policy, read_checkpoint_info
+from robolearn.policy import load_policy, read_checkpoint_info
+from robolearn.runtime.rollout import evaluation_rollout
+from robolearn.runtime.workers import run_jobs
 from robolearn.tasks.base import TaskEnv, make_env
-
-
-def episode_seed(seed: int, i: int) -> int:
-    return seed * 1_000_003 + i
 
 
 def make_eval_env(meta: dict[str, Any], horizon: int | None = None) -> TaskEnv:
@@ -36,97 +32,39 @@ def make_eval_env(meta: dict[str, Any], horizon: int | None = None) -> TaskEnv:
     return make_env(meta["task"], **overrides)
 
 
-def rollout(env: TaskEnv, policy: Policy, seed: int, video: bool = False, size: int = 256) -> dict[str, Any]:
-    """One closed-loop episode; returns its observations (for plots), outcome and frames."""
-    obs = env.reset(seed=seed)
-    policy.reset(seed=seed)
-    observations = [obs]
-    frames: list[np.ndarray] = []
-    total, success, steps = 0.0, False, 0
-    for steps in range(1, env.horizon + 1):
-        action = policy.act(obs)
-        if video:
-            frame = env.render(size, size, goal=policy.current_goal)
-            if frame is not None:
-                frames.append(frame)
-        result = env.step(action)
-        obs = result.obs
-        observations.append(obs)
-        total += float(result.reward)
-        success = success or bool(result.success)
-        if result.done or success:
-            break
-    if video:
-        frame = env.render(size, size, goal=policy.current_goal)
-        if frame is not None:
-            frames.append(frame)
-    stacked = {k: np.stack([o[k] for o in observations]) for k in observations[0]}
-    return {"seed": seed, "success": success, "length": steps, "return": total, "obs": stacked, "frames": frames}
+# --- the work of one episode, here or in a worker process -----------------------------------
 
-
-# --- worker processes -----------------------------------------------------------------------
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(ckpt: str, horizon: int | None, video_dir: str | None, fps: float, video_episodes: int | None) -> None:
+def _init_state(ckpt: str, horizon: int | None, video_dir: str | None, fps: float, video_episodes: int | None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
     policy = load_policy(ckpt)
-    _WORKER.update(policy=policy, env=make_eval_env(policy.meta, horizon), video_dir=video_dir, fps=fps,
-                   video_episodes=video_episodes)
+    return {"policy": policy, "env": make_eval_env(policy.meta, horizon), "video_dir": video_dir, "fps": fps,
+            "video_episodes": video_episodes}
 
 
-def _init_pool_worker(*init_args: Any) -> None:
-    """A pool worker's initializer. Ctrl-C is the parent's to handle (it terminates the pool), so
-    workers ignore SIGINT instead of each printing a KeyboardInterrupt traceback. A failure is
-    kept for the first job to raise: an initializer that raises kills its worker, prints a
-    traceback and makes the pool start another one, forever."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        _init_worker(*init_args)
-    except Exception as exc:  # noqa: BLE001 - every failure travels to the parent
-        _WORKER["error"] = portable(exc)
-
-
-def _run_pool_job(job: tuple[int, int]) -> dict[str, Any]:
-    """``_run_one`` in a pool worker; its exception reaches the parent as one it can unpickle."""
-    if "error" in _WORKER:
-        raise _WORKER["error"]
-    try:
-        return _run_one(job)
-    except Exception as exc:  # noqa: BLE001
-        raise portable(exc)
-
-
-def _run_one(args: tuple[int, int]) -> dict[str, Any]:
-    i, seed = args
-    w = _WORKER
+def _run_episode(w: dict[str, Any], job: tuple[int, int]) -> dict[str, Any]:
+    i, base_seed = job
     want_video = w["video_dir"] is not None and (w["video_episodes"] is None or i < w["video_episodes"])
-    result = rollout(w["env"], w["policy"], seed, video=want_video)
-    frames = result.pop("frames")
-    if w["video_dir"] is not None and frames:
+    r = evaluation_rollout(w["env"], w["policy"], base_seed, i, video_size=256 if want_video else None)
+    result = {"seed": r.seeds.reset, "success": r.success, "length": r.length, "return": r.total_return, "obs": r.obs,
+              "index": i}
+    if w["video_dir"] is not None and r.frames:
         from robolearn.video import write_mp4
 
         path = Path(w["video_dir"]) / f"episode_{i:04d}.mp4"
-        write_mp4(path, frames, fps=w["fps"])
+        write_mp4(path, r.frames, fps=w["fps"])
         result["video"] = str(path)
-    result["index"] = i
     return result
 
 
-def _results(jobs: list[tuple[int, int]], workers: int, init_args: tuple) -> Iterator[dict[str, Any]]:
-    """Episode results in job order, from this process (already initialised) or a worker pool."""
-    if workers <= 1:
-        try:
-            for job in jobs:
-                yield _run_one(job)
-        finally:
-            _WORKER["env"].close()
-        return
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_pool_worker, initargs=init_args) as pool:
-        yield from pool.imap(_run_pool_job, jobs)
+def _results(jobs: list[tuple[int, int]], workers: int, init_args: tuple, local_state: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """Episode results in job order, from this process (``local_state``, closed at the end) or a worker pool."""
+    try:
+        yield from run_jobs(jobs, workers, _init_state, _run_episode, init_args=init_args, local_state=local_state)
+    finally:
+        if local_state is not None:
+            local_state["env"].close()
 
 
 def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, workers: int = 1,
@@ -141,17 +79,18 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, 
     fps = float(meta.get("control_hz") or 20.0)
     if video_dir is not None:
         Path(video_dir).mkdir(parents=True, exist_ok=True)
-    jobs = [(i, episode_seed(seed, i)) for i in range(episodes)]
+    jobs = [(i, seed) for i in range(episodes)]
     init_args = (str(ckpt), horizon, None if video_dir is None else str(video_dir), fps, video_episodes)
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
+    local_state = None
     if workers <= 1:
-        _init_worker(*init_args)
+        local_state = _init_state(*init_args)
     else:
         load_policy(ckpt)  # a bad checkpoint fails here, once, before any worker starts
     bar = tqdm(total=episodes, desc="eval", disable=not progress, dynamic_ncols=True)
     try:
-        for r in _results(jobs, workers, init_args):
+        for r in _results(jobs, workers, init_args, local_state):
             results.append(r)
             bar.update(1)
             bar.set_postfix(success=f"{np.mean([x['success'] for x in results]):.2f}")

@@ -1,0 +1,86 @@
+"""One way to run episodes in worker processes.
+
+``run_jobs(jobs, workers, init, work)`` yields ``work(state, job)`` for each job, in job order,
+where ``state = init(*init_args)`` is built once per process (a policy and an environment, say).
+With one worker everything runs here; with more, in a spawn-context pool. Job order is kept, so
+a caller that writes results (a demo folder, an eval JSON) writes the same thing whatever the
+number of workers.
+
+Errors: a worker never prints a traceback for an expected error. An ``init`` that raises is kept
+(an initializer that raises kills its worker, prints a traceback and makes the pool start another
+one, forever) and raised by the worker's first job; every exception crosses to the parent as
+``robolearn.errors.portable`` makes it (one it can unpickle, that the CLI reports in one line).
+Workers ignore Ctrl-C: it is the parent's to handle, by terminating the pool.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from robolearn.errors import portable
+
+_WORKER: dict[str, Any] = {}
+
+
+def _quiet_torch_threads() -> None:
+    """One intra-op thread per worker: W workers with a thread per core each oversubscribe the machine."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return
+    torch.set_num_threads(1)
+
+
+def _init_pool_worker(init: Callable[..., Any], init_args: tuple, work: Callable[[Any, Any], Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER["work"] = work
+    try:
+        _quiet_torch_threads()
+        _WORKER["state"] = init(*init_args)
+    except Exception as exc:  # noqa: BLE001 - every failure travels to the parent
+        _WORKER["error"] = portable(exc)
+
+
+def _run_pool_job(job: Any) -> Any:
+    if "error" in _WORKER:
+        raise _WORKER["error"]
+    try:
+        return _WORKER["work"](_WORKER["state"], job)
+    except Exception as exc:  # noqa: BLE001
+        raise portable(exc)
+
+
+def close_state(state: Any) -> None:
+    """Close what ``init`` built: the state itself, or each value of a dict state, when it has ``close``."""
+    parts = state.values() if isinstance(state, dict) else (state,)
+    for part in parts:
+        close = getattr(part, "close", None)
+        if callable(close):
+            close()
+
+
+def run_jobs(
+    jobs: Sequence[Any] | Iterable[Any],
+    workers: int,
+    init: Callable[..., Any],
+    work: Callable[[Any, Any], Any],
+    init_args: tuple = (),
+    local_state: Any = None,
+    chunksize: int = 1,
+) -> Iterator[Any]:
+    """``work(state, job)`` for each job, in order. ``init``, ``work`` and ``init_args`` must be
+    picklable (module-level functions) when ``workers > 1``. ``local_state``: a state already built
+    in this process, used (and left open) when ``workers <= 1``; otherwise one is built and closed."""
+    if workers <= 1:
+        state = local_state if local_state is not None else init(*init_args)
+        try:
+            for job in jobs:
+                yield work(state, job)
+        finally:
+            if local_state is None:
+                close_state(state)
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(init, init_args, work)) as pool:
+        yield from pool.imap(_run_pool_job, jobs, chunksize=chunksize)

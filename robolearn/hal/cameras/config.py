@@ -36,6 +36,8 @@ class CameraConfig:
     depth: bool = False
     #: mujoco: the camera's name in the model when it differs from the view's name.
     camera: str | None = None
+    #: mujoco: draw reflections (robosuite's own renderer does; twice the cost in software rendering).
+    reflections: bool = False
     #: opencv: device index, /dev/videoN path or video file.
     device: int | str = 0
     #: opencv: calibration YAML (width, height, fx, fy, cx, cy), relative to the config file.
@@ -89,7 +91,7 @@ def _build_one(name: str, view: CameraConfig, source: str, sim: Any, sync: SimSy
         from robolearn.hal.cameras.mujoco_camera import MujocoCamera, robosuite_handles
 
         return MujocoCamera(robosuite_handles(_innermost(sim)), view.camera or name, view.width, view.height, view.fps,
-                            depth=view.depth, name=name, sync=sync)
+                            depth=view.depth, name=name, sync=sync, reflections=view.reflections)
     if view.type == "pybullet":
         from robolearn.hal.cameras.pybullet_camera import PyBulletCamera, pybullet_client
 

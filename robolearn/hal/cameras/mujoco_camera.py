@@ -51,7 +51,14 @@ def _small_renderer(mujoco: Any, model: Any, width: int, height: int, samples: i
 
 
 def _mujoco():
+    """MuJoCo, with software rendering single-threaded unless the user chose otherwise:
+    llvmpipe (Mesa's software rasterizer behind osmesa) otherwise starts a thread per core for
+    every context, and for 84 x 84 frames those threads only compete with the capture
+    threads and the control loop (on 2 cores it doubled the Lift loop's overruns). Mesa reads
+    ``LP_NUM_THREADS`` when the process makes its first GL context."""
     os.environ.setdefault("MUJOCO_GL", "osmesa")
+    if os.environ["MUJOCO_GL"] == "osmesa":
+        os.environ.setdefault("LP_NUM_THREADS", "1")
     try:
         import mujoco
     except ImportError as exc:
@@ -64,12 +71,16 @@ class MujocoCamera:
     ``robot0_eye_in_hand``, ...); ``name``: the observation key prefix (default the same).
     ``wait_s``: with a sync, how long ``read()`` waits for a new state before rendering the
     current one again (so a capture thread notices ``stop`` promptly). ``samples``:
-    multisampling (anti-aliasing) of the offscreen buffer; 0 keeps software rendering fast."""
+    multisampling (anti-aliasing) of the offscreen buffer; 0 keeps software rendering fast.
+    ``reflections``: MuJoCo draws the whole scene a second time for reflective surfaces
+    (robosuite's table), which doubles the cost of a software-rendered frame and changes an
+    84 x 84 image by a fraction of a grey level on average; off unless asked for."""
 
     def __init__(self, handles: Handles, camera: str, width: int = 84, height: int = 84, fps: float = 20.0,
                  depth: bool = False, name: str | None = None, sync: SimSync | None = None, wait_s: float = 0.2,
-                 samples: int = 0):
+                 samples: int = 0, reflections: bool = False):
         self.samples = int(samples)
+        self.reflections = bool(reflections)
         self.handles = handles
         self.camera = camera
         self.sync = sync
@@ -99,6 +110,7 @@ class MujocoCamera:
             raise CameraError(f"camera {self.spec.name!r}: the MuJoCo model has no camera {self.camera!r}; it has {names}")
         s = self.spec
         renderer = _small_renderer(mujoco, model, s.width, s.height, self.samples)
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = int(self.reflections)
         self.close()
         self._renderer, self._model, self._cam_id = renderer, model, cam_id
         s.intrinsics = Intrinsics.from_fovy(float(model.cam_fovy[cam_id]), s.width, s.height)

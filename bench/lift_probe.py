@@ -198,35 +198,53 @@ def cmd_heights(args) -> dict:
     return {"probe": "heights", "data": args.data, "partial_tops_mm": t.tolist(), "final_pauses_mm": p.tolist()}
 
 
-def cmd_replans(args) -> dict:
-    import torch
+class LoggedPlans:
+    """The policy acting through its planning interface, as its ``act`` does (plan when
+    ``needs_plan`` says, adopt, act on the plan), logging each IRIS plan's candidates and scores."""
 
+    def __init__(self, policy):
+        self.policy = policy
+        self.log: list[dict] = []
+
+    def reset(self, seed: int) -> None:
+        self.policy.reset(seed)
+
+    @property
+    def current_goal(self):
+        return self.policy.current_goal
+
+    def act(self, obs):
+        step = self.policy.steps
+        if self.policy.needs_plan(step):
+            plan = self.policy.plan(obs)
+            self.log.append(self.describe(step, obs, plan))
+            self.policy.adopt(plan)
+        return self.policy.act_on_plan(obs)
+
+    def describe(self, step: int, obs, plan) -> dict:
+        p = self.policy
+        scores = plan.scores.numpy()
+        rise = (p.to_observation(plan.candidates)["object"][:, 2] - p.to_observation(p.features(obs))["object"][2]) * 1e3
+        best = int(scores.argmax())
+        up, down = rise > LIFT_MM, rise < -3.0
+        return {"t": step, "candidates_up": int(up.sum()), "candidates_down": int(down.sum()),
+                "best_score_up": float(scores[up].max()) if up.any() else None,
+                "best_score": float(scores.max()), "chosen_rise_mm": float(rise[best])}
+
+
+def cmd_replans(args) -> dict:
     from robolearn.runtime.rollout import evaluation_rollout
 
     policy, env = _setup(args.run)
     algo = policy.algo
     if not hasattr(algo, "score_goals"):
         raise SystemExit(f"lift_probe: {args.run} is {type(algo).__name__}, not IRIS: it has no subgoal scores")
-    log: list[dict] = []
-    choose = algo.choose_goal
-
-    def logged_choose(x: torch.Tensor) -> torch.Tensor:
-        goals = algo.sample_goals(x, algo.cfg.num_goal_samples)
-        scores = algo.score_goals(goals).numpy()
-        rise = (policy.to_observation(goals)["object"][:, 2] - policy.to_observation(x)["object"][2]) * 1e3
-        best = int(scores.argmax())
-        up, down = rise > LIFT_MM, rise < -3.0
-        log.append({"t": algo._t, "candidates_up": int(up.sum()), "candidates_down": int(down.sum()),
-                    "best_score_up": float(scores[up].max()) if up.any() else None,
-                    "best_score": float(scores.max()), "chosen_rise_mm": float(rise[best])})
-        algo.last_scores = torch.from_numpy(scores)
-        return goals[best]
-
-    algo.choose_goal = logged_choose
+    actor = LoggedPlans(policy)
+    log = actor.log
     result = []
     for i in range(args.episode_index, args.episode_index + args.episodes):
         log.clear()
-        r = evaluation_rollout(env, policy, args.eval_seed, i)
+        r = evaluation_rollout(env, actor, args.eval_seed, i)
         success, t = r.success, r.length
         # Heights above the cube's rest, so a goal's height can be set against where the low level got to.
         z = r.obs["object"][:, 2]
@@ -242,7 +260,6 @@ def cmd_replans(args) -> dict:
                   f" | best score {plan['best_score']:.3f} (best going up {up}) | chosen goal {plan['goal_cube_mm']:5.1f}"
                   f" | cube {algo.cfg.subgoal_horizon} steps later {plan['cube_after_mm']:5.1f}")
         result.append({"episode": i, "success": success, "length": t, "replans": list(log)})
-    algo.choose_goal = choose
     env.close()
     return {"probe": "replans", "run": args.run, "episodes": result}
 

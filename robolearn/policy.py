@@ -67,12 +67,46 @@ class Policy:
     def reset(self, seed: int = 0) -> None:
         self.algo.reset_policy(torch.Generator().manual_seed(int(seed)))
 
-    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+    def features(self, obs: dict[str, np.ndarray]) -> torch.Tensor:
+        """The normalised flat vector the algorithm sees for ``obs`` (checked against the training keys)."""
         self.check_observation(obs)
-        x = torch.from_numpy(self.normalizer(flatten_obs(obs, self.obs_keys)).astype(np.float32))
+        return torch.from_numpy(self.normalizer(flatten_obs(obs, self.obs_keys)).astype(np.float32))
+
+    @staticmethod
+    def _command(a: torch.Tensor) -> np.ndarray:
+        return a.numpy().astype(np.float32).clip(-1.0, 1.0)
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        x = self.features(obs)
         with torch.no_grad():
             a = self.algo.act(x)
-        return a.numpy().astype(np.float32).clip(-1.0, 1.0)
+        return self._command(a)
+
+    # --- the algorithm's planning interface, on observation dicts (see robolearn.algos.base) --
+    @property
+    def plans(self) -> bool:
+        return bool(self.algo.plans)
+
+    @property
+    def steps(self) -> int:
+        return int(self.algo.steps)
+
+    def needs_plan(self, step: int) -> bool:
+        return bool(self.algo.needs_plan(step))
+
+    def plan(self, obs: dict[str, np.ndarray]) -> Any:
+        x = self.features(obs)
+        with torch.no_grad():
+            return self.algo.plan(x)
+
+    def adopt(self, plan: Any) -> None:
+        self.algo.adopt(plan)
+
+    def act_on_plan(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        x = self.features(obs)
+        with torch.no_grad():
+            a = self.algo.act_on_plan(x)
+        return self._command(a)
 
     @property
     def current_goal(self) -> dict[str, np.ndarray] | None:

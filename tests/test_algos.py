@@ -189,21 +189,48 @@ def test_hbc_replans_every_replan_every_steps_and_resets_the_lstm(data, replan_e
     algo = algo_class("iris").build({**SMALL["iris"], "replan_every": replan_every}, data.obs_dim, data.action_dim)
     algo.reset_policy(torch.Generator().manual_seed(0))
     plans, fresh_lstm = [], []
-    choose, low = algo.choose_goal, algo.low.forward
+    plan, low = algo.plan, algo.low.forward
 
     def counted(obs):
-        plans.append(algo._t)
-        return choose(obs)
+        plans.append(algo.steps)
+        return plan(obs)
 
     def recorded(x, state=None):
         fresh_lstm.append(state is None)
         return low(x, state)
 
-    algo.choose_goal, algo.low.forward = counted, recorded
+    algo.plan, algo.low.forward = counted, recorded
     for _ in range(12):
         algo.act(data.obs[0])
     assert plans == expected
+    assert [t for t in range(12) if algo.needs_plan(t)] == expected  # the schedule a pipelined runner reads
     assert [t for t, fresh in enumerate(fresh_lstm) if fresh] == expected
+
+
+@pytest.mark.parametrize("name", ["hbc", "iris"])
+def test_act_is_plan_adopt_and_act_on_plan_composed(name, data):
+    """``act`` and the planning interface called step by step give the same actions from the same
+    seed: a runner that drives the pieces itself (the pipelined planner, the Lift probe) acts as
+    the policy does."""
+    algo = algo_class(name).build({**SMALL[name], "replan_every": 2}, data.obs_dim, data.action_dim)
+    obs = [data.obs[i] for i in range(7)]
+    algo.reset_policy(torch.Generator().manual_seed(4))
+    composed = [algo.act(o) for o in obs]
+    algo.reset_policy(torch.Generator().manual_seed(4))
+    pieces, chosen = [], []
+    for t, o in enumerate(obs):
+        if algo.needs_plan(t):
+            p = algo.plan(o)
+            chosen.append(p)
+            algo.adopt(p)
+        pieces.append(algo.act_on_plan(o))
+    for a, b in zip(composed, pieces):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert len(chosen) == 4 and algo.steps == 7
+    if name == "iris":  # the plan carries what it was chosen from
+        p = chosen[0]
+        assert p.candidates.shape[0] == SMALL["iris"]["num_goal_samples"] and p.scores.shape == p.candidates.shape[:1]
+        torch.testing.assert_close(p.goal, p.candidates[p.scores.argmax()])
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])

@@ -8,6 +8,14 @@ optimisers and implements two halves:
 - acting: ``reset_policy()`` and ``act(obs) -> action`` on one *normalised* observation
   vector, with runtime state (RNN state, current subgoal) kept on the module.
 
+Policies that think now and then and act every step (hierarchical ones re-planning a subgoal,
+chunked ones predicting several actions at once) set ``plans`` and split acting into the
+planning interface: ``needs_plan(step)`` (a pure schedule: does the policy think before acting
+at episode step ``step``?), ``plan(obs)`` (the expensive thinking; returns a plan and changes no
+acting state), ``adopt(plan)`` and ``act_on_plan(obs)`` (the cheap step, every step). Their
+``act`` is ``act_planned``, the synchronous composition; a runner that plans elsewhere (in a
+background thread: ``robolearn.hal.pipelined``) keeps the same schedule by asking ``needs_plan``.
+
 The runtime ``Policy`` in ``robolearn/policy.py`` wraps any algorithm with the observation
 flattening and normalisation, so checkpoints only store weights, config and normalisers.
 """
@@ -66,6 +74,8 @@ class AlgoConfig:
 class Algo(nn.Module):
     name: ClassVar[str]
     Config: ClassVar[type[AlgoConfig]]
+    #: True for algorithms with the planning interface (``needs_plan``/``plan``/``adopt``/``act_on_plan``).
+    plans: ClassVar[bool] = False
 
     def __init__(self, cfg: AlgoConfig, obs_dim: int, action_dim: int):
         super().__init__()
@@ -96,6 +106,34 @@ class Algo(nn.Module):
     def current_goal(self) -> torch.Tensor | None:
         """The normalised subgoal being pursued, for hierarchical policies."""
         return None
+
+    # --- planning: think now and then, act every step ---------------------------------------
+    #: Actions taken since ``reset_policy``: the step ``needs_plan`` is asked about next.
+    steps: int = 0
+
+    def needs_plan(self, step: int) -> bool:
+        """Whether the policy plans before acting at episode step ``step``. A function of ``step``
+        alone, so a runner can look ahead and start a plan early."""
+        return False
+
+    def plan(self, obs: torch.Tensor) -> Any:
+        """Think: a new plan from one normalised observation. Draws from the policy's generator but
+        leaves the acting state alone, so it may run while the policy acts on its current plan."""
+        raise NotImplementedError(f"{type(self).__name__} does not plan")
+
+    def adopt(self, plan: Any) -> None:
+        """Make ``plan`` the one ``act_on_plan`` follows from this step on."""
+        raise NotImplementedError(f"{type(self).__name__} does not plan")
+
+    def act_on_plan(self, obs: torch.Tensor) -> torch.Tensor:
+        """Act: one cheap step on the adopted plan; advances ``steps``."""
+        return self.act(obs)
+
+    def act_planned(self, obs: torch.Tensor) -> torch.Tensor:
+        """Plan when the schedule says so, then act: what ``act`` is for planning algorithms."""
+        if self.needs_plan(self.steps):
+            self.adopt(self.plan(obs))
+        return self.act_on_plan(obs)
 
 
 def step_optimizer(opt: torch.optim.Optimizer, loss: torch.Tensor, clip: float | None = None) -> None:

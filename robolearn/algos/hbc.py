@@ -5,9 +5,13 @@ Low level: a goal-conditioned LSTM imitates the T-step window that led to that s
 The high level re-plans every T steps (or every ``replan_every``, still aiming T steps ahead)
 and the low level's LSTM state resets with it.
 
-HBC samples one goal; IRIS (``iris.py``) overrides ``choose_goal`` to sample many and keep
-the one its value function prefers. Everything else is shared, so the comparison between
-the two isolates exactly what the value selector adds.
+Acting follows the planning interface (``robolearn.algos.base``): ``needs_plan`` is the re-plan
+schedule, ``plan`` proposes a ``SubgoalPlan``, ``adopt`` installs its goal and resets the LSTM,
+``act_on_plan`` runs the low level; ``act`` composes them synchronously.
+
+HBC samples one goal; IRIS (``iris.py``) plans by sampling many and keeping the one its value
+function prefers. Everything else is shared, so the comparison between the two isolates
+exactly what the value selector adds.
 """
 from __future__ import annotations
 
@@ -48,9 +52,20 @@ class HBCConfig(AlgoConfig):
     low_goal_input: str = checked("goal", choices=LOW_GOAL_INPUTS)
 
 
+@dataclass
+class SubgoalPlan:
+    """A re-plan's outcome: the chosen normalised subgoal (D,), and the candidates (N, D) it was
+    chosen from with their scores (N,) when the planner scored several (IRIS)."""
+
+    goal: torch.Tensor
+    candidates: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+
+
 @register("hbc")
 class HBC(Algo):
     Config = HBCConfig
+    plans = True
 
     def __init__(self, cfg: HBCConfig, obs_dim: int, action_dim: int):
         super().__init__(cfg, obs_dim, action_dim)
@@ -61,7 +76,7 @@ class HBC(Algo):
         self._gen = torch.Generator().manual_seed(0)
         self._goal: torch.Tensor | None = None
         self._state = None
-        self._t = 0
+        self.steps = 0
 
     def optimizers(self):
         return {"goal_vae": self.goal_opt, "low": self.low_opt}
@@ -94,16 +109,34 @@ class HBC(Algo):
     def reset_policy(self, gen=None):
         if gen is not None:
             self._gen = gen
-        self._goal, self._state, self._t = None, None, 0
+        self._goal, self._state, self.steps = None, None, 0
+
+    @property
+    def replan_interval(self) -> int:
+        """Steps between re-plans: ``replan_every``, else the subgoal horizon T."""
+        return int(self.cfg.replan_every or self.cfg.subgoal_horizon)
+
+    def needs_plan(self, step: int) -> bool:
+        return step % self.replan_interval == 0
+
+    @torch.no_grad()
+    def plan(self, obs: torch.Tensor) -> SubgoalPlan:
+        return SubgoalPlan(goal=self.choose_goal(obs))
+
+    def adopt(self, plan: SubgoalPlan) -> None:
+        """A new goal, and the LSTM starts afresh toward it (as it was trained: one window per goal)."""
+        self._goal = plan.goal
+        self._state = None
+
+    @torch.no_grad()
+    def act_on_plan(self, obs: torch.Tensor) -> torch.Tensor:
+        self.steps += 1
+        a, self._state = self.low(self.low_input(obs, self._goal)[None, None], self._state)
+        return a[0, 0]
 
     @torch.no_grad()
     def act(self, obs):
-        if self._t % (self.cfg.replan_every or self.cfg.subgoal_horizon) == 0:
-            self._goal = self.choose_goal(obs)
-            self._state = None
-        self._t += 1
-        a, self._state = self.low(self.low_input(obs, self._goal)[None, None], self._state)
-        return a[0, 0]
+        return self.act_planned(obs)
 
     def current_goal(self):
         return self._goal

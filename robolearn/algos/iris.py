@@ -1,6 +1,6 @@
 """IRIS (Mandlekar et al., ICRA 2020): HBC plus a BCQ value selector.
 
-Every T steps the goal cVAE proposes N candidate subgoals; each is scored by
+Every T steps (its ``plan``) the goal cVAE proposes N candidate subgoals; each is scored by
 V(g) = max over M actions sampled from the action cVAE of Q(g, a), where Q is learnt by
 batch-constrained Q-learning on the low-level (state, action) transitions. The best
 candidate becomes the goal of the goal-conditioned LSTM. Because Q propagates the sparse
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from robolearn.algos.bcq import BCQCritic, BCQCriticConfig
-from robolearn.algos.hbc import HBC, HBCConfig
+from robolearn.algos.hbc import HBC, HBCConfig, SubgoalPlan
 from robolearn.algos.base import register
 from robolearn.config import positive
 
@@ -51,8 +51,13 @@ class IRIS(HBC):
         """V(g) for each candidate goal (N, D) -> (N,)."""
         return self.value.state_value(goals, self.cfg.num_value_action_samples, self._gen)
 
-    def choose_goal(self, obs):
+    @torch.no_grad()
+    def plan(self, obs: torch.Tensor) -> SubgoalPlan:
+        """N candidates from the goal cVAE, each scored by V; the best one is the goal."""
         goals = self.sample_goals(obs, self.cfg.num_goal_samples)
         scores = self.score_goals(goals)
         self.last_scores = scores
-        return goals[scores.argmax()]
+        return SubgoalPlan(goal=goals[scores.argmax()], candidates=goals, scores=scores)
+
+    def choose_goal(self, obs):
+        return self.plan(obs).goal

@@ -11,6 +11,11 @@ a burst of late steps to catch up.
 Each period starts with ``arm.observe()``, then ``source.act(obs)`` and ``arm.send``: the
 action is computed from the state at the start of its own period, not from one left over
 from before the sleep. The recorded row k is that observation and the command applied.
+The source is any actor of the runtime (``robolearn.runtime.rollout``: a policy, a
+pipelined planner, an operator, a teleop device) and its episode starts as in ``rollout``
+(``start_episode``: reset, then ``prime`` on the first observation). The step itself stays
+here: on an arm it is observe-act-send against the clock, where ``rollout`` steps a
+simulated task as fast as it goes and reads the task's reward, success and end from it.
 
 Each period's jitter (actual start-to-start interval minus the nominal period) goes into
 a preallocated array; the hot path does no I/O and no allocation beyond what the
@@ -35,6 +40,7 @@ import numpy as np
 
 from robolearn.hal.arm import Arm, Observation
 from robolearn.hal.shield import require_int, require_number
+from robolearn.runtime.rollout import start_episode
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +208,11 @@ class ControlLoop:
         t_start = time.monotonic()
         prev_sched = self._enter_realtime()
         try:
-            if self.reset_source and hasattr(source, "reset"):
-                source.reset()
             obs = arm.observe()
             self.last_obs = obs
-            prime = getattr(source, "prime", None)
-            if callable(prime):  # e.g. a first subgoal planned while the arm holds still, before the clock starts
-                prime(obs.data)
+            # The source is reset and primed as every episode loop does it (a pipelined planner
+            # makes its first plan here, while the arm holds still, before the clock starts).
+            start_episode(source, obs.data, reset=self.reset_source)
             if recorder is not None:
                 recorder.start()
             prev_tick = time.monotonic()

@@ -135,3 +135,41 @@ def test_pipelined_schedule_is_the_synchronous_one(name, replan_every, lead):
     assert started - len(piped_steps) in (0, 1)  # at most the plan for step 13, started but not yet due
     for a, b in zip(expected, got):
         np.testing.assert_array_equal(a, b)
+
+
+class FakeChunker:
+    """An action-chunking policy (Diffusion Policy's shape): each plan is the next K actions,
+    predicted from the observation; the cheap step plays them out one by one."""
+
+    plans = True
+    meta: dict = {}
+    K = 3
+
+    def reset(self, seed=0):
+        self.steps, self.chunk = 0, None
+
+    def needs_plan(self, step):
+        return step % self.K == 0
+
+    def plan(self, obs):
+        return [obs["o"] * 10 + j for j in range(self.K)]
+
+    def adopt(self, plan):
+        self.chunk = plan
+
+    def act_on_plan(self, obs):
+        a = self.chunk[self.steps % self.K]
+        self.steps += 1
+        return a
+
+
+def test_the_same_runner_pipelines_action_chunks():
+    pol = FakeChunker()
+    pipe = PipelinedReplanPolicy(pol, hz=20, lead=1, adaptive=False)
+    pipe.reset()
+    pipe.prime({"o": np.array([0.0])})
+    played = [float(pipe.act({"o": np.array([float(t)])})[0]) for t in range(9)]
+    pipe.close()
+    # Chunks adopted at 0, 3, 6, each predicted one step early (from the observations at 2 and 5).
+    assert pipe.adopted_at == [0, 3, 6]
+    assert played == [0.0, 1.0, 2.0, 20.0, 21.0, 22.0, 50.0, 51.0, 52.0]

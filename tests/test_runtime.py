@@ -100,3 +100,31 @@ def test_run_jobs_raises_a_workers_expected_error_in_the_parent(workers, capfd):
         line, code = error_line("x", caught.value)
         assert line.startswith("robolearn x: error:") and message in line and "\n" not in line and code == 2
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_eval_gives_the_same_episodes_with_one_or_two_workers_and_a_pipelined_planner_runs_in_rollout(tmp_path):
+    """The worker pool and the seeding rule make eval's per-episode results independent of the
+    number of workers; and a pipelined planner is an actor like any other in the rollout."""
+    import torch
+
+    from robolearn.algos.base import algo_class
+    from robolearn.data.dataset import Normalizer
+    from robolearn.evaluate import evaluate_run
+    from robolearn.hal.pipelined import PipelinedReplanPolicy
+    from robolearn.policy import load_policy, save_checkpoint
+
+    torch.manual_seed(0)
+    algo = algo_class("hbc").build({"subgoal_horizon": 5, "goal_vae_hidden": [16], "low_hidden": 16, "low_layers": 1,
+                                    "replan_every": 2}, obs_dim=2, action_dim=2)
+    norm = Normalizer(mean=np.zeros(2, np.float32), std=np.ones(2, np.float32))
+    save_checkpoint(tmp_path / "ckpt", algo, step=0, normalizer=norm, obs_keys=["pos"], obs_shapes={"pos": [2]},
+                    meta={"task": "graph_reach"})
+    runs = [evaluate_run(tmp_path / "ckpt", episodes=3, seed=1, workers=w, horizon=15, progress=False) for w in (1, 2)]
+    one, two = ([(e["seed"], e["success"], e["length"], e["return"]) for e in r["per_episode"]] for r in runs)
+    assert one == two and [s for s, *_ in one] == [episode_seed(1, i) for i in range(3)]
+
+    policy = load_policy(tmp_path / "ckpt")
+    pipe = PipelinedReplanPolicy(policy, hz=10, lead=1, adaptive=False)
+    r = rollout(make_env("graph_reach", horizon=15), pipe, episode_seed(1, 0))
+    pipe.close()
+    assert pipe.adopted_at == list(range(0, r.length, 2))

@@ -3,12 +3,19 @@
 ```yaml
 task: graph_reach            # envs/graph_reach.yaml
 env: {horizon: 150}          # overrides of the task spec (optional)
-data: {path: runs/data/graph_reach_suboptimal, obs_keys: [pos]}
+data: {path: runs/data/graph_reach_suboptimal}
 algo: {name: iris, subgoal_horizon: 10, ...}   # the algorithm's typed config
 train: {steps: 4000, checkpoint_every: 1000}
 eval: {episodes: 50}
-deploy: {arm: robosuite, controller: controllers/robosuite_panda_osc.yaml, hz: 20}
+deploy: {arm: franka, controller: controllers/franka.yaml, max_steps: 400}
 ```
+What every launch file of a task would repeat (its observation keys, evaluation horizon, its own
+arm and controller) is stated once, in the ``defaults:`` block of ``envs/<task>.yaml``, and
+``load_launch`` merges it under the launch file: the launch file wins over the defaults and
+``--set`` wins over both. So a launch file is the task, the data and what differs in the
+algorithm. The task's ``control_hz`` is its one control rate: ``deploy.hz`` follows it, and a
+launch file stating another rate is refused.
+
 Unknown keys are errors that name the file and key, so a misspelt setting never silently
 falls back to a default; every number says what it may be (``positive`` ...), so ``steps: -100``,
 ``batch_size: 0`` or ``checkpoint_every: true`` are errors naming the field, not a crash or a
@@ -16,14 +23,15 @@ silently empty run.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from robolearn.config import ConfigError, apply_overrides, checked, from_dict, load_yaml, positive
-from robolearn.paths import REPO_ROOT
+from robolearn.config import ConfigError, apply_overrides, checked, from_dict, load_yaml, non_negative, positive
+from robolearn.paths import ENVS_DIR, REPO_ROOT
 
 
 @dataclass
@@ -74,6 +82,34 @@ class EvalConfig:
 
 
 @dataclass
+class DeployConfig:
+    """``robolearn deploy``'s settings (robolearn/deploy.py). ``arm`` is checked there against the
+    backend registry (robolearn/hal/factory.py), which sits above this module."""
+
+    #: the arm backend: noop | pybullet | robosuite | remote | ur | franka.
+    arm: str = ""
+    #: controller YAML (None: the arm's own file).
+    controller: str | None = None
+    #: the control loop's rate. A task's rate is its ``control_hz`` (envs/<task>.yaml), which
+    #: ``load_launch`` fills in here; None without a task: the controller's rate.
+    hz: float | None = positive(None)
+    max_steps: int = positive(400)
+    episodes: int = positive(1)
+    #: the arm server (remote only; default: the controller's params).
+    host: str | None = None
+    port: int | None = positive(None)
+    #: simulated scenes: reset seed of the first episode.
+    seed: int = non_negative(0)
+    #: end an episode when the arm or task can tell success.
+    stop_on_success: bool = True
+    #: SCHED_FIFO priority of the control loop (0: normal scheduling). Real arms: e.g. 50.
+    rt_priority: int = non_negative(0)
+    #: IRIS/HBC: plan subgoals in a background thread a few steps early (no overruns at
+    #: re-plans; the goal comes from a slightly older observation). See robolearn/hal/pipelined.py.
+    pipelined_replan: bool = False
+
+
+@dataclass
 class LaunchConfig:
     task: str
     data: DataConfig = field(default_factory=DataConfig)
@@ -81,7 +117,8 @@ class LaunchConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     env: dict[str, Any] = field(default_factory=dict)
-    deploy: dict[str, Any] = field(default_factory=dict)
+    #: None when neither the launch file nor the task's defaults have a deploy section.
+    deploy: DeployConfig | None = None
     #: the launch file this came from, for error messages (set by load_launch, never by the YAML).
     source: str = field(default="", metadata={"config_key": False})
 
@@ -110,10 +147,82 @@ def resolve_path(p: str | os.PathLike) -> Path:
     return alt if alt.exists() else path
 
 
+def task_file(task: str) -> Path:
+    return ENVS_DIR / f"{task}.yaml"
+
+
+def task_defaults(task: str) -> dict[str, Any]:
+    """The ``defaults:`` block of ``envs/<task>.yaml``: launch-file sections every launch file of
+    the task shares (empty when the task has no file or no block)."""
+    path = task_file(task)
+    if not path.is_file():
+        return {}
+    block = load_yaml(path).get("defaults") or {}
+    if not isinstance(block, Mapping):
+        raise ConfigError(path, "defaults", f"expected a mapping of launch-file sections, got {block!r}")
+    if "task" in block:
+        raise ConfigError(path, "defaults.task", "a task's defaults cannot name another task")
+    # Typed on its own first, so a bad default is named in the file that states it.
+    from_dict(LaunchConfig, {"task": task, **block}, str(path), field_prefix="defaults.")
+    return dict(block)
+
+
+def task_control_hz(task: str, env: Mapping[str, Any], source: str) -> float | None:
+    """The task's control rate: ``control_hz`` in the launch file's ``env:`` or else in
+    ``envs/<task>.yaml``; None when neither states one (a task without a file, e.g. ``noop``)."""
+    path = task_file(task)
+    if "control_hz" in env:
+        rate, where = env["control_hz"], (source, "env.control_hz")
+    else:
+        rate, where = (load_yaml(path) if path.is_file() else {}).get("control_hz"), (path, "control_hz")
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+        raise ConfigError(*where, f"expected a rate in Hz greater than 0, got {rate!r}")
+    return float(rate)
+
+
+def merged(defaults: Mapping[str, Any], launch: Mapping[str, Any]) -> dict[str, Any]:
+    """``launch`` over ``defaults``, mapping by mapping (a list or a value replaces the default).
+
+    A launch file naming another ``deploy.arm`` than the task's takes none of the task's deploy
+    defaults: a controller file and its settings belong to one arm."""
+    out = copy.deepcopy(dict(defaults))
+    if _names_another_arm(launch.get("deploy"), out.get("deploy")):
+        del out["deploy"]
+    for key, value in launch.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _names_another_arm(own: Any, default: Any) -> bool:
+    if not isinstance(own, Mapping) or not isinstance(default, Mapping):
+        return False
+    return "arm" in own and own["arm"] != default.get("arm")
+
+
+def _deploy_at_task_rate(cfg: LaunchConfig) -> None:
+    """``deploy.hz`` follows the task's rate; a launch file stating another one is refused."""
+    rate = task_control_hz(cfg.task, cfg.env, cfg.source)
+    if cfg.deploy is None or rate is None:
+        return
+    if cfg.deploy.hz is None:
+        cfg.deploy.hz = rate
+    elif abs(cfg.deploy.hz - rate) > 1e-9:
+        raise ConfigError(cfg.source, "deploy.hz", f"{cfg.deploy.hz:g} differs from task {cfg.task!r}'s control_hz "
+                          f"{rate:g} ({task_file(cfg.task)}); the task states its rate once (leave deploy.hz out)")
+
+
 def load_launch(path: str | os.PathLike, overrides: list[str] | None = None) -> LaunchConfig:
-    raw = apply_overrides(load_yaml(path), overrides or [])
-    if "task" not in raw:
+    """The launch file over its task's defaults, with ``overrides`` (``--set``) over both."""
+    own = apply_overrides(load_yaml(path), overrides or [])
+    if "task" not in own:
         raise ConfigError(path, "task", "missing; name the task (e.g. graph_reach, lift, can)")
-    cfg = from_dict(LaunchConfig, raw, str(path))
+    defaults = task_defaults(own["task"]) if isinstance(own["task"], str) else {}
+    cfg = from_dict(LaunchConfig, merged(defaults, own), str(path))
     cfg.source = str(path)
+    _deploy_at_task_rate(cfg)
     return cfg

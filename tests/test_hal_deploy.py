@@ -58,6 +58,18 @@ def test_deploy_trained_checkpoint_records_demo(checkpoint, tmp_path, capsys):
     assert (out / "deploy_summary.json").is_file()
 
 
+def test_deploy_refuses_a_policy_trained_at_another_rate(checkpoint, tmp_path):
+    """The checkpoint was trained on 20 Hz demos; this launch runs the task (arm and loop) at 50 Hz."""
+    from robolearn.commands import deploy
+    from robolearn.config import ConfigError
+
+    launch = tmp_path / "fast.yaml"
+    launch.write_text("task: pybullet_lift\nenv: {control_hz: 50}\n")
+    with pytest.raises(ConfigError, match="field 'control_hz': the policy was trained at 20 Hz but the loop runs at 50 Hz"):
+        deploy.run(deploy_args(launch=str(launch), checkpoint=str(checkpoint), out=str(tmp_path / "d")))
+    assert not (tmp_path / "d").exists()
+
+
 def test_deploy_requires_confirmation(monkeypatch, tmp_path, capsys):
     from robolearn.commands import deploy
 
@@ -85,7 +97,8 @@ def run_and_signal(tmp_path, sig, name):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # No success stop and a long run, so the loop is mid-episode when the signal lands.
     launch = tmp_path / "long.yaml"
-    launch.write_text("task: pybullet_lift\ndeploy: {arm: pybullet, hz: 50, max_steps: 5000, stop_on_success: false}\n")
+    # 50 Hz is the task's rate here (env.control_hz), so the arm, the loop and the scripted operator agree.
+    launch.write_text("task: pybullet_lift\nenv: {control_hz: 50}\ndeploy: {max_steps: 5000, stop_on_success: false}\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "robolearn", "deploy", str(launch), "--checkpoint", "scripted:suboptimal", "--yes", "--out", str(out)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

@@ -16,7 +16,7 @@ The floors, bottom to top (a module may import its own floor and any floor below
    HAL's control loop starts its episodes with it);
 3. tasks and their peers: ``tasks`` (task scenes over an arm, operators, the task arm),
    ``algos``, ``teleop``;
-4. runtime: ``policy``, ``train``, ``evaluate``, ``collect``;
+4. runtime: ``policy``, ``train``, ``evaluate``, ``collect``, ``deploy``;
 5. commands: ``commands``, ``quickstart``;
 6. entry points: ``cli``, ``__main__``.
 
@@ -35,7 +35,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("robolearn.data", "robolearn.models", "robolearn.video", "robolearn.launch", "robolearn.inspect_report")),
     ("hal", ("robolearn.hal", "robolearn.runtime")),
     ("tasks", ("robolearn.tasks", "robolearn.algos", "robolearn.teleop")),
-    ("runtime", ("robolearn.policy", "robolearn.train", "robolearn.evaluate", "robolearn.collect")),
+    ("runtime", ("robolearn.policy", "robolearn.train", "robolearn.evaluate", "robolearn.collect", "robolearn.deploy")),
     ("commands", ("robolearn.commands", "robolearn.quickstart")),
     ("entry", ("robolearn.cli", "robolearn.__main__")),
 ]

@@ -32,11 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from robolearn.launch import load_launch
     from robolearn.tasks.task_arm import make_task_arm
 
     cfg = load_launch(args.launch)
-    deploy = dict(cfg.deploy or {})
+    deploy = dataclasses.asdict(cfg.deploy) if cfg.deploy else {}
     backend = args.arm or deploy.get("arm") or "noop"
     controller = args.controller or deploy.get("controller")
     arm = make_task_arm(backend, controller, task=cfg.task, env_overrides=cfg.env, seed=args.seed)

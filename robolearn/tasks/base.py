@@ -90,9 +90,12 @@ def _import_task(name: str) -> None:
 
 
 def env_spec(name: str) -> dict[str, Any]:
-    """The task spec from ``envs/<name>.yaml`` (empty when the task has none)."""
+    """The task spec from ``envs/<name>.yaml`` (empty when the task has none), without its
+    ``defaults:`` block, which holds launch-file sections (robolearn/launch.py reads it)."""
     path = ENVS_DIR / f"{name}.yaml"
-    return load_yaml(path) if path.exists() else {}
+    spec = load_yaml(path) if path.exists() else {}
+    spec.pop("defaults", None)
+    return spec
 
 
 def make_env(name: str, **overrides: Any) -> TaskEnv:

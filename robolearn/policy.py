@@ -2,7 +2,9 @@
 
 A checkpoint is a folder: ``model.safetensors`` (weights), ``optim.safetensors`` (optimiser
 moments and the sampler's RNG, for ``--resume``) and ``checkpoint.json`` (algorithm name and
-config, observation keys and shapes, normaliser, step, task metadata). Loading rebuilds the
+config, observation spec (ordered keys with shape and dtype), per-key normalisers, step, task
+metadata). Checkpoints of the first format (one normaliser over the flattened observation, and
+``obs_shapes``) load too: their normaliser is split per key, which encodes the same numbers. Loading rebuilds the
 algorithm from the registry by name and copies tensors in: nothing in a checkpoint is ever
 executed, unlike a pickled ``torch.save``.
 """
@@ -23,29 +25,25 @@ from safetensors.torch import save as save_tensors
 
 from robolearn.algos.base import Algo, algo_class
 from robolearn.config import ConfigError
-from robolearn.data.dataset import Normalizer, flatten_obs
 from robolearn.data.format import atomic_write_bytes
+from robolearn.models.encoders import LOW_DIM_DTYPES, Normalizer, ObsKey, ObsSpec
 
 CHECKPOINT_JSON = "checkpoint.json"
+#: What ``save_checkpoint`` writes; ``FORMAT_V1`` checkpoints (a flat normaliser) still load.
+CHECKPOINT_FORMAT = "robolearn-checkpoint-2"
+FORMAT_V1 = "robolearn-checkpoint-1"
 LATEST = "latest.json"
 
 
 class Policy:
-    """Observation dict in, action out. Wraps any algorithm with flattening and normalisation."""
+    """Observation dict in, action out: any algorithm behind its observation encoder."""
 
-    def __init__(
-        self,
-        algo: Algo,
-        normalizer: Normalizer,
-        obs_keys: list[str],
-        obs_shapes: dict[str, list[int]],
-        meta: dict[str, Any],
-        source: str = "policy",
-    ):
+    def __init__(self, algo: Algo, meta: dict[str, Any], source: str = "policy"):
         self.algo = algo.eval()
-        self.normalizer = normalizer
-        self.obs_keys = list(obs_keys)
-        self.obs_shapes = {k: tuple(v) for k, v in obs_shapes.items()}
+        self.encoder = algo.encoder
+        self.obs_keys = list(self.encoder.keys)
+        self.obs_spec: ObsSpec = dict(self.encoder.spec)
+        self.obs_shapes = {k: s.shape for k, s in self.obs_spec.items()}
         self.meta = meta
         #: The checkpoint this policy came from, named in observation errors.
         self.source = source
@@ -57,20 +55,27 @@ class Policy:
         for k in self.obs_keys:
             if k not in obs:
                 raise ConfigError(self.source, k, f"the observation has no key {k!r} (it has {sorted(obs)}); the policy was trained on {self.obs_keys}")
-            want = self.obs_shapes.get(k)
-            if want is None:
-                continue
+            want = self.obs_shapes[k]
             got = np.shape(obs[k])
             if int(np.prod(got)) != int(np.prod(want)):
                 raise ConfigError(self.source, k, f"observation {k!r} has shape {tuple(got)}; the policy was trained on shape {tuple(want)}")
+
+    def observation_tensors(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """One observation dict (checked against the training spec) as the encoder's per-key tensors."""
+        self.check_observation(obs)
+        out = {}
+        for k, spec in self.obs_spec.items():
+            dtype = np.float32 if spec.kind == "low_dim" else np.dtype(spec.dtype)
+            out[k] = torch.from_numpy(np.array(obs[k], dtype=dtype, copy=True).reshape(spec.shape))
+        return out
 
     def reset(self, seed: int = 0) -> None:
         self.algo.reset_policy(torch.Generator().manual_seed(int(seed)))
 
     def features(self, obs: dict[str, np.ndarray]) -> torch.Tensor:
-        """The normalised flat vector the algorithm sees for ``obs`` (checked against the training keys)."""
-        self.check_observation(obs)
-        return torch.from_numpy(self.normalizer(flatten_obs(obs, self.obs_keys)).astype(np.float32))
+        """The features the algorithm sees for ``obs``: its encoder of the observation's tensors."""
+        with torch.no_grad():
+            return self.algo.encode(self.observation_tensors(obs))
 
     @staticmethod
     def _command(a: torch.Tensor) -> np.ndarray:
@@ -110,21 +115,19 @@ class Policy:
 
     @property
     def current_goal(self) -> dict[str, np.ndarray] | None:
-        """The subgoal a hierarchical policy is pursuing, as an observation dict (un-normalised)."""
+        """The subgoal a hierarchical policy is pursuing, as a dict of its goal keys (recorded units)."""
         g = self.algo.current_goal()
-        return None if g is None else self.to_observation(g)
+        return None if g is None else self.to_observation(g, self.goal_keys)
 
-    def to_observation(self, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
-        """Normalised flat vectors (..., D), as the algorithms see them, back to an observation
-        dict in the recorded units, keeping any leading batch dimensions."""
-        flat = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x) * self.normalizer.std + self.normalizer.mean
-        lead = flat.shape[:-1]
-        out, i = {}, 0
-        for k in self.obs_keys:
-            n = int(np.prod(self.obs_shapes[k])) if self.obs_shapes[k] else 1
-            out[k] = flat[..., i : i + n].reshape(lead + tuple(self.obs_shapes[k]))
-            i += n
-        return out
+    @property
+    def goal_keys(self) -> list[str]:
+        """The keys a hierarchical policy's goals are made of (all keys for the others)."""
+        return list(getattr(self.algo, "goal_keys", self.obs_keys))
+
+    def to_observation(self, x: torch.Tensor | np.ndarray, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Features (..., D) of ``keys`` (all observation keys by default), as the algorithms see
+        them, back to an observation dict in the recorded units, keeping leading batch dimensions."""
+        return self.encoder.decode(x, keys)
 
 
 # --- saving -------------------------------------------------------------------------------
@@ -175,9 +178,6 @@ def save_checkpoint(
     algo: Algo,
     *,
     step: int,
-    normalizer: Normalizer,
-    obs_keys: list[str],
-    obs_shapes: dict[str, list[int]],
     meta: dict[str, Any],
     gen: torch.Generator | None = None,
 ) -> Path:
@@ -191,14 +191,14 @@ def save_checkpoint(
     if gen is not None:
         opt_tensors["rng/train"] = gen.get_state()
     info = {
-        "format": "robolearn-checkpoint-1",
+        "format": CHECKPOINT_FORMAT,
         "algo": algo.name,
         "algo_config": dataclasses.asdict(algo.cfg),
         "obs_dim": algo.obs_dim,
         "action_dim": algo.action_dim,
-        "obs_keys": obs_keys,
-        "obs_shapes": {k: list(v) for k, v in obs_shapes.items()},
-        "normalizer": normalizer.to_json(),
+        "obs_keys": list(algo.encoder.keys),
+        "obs_spec": algo.encoder.spec_json(),
+        "normalizers": algo.encoder.normalizers_json(),
         "step": step,
         "optimizers": opt_meta,
         "meta": meta,
@@ -436,8 +436,8 @@ def _check_info(path: Path, info: dict[str, Any]) -> None:
         if not ok:
             raise CheckpointError(path, key, f"expected {expected}, got {info[key]!r}")
 
-    fmt = info.get("format", "robolearn-checkpoint-1")
-    if fmt != "robolearn-checkpoint-1":
+    fmt = info.get("format", FORMAT_V1)
+    if fmt not in (FORMAT_V1, CHECKPOINT_FORMAT):
         raise CheckpointError(path, "format", f"unsupported checkpoint format {fmt!r}")
     need("algo", isinstance(info.get("algo"), str), "an algorithm name")
     need("algo_config", isinstance(info.get("algo_config"), dict), "a mapping")
@@ -446,8 +446,12 @@ def _check_info(path: Path, info: dict[str, Any]) -> None:
     keys = info.get("obs_keys")
     need("obs_keys", isinstance(keys, list) and bool(keys) and all(isinstance(k, str) for k in keys)
          and len(set(keys)) == len(keys), "a non-empty list of distinct key names")
-    _check_normalizer(path, info)
-    _check_obs_shapes(path, info)
+    if fmt == FORMAT_V1:
+        _check_normalizer(path, info)
+        _check_obs_shapes(path, info)
+    else:
+        _check_obs_spec(path, info)
+        _check_normalizers(path, info)
     if "step" in info and not _is_count(info["step"]):
         raise CheckpointError(path, "step", f"expected a non-negative integer, got {info['step']!r}")
     for key in ("meta", "optimizers"):
@@ -482,11 +486,85 @@ def _check_obs_shapes(path: Path, info: dict[str, Any]) -> None:
             raise CheckpointError(path, "obs_shapes", f"the observation keys flatten to {width} numbers, obs_dim is {info['obs_dim']}")
 
 
+def _check_obs_spec(path: Path, info: dict[str, Any]) -> None:
+    spec = info.get("obs_spec")
+    if not isinstance(spec, dict):
+        raise CheckpointError(path, "obs_spec", "missing required key" if spec is None else f"expected a mapping, got {spec!r}")
+    if set(spec) != set(info["obs_keys"]):
+        raise CheckpointError(path, "obs_spec", f"describes keys {sorted(spec)}, obs_keys are {info['obs_keys']}")
+    for k in info["obs_keys"]:
+        entry = spec[k]
+        if not isinstance(entry, dict) or set(entry) != {"shape", "dtype"}:
+            raise CheckpointError(path, f"obs_spec.{k}", f"expected exactly shape and dtype, got {entry!r}")
+        shape, dtype = entry["shape"], entry["dtype"]
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise CheckpointError(path, f"obs_spec.{k}.shape", f"expected a list of non-negative integers, got {shape!r}")
+        if dtype not in LOW_DIM_DTYPES and dtype != "uint8":
+            raise CheckpointError(path, f"obs_spec.{k}.dtype", f"expected a numeric dtype name, got {dtype!r}")
+
+
+def _spec_of(info: dict[str, Any]) -> ObsSpec:
+    """The observation spec of a checked checkpoint.json, in ``obs_keys`` order."""
+    return {k: ObsKey(tuple(info["obs_spec"][k]["shape"]), info["obs_spec"][k]["dtype"]) for k in info["obs_keys"]}
+
+
+def _check_normalizers(path: Path, info: dict[str, Any]) -> None:
+    """One normaliser per low-dimensional key, as long as the key, finite, with positive stds; and
+    the low-dimensional keys' widths adding up to ``obs_dim``."""
+    norms = info.get("normalizers")
+    if not isinstance(norms, dict):
+        raise CheckpointError(path, "normalizers", "missing required key" if norms is None else f"expected a mapping, got {norms!r}")
+    spec = _spec_of(info)
+    low = [k for k, s in spec.items() if s.kind == "low_dim"]
+    if set(norms) != set(low):
+        raise CheckpointError(path, "normalizers", f"has keys {sorted(norms)}, expected one per low-dimensional key {low}")
+    for k in low:
+        entry = norms[k]
+        if not isinstance(entry, dict):
+            raise CheckpointError(path, f"normalizers.{k}", f"expected a mapping, got {entry!r}")
+        for part in ("mean", "std"):
+            values = entry.get(part)
+            if not isinstance(values, list) or len(values) != spec[k].size:
+                raise CheckpointError(path, f"normalizers.{k}.{part}", f"expected a list of {spec[k].size} numbers (the key's size)")
+            if not all(_is_finite_number(v) for v in values):
+                raise CheckpointError(path, f"normalizers.{k}.{part}", "expected finite numbers")
+        if not all(v > 0 for v in entry["std"]):
+            raise CheckpointError(path, f"normalizers.{k}.std", "expected positive numbers (observations are divided by them)")
+    if all(s.kind == "low_dim" for s in spec.values()):
+        width = sum(s.size for s in spec.values())
+        if width != info["obs_dim"]:
+            raise CheckpointError(path, "obs_dim", f"the observation keys flatten to {width} numbers, obs_dim is {info['obs_dim']}")
+
+
+def _upgrade_v1(path: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """A checked first-format checkpoint.json in the current form: float32 keys shaped as
+    ``obs_shapes`` says, the flat normaliser split per key (the same numbers, so the same features)."""
+    keys, shapes = info["obs_keys"], info.get("obs_shapes", {})
+    if not set(keys) <= set(shapes):
+        if len(keys) != 1:
+            raise CheckpointError(path, "obs_shapes", f"has no shape for every key of {keys}, so the normaliser cannot be "
+                                  "split per key; retrain the policy with this version")
+        shapes = {keys[0]: [info["obs_dim"]]}
+    spec = {k: {"shape": list(shapes[k]), "dtype": "float32"} for k in keys}
+    norm = Normalizer.from_json(info["normalizer"])
+    sizes = {k: ObsKey(tuple(spec[k]["shape"])).size for k in keys}
+    normalizers = {k: n.to_json() for k, n in norm.split(sizes).items()}
+    upgraded = {k: v for k, v in info.items() if k not in ("normalizer", "obs_shapes")}
+    return {**upgraded, "format": CHECKPOINT_FORMAT, "obs_spec": spec, "normalizers": normalizers}
+
+
 def read_checkpoint_info(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The checked checkpoint.json of a checkpoint (of either format, in the current form)."""
     ckpt = resolve_checkpoint(path)
     info = _read_json(ckpt / CHECKPOINT_JSON, CHECKPOINT_JSON)
     _check_info(ckpt / CHECKPOINT_JSON, info)
+    if info.get("format", FORMAT_V1) == FORMAT_V1:
+        info = _upgrade_v1(ckpt / CHECKPOINT_JSON, info)
     return ckpt, info
+
+
+def checkpoint_normalizers(info: dict[str, Any]) -> dict[str, Normalizer]:
+    return {k: Normalizer.from_json(v) for k, v in info["normalizers"].items()}
 
 
 def _build_algo(ckpt: Path, info: dict[str, Any], device: str | None = None) -> Algo:
@@ -499,16 +577,23 @@ def _build_algo(ckpt: Path, info: dict[str, Any], device: str | None = None) -> 
     except ConfigError as exc:
         raise CheckpointError(source, "algo", exc.problem) from None
     try:
+        args = (info["algo_config"], _spec_of(info), checkpoint_normalizers(info), info["action_dim"], source)
         if device is None:
-            return cls.build(info["algo_config"], info["obs_dim"], info["action_dim"], source)
-        with torch.device(device):
-            return cls.build(info["algo_config"], info["obs_dim"], info["action_dim"], source)
+            algo = cls.build(*args)
+        else:
+            with torch.device(device):
+                algo = cls.build(*args)
     except CheckpointError:
         raise
     except ConfigError as exc:
-        raise CheckpointError(exc.source, f"algo_config.{exc.field}", exc.problem) from None
+        # The encoder's errors name an observation key; the rest a field of the algorithm's config.
+        section = "obs_spec" if exc.field in info["obs_keys"] else "algo_config"
+        raise CheckpointError(exc.source, f"{section}.{exc.field}", exc.problem) from None
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(source, "algo_config", f"cannot build {info['algo']} from it ({exc})") from None
+    if algo.obs_dim != info["obs_dim"]:
+        raise CheckpointError(source, "obs_dim", f"the observation spec encodes to {algo.obs_dim} features, obs_dim is {info['obs_dim']}")
+    return algo
 
 
 def load_algo(path: str | os.PathLike) -> tuple[Algo, dict[str, Any], Path]:
@@ -573,7 +658,4 @@ def restore_training_state(algo: Algo, ckpt: Path, info: dict[str, Any], gen: to
 
 def load_policy(path: str | os.PathLike) -> Policy:
     algo, info, ckpt = load_algo(path)
-    return Policy(
-        algo, Normalizer.from_json(info["normalizer"]), info["obs_keys"], info.get("obs_shapes", {}), info.get("meta", {}),
-        source=str(ckpt / CHECKPOINT_JSON),
-    )
+    return Policy(algo, info.get("meta", {}), source=str(ckpt / CHECKPOINT_JSON))

@@ -137,7 +137,7 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
     gen = seed_everything(seed)
     meta, episodes, obs_keys, data = load_dataset(cfg)
     cls = algo_class(cfg.algo_name, cfg.source)
-    algo = cls.build(cfg.algo_params, data.obs_dim, data.action_dim, f"{cfg.source}: algo")
+    algo = cls.build(cfg.algo_params, data.obs_spec, data.normalizers, data.action_dim, f"{cfg.source}: algo")
     scheduled = scheduled_optimizers(cfg, algo)
     start = 0
     if resume and (ckpt_dir / LATEST).exists():
@@ -160,11 +160,8 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
                  "success_rate": float(np.mean([ep.success for ep in episodes]))},
     }
     (out / "launch.json").write_text(json.dumps({**dataclasses.asdict(cfg), "seed": seed}, indent=2, default=str))
-    obs_shapes = {k: list(meta.obs_spec[k].shape) for k in obs_keys}
-
     def checkpoint(step: int) -> None:
-        save_checkpoint(ckpt_dir / f"step_{step:07d}", algo, step=step, normalizer=data.normalizer, obs_keys=obs_keys,
-                        obs_shapes=obs_shapes, meta=run_meta, gen=gen)
+        save_checkpoint(ckpt_dir / f"step_{step:07d}", algo, step=step, meta=run_meta, gen=gen)
 
     from torch.utils.tensorboard import SummaryWriter
 

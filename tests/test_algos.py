@@ -10,7 +10,8 @@ from robolearn.algos.base import algo_class, algo_names
 from robolearn.data.dataset import DemoDataset
 from robolearn.data.format import Episode
 from robolearn.config import ConfigError
-from robolearn.policy import load_policy, save_checkpoint
+from robolearn.models.encoders import ObservationEncoder
+from robolearn.policy import Policy, load_policy, save_checkpoint
 
 SMALL = {
     "bc": {"hidden": [64, 64]},
@@ -47,9 +48,19 @@ def data():
     return DemoDataset(chain_episodes(), ["pos"])
 
 
+def features(data, obs) -> torch.Tensor:
+    """What an algorithm trained on ``data`` sees of ``obs`` (a dict of arrays or tensors)."""
+    return ObservationEncoder(data.obs_spec, data.normalizers)({k: torch.as_tensor(v) for k, v in obs.items()})
+
+
+def row(data, i: int) -> torch.Tensor:
+    """The features of row ``i`` of the dataset."""
+    return features(data, data.observations(torch.tensor(i)))
+
+
 def build(name: str, data, seed: int = 0):
     torch.manual_seed(seed)
-    return algo_class(name).build(SMALL[name], data.obs_dim, data.action_dim)
+    return algo_class(name).build(SMALL[name], data.obs_spec, data.normalizers, data.action_dim)
 
 
 def first_loss_key(metrics):
@@ -72,8 +83,8 @@ def test_iris_picks_higher_value_goal(data):
     gen = torch.Generator().manual_seed(1)
     for _ in range(600):
         algo.train_step(data, gen)
-    near = torch.from_numpy(data.normalizer(np.array([0.95, 0.475], np.float32)))
-    far = torch.from_numpy(data.normalizer(np.array([0.05, 0.025], np.float32)))
+    near = features(data, {"pos": np.array([0.95, 0.475], np.float32)})
+    far = features(data, {"pos": np.array([0.05, 0.025], np.float32)})
     for order in ([near, far], [far, near]):
         candidates = torch.stack(order)
         algo.sample_goals = lambda obs, n, c=candidates: c  # hand-made candidates instead of cVAE samples
@@ -89,11 +100,8 @@ def test_checkpoint_reload_gives_identical_actions(name, data, tmp_path):
     gen = torch.Generator().manual_seed(0)
     for _ in range(5):
         algo.train_step(data, gen)
-    save_checkpoint(tmp_path / "ckpt", algo, step=5, normalizer=data.normalizer, obs_keys=["pos"],
-                    obs_shapes={"pos": [2]}, meta={"task": "synthetic"})
-    from robolearn.policy import Policy
-
-    original = Policy(algo, data.normalizer, ["pos"], {"pos": [2]}, {})
+    save_checkpoint(tmp_path / "ckpt", algo, step=5, meta={"task": "synthetic"})
+    original = Policy(algo, {})
     reloaded = load_policy(tmp_path)
     original.reset(seed=3)
     reloaded.reset(seed=3)
@@ -119,13 +127,12 @@ def test_unknown_config_key_names_it(data):
     from robolearn.config import ConfigError
 
     with pytest.raises(ConfigError, match="hiden"):
-        algo_class("bc").build({"hiden": [3]}, data.obs_dim, data.action_dim, "launch/x.yaml: algo")
+        algo_class("bc").build({"hiden": [3]}, data.obs_spec, data.normalizers, data.action_dim, "launch/x.yaml: algo")
 
 
 def test_policy_rejects_an_observation_of_the_wrong_shape(data, tmp_path):
     algo = build("bc", data)
-    save_checkpoint(tmp_path / "ckpt", algo, step=0, normalizer=data.normalizer, obs_keys=["pos"],
-                    obs_shapes={"pos": [2]}, meta={"task": "synthetic"})
+    save_checkpoint(tmp_path / "ckpt", algo, step=0, meta={"task": "synthetic"})
     policy = load_policy(tmp_path)
     policy.act({"pos": np.zeros(2, np.float32)})  # the trained shape is accepted
     with pytest.raises(ConfigError) as err:
@@ -149,31 +156,32 @@ def test_clipped_critic_targets_stay_within_the_return_bounds(data):
     """An optimistic target network (every Q = 3) would teach Q > 1 on sparse-reward data; the
     clipped target cannot exceed the best achievable return, 1."""
     params = {**SMALL["bcq"], "clip_target_to_return_bounds": True, "mc_return_floor": False}
-    algo = algo_class("bcq").build(params, data.obs_dim, data.action_dim)
+    algo = algo_class("bcq").build(params, data.obs_spec, data.normalizers, data.action_dim)
     with torch.no_grad():
         for p in algo.bcq.target.parameters():
             p.zero_()
         for critic in algo.bcq.target.critics:
             list(critic.parameters())[-1].fill_(3.0)  # the output bias: Q = 3 everywhere
     gen = torch.Generator().manual_seed(0)
-    batch = algo.bcq.sample(data, 64, gen)
+    batch = algo.bcq.sample(data, 64, gen, algo.encode)
     m = algo.bcq.update(batch, gen)
     assert m["value/target_mean"] <= 1.0 + 1e-6
-    algo_plain = algo_class("bcq").build({**params, "clip_target_to_return_bounds": False}, data.obs_dim, data.action_dim)
+    algo_plain = algo_class("bcq").build({**params, "clip_target_to_return_bounds": False}, data.obs_spec, data.normalizers, data.action_dim)
     algo_plain.bcq.target.load_state_dict(algo.bcq.target.state_dict())
-    m_plain = algo_plain.bcq.update(algo_plain.bcq.sample(data, 64, torch.Generator().manual_seed(0)), gen)
+    m_plain = algo_plain.bcq.update(algo_plain.bcq.sample(data, 64, torch.Generator().manual_seed(0), algo_plain.encode), gen)
     assert m_plain["value/target_mean"] > 2.0  # the same optimistic target, unclipped
 
 
-def test_policy_to_observation_inverts_flattening_with_batch_dims(data):
-    from robolearn.data.dataset import Normalizer, flatten_obs
-    from robolearn.policy import Policy
+def test_policy_to_observation_inverts_the_encoder_with_batch_dims():
+    from robolearn.models.encoders import Normalizer, ObsKey
 
-    norm = Normalizer(mean=np.array([1.0, -2.0, 0.5], np.float32), std=np.array([2.0, 0.5, 4.0], np.float32))
-    policy = Policy(build("hbc", data), norm, ["a", "b"], {"a": [1], "b": [2]}, {})
+    spec = {"a": ObsKey((1,)), "b": ObsKey((2,))}
+    norms = {"a": Normalizer(np.array([1.0], np.float32), np.array([2.0], np.float32)),
+             "b": Normalizer(np.array([-2.0, 0.5], np.float32), np.array([0.5, 4.0], np.float32))}
+    policy = Policy(algo_class("hbc").build(SMALL["hbc"], spec, norms, 2), {})
     obs = [{"a": np.array([0.3], np.float32), "b": np.array([4.0, -1.0], np.float32)},
            {"a": np.array([-7.0], np.float32), "b": np.array([0.0, 2.5], np.float32)}]
-    flat = np.stack([norm(flatten_obs(o, ["a", "b"])) for o in obs])
+    flat = np.stack([policy.features(o).numpy() for o in obs])
     back = policy.to_observation(torch.from_numpy(flat))
     assert back["a"].shape == (2, 1) and back["b"].shape == (2, 2)
     for i, o in enumerate(obs):
@@ -186,7 +194,7 @@ def test_policy_to_observation_inverts_flattening_with_batch_dims(data):
 @pytest.mark.parametrize("replan_every, expected", [(None, [0, 5, 10]), (2, [0, 2, 4, 6, 8, 10]), (1, list(range(12)))])
 def test_hbc_replans_every_replan_every_steps_and_resets_the_lstm(data, replan_every, expected):
     """Goals stay subgoal_horizon (5) steps ahead; only how often the high level picks one changes."""
-    algo = algo_class("iris").build({**SMALL["iris"], "replan_every": replan_every}, data.obs_dim, data.action_dim)
+    algo = algo_class("iris").build({**SMALL["iris"], "replan_every": replan_every}, data.obs_spec, data.normalizers, data.action_dim)
     algo.reset_policy(torch.Generator().manual_seed(0))
     plans, fresh_lstm = [], []
     plan, low = algo.plan, algo.low.forward
@@ -201,7 +209,7 @@ def test_hbc_replans_every_replan_every_steps_and_resets_the_lstm(data, replan_e
 
     algo.plan, algo.low.forward = counted, recorded
     for _ in range(12):
-        algo.act(data.obs[0])
+        algo.act(row(data, 0))
     assert plans == expected
     assert [t for t in range(12) if algo.needs_plan(t)] == expected  # the schedule a pipelined runner reads
     assert [t for t, fresh in enumerate(fresh_lstm) if fresh] == expected
@@ -212,8 +220,8 @@ def test_act_is_plan_adopt_and_act_on_plan_composed(name, data):
     """``act`` and the planning interface called step by step give the same actions from the same
     seed: a runner that drives the pieces itself (the pipelined planner, the Lift probe) acts as
     the policy does."""
-    algo = algo_class(name).build({**SMALL[name], "replan_every": 2}, data.obs_dim, data.action_dim)
-    obs = [data.obs[i] for i in range(7)]
+    algo = algo_class(name).build({**SMALL[name], "replan_every": 2}, data.obs_spec, data.normalizers, data.action_dim)
+    obs = [row(data, i) for i in range(7)]
     algo.reset_policy(torch.Generator().manual_seed(4))
     composed = [algo.act(o) for o in obs]
     algo.reset_policy(torch.Generator().manual_seed(4))
@@ -236,14 +244,14 @@ def test_act_is_plan_adopt_and_act_on_plan_composed(name, data):
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])
 def test_hbc_replan_every_must_be_a_positive_step_count(data, bad):
     with pytest.raises(ConfigError, match="replan_every"):
-        algo_class("hbc").build({**SMALL["hbc"], "replan_every": bad}, data.obs_dim, data.action_dim)
+        algo_class("hbc").build({**SMALL["hbc"], "replan_every": bad}, data.obs_spec, data.normalizers, data.action_dim)
 
 
 
 @pytest.mark.parametrize("bad", ["relative", 1])
 def test_hbc_low_goal_input_must_be_known(data, bad):
     with pytest.raises(ConfigError, match="launch/x.yaml: algo.*low_goal_input.*offset"):
-        algo_class("hbc").build({**SMALL["hbc"], "low_goal_input": bad}, data.obs_dim, data.action_dim, "launch/x.yaml: algo")
+        algo_class("hbc").build({**SMALL["hbc"], "low_goal_input": bad}, data.obs_spec, data.normalizers, data.action_dim, "launch/x.yaml: algo")
 
 
 @pytest.mark.parametrize("name", ["hbc", "iris"])
@@ -251,18 +259,15 @@ def test_hbc_goal_offset_input_learns_and_reloads(name, data, tmp_path):
     """``offset`` changes what the low level sees (goal - obs), not what a goal is; it still learns
     the chain, and a checkpoint (config in JSON) acts identically after reloading."""
     torch.manual_seed(0)
-    algo = algo_class(name).build({**SMALL[name], "low_goal_input": "offset"}, data.obs_dim, data.action_dim)
-    obs, goal = data.obs[0], data.obs[7]
+    algo = algo_class(name).build({**SMALL[name], "low_goal_input": "offset"}, data.obs_spec, data.normalizers, data.action_dim)
+    obs, goal = row(data, 0), row(data, 7)
     torch.testing.assert_close(algo.low_input(obs, goal), torch.cat([obs, goal - obs]))
     gen = torch.Generator().manual_seed(0)
     history = [algo.train_step(data, gen) for _ in range(150)]
     early, late = np.mean([m["loss/low"] for m in history[:10]]), np.mean([m["loss/low"] for m in history[-10:]])
     assert late < 0.7 * early, f"loss/low went from {early:.4f} to {late:.4f}"
-    save_checkpoint(tmp_path / "ckpt", algo, step=150, normalizer=data.normalizer, obs_keys=["pos"],
-                    obs_shapes={"pos": [2]}, meta={"task": "synthetic"})
-    from robolearn.policy import Policy
-
-    original, reloaded = Policy(algo, data.normalizer, ["pos"], {"pos": [2]}, {}), load_policy(tmp_path)
+    save_checkpoint(tmp_path / "ckpt", algo, step=150, meta={"task": "synthetic"})
+    original, reloaded = Policy(algo, {}), load_policy(tmp_path)
     assert reloaded.algo.cfg.low_goal_input == "offset"
     original.reset(seed=3)
     reloaded.reset(seed=3)

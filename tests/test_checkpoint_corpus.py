@@ -47,12 +47,11 @@ def write_tiny_run(run: Path, meta: dict, key: str = "pos", obs_dim: int = 2, ac
     a BC trained for 3 steps on points walking in a line."""
     data = DemoDataset(line_episodes(key, obs_dim, action_dim), [key])
     torch.manual_seed(0)
-    algo = algo_class("bc").build({"hidden": [8, 8]}, data.obs_dim, data.action_dim)
+    algo = algo_class("bc").build({"hidden": [8, 8]}, data.obs_spec, data.normalizers, data.action_dim)
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
         algo.train_step(data, gen)
-    save_checkpoint(run / "checkpoints" / STEP, algo, step=3, normalizer=data.normalizer, obs_keys=[key],
-                    obs_shapes={key: [obs_dim]}, meta=meta, gen=gen)
+    save_checkpoint(run / "checkpoints" / STEP, algo, step=3, meta=meta, gen=gen)
     return run
 
 
@@ -253,16 +252,24 @@ LOAD_CORPUS = [
     ("info-algo-config-bad-key", edit_info(_set_info("algo_config.no_such_key", 1)), INFO, "no_such_key"),
     ("info-algo-config-huge", edit_info(_set_info("algo_config.hidden", [10**9, 10**9])), MODEL, "the algorithm's network has"),
     ("info-obs-dim-bool", edit_info(_set_info("obs_dim", True)), INFO, "obs_dim"),
-    ("info-obs-dim-huge", edit_info(_set_info("obs_dim", 10**12)), INFO, "normalizer.mean"),
+    ("info-obs-dim-huge", edit_info(_set_info("obs_dim", 10**12)), INFO, "obs_dim"),
     ("info-action-dim-zero", edit_info(_set_info("action_dim", 0)), INFO, "action_dim"),
     ("info-obs-keys-missing", edit_info(lambda info: info.pop("obs_keys")), INFO, "obs_keys"),
     ("info-obs-keys-dup", edit_info(_set_info("obs_keys", ["pos", "pos"])), INFO, "obs_keys"),
-    ("info-normalizer-short", edit_info(_set_info("normalizer.mean", [0.0])), INFO, "normalizer.mean"),
-    ("info-normalizer-nan", edit_info(_set_info("normalizer.std", [float("nan"), 1.0])), INFO, "normalizer.std"),
-    ("info-normalizer-zero-std", edit_info(_set_info("normalizer.std", [0.0, 1.0])), INFO, "normalizer.std"),
-    ("info-normalizer-string", edit_info(_set_info("normalizer.mean", ["0", "1"])), INFO, "normalizer.mean"),
-    ("info-obs-shapes-width", edit_info(_set_info("obs_shapes.pos", [3])), INFO, "obs_shapes"),
-    ("info-obs-shapes-bad", edit_info(_set_info("obs_shapes.pos", "2")), INFO, "obs_shapes.pos"),
+    ("info-normalizers-missing", edit_info(lambda info: info.pop("normalizers")), INFO, "normalizers"),
+    ("info-normalizers-other-key", edit_info(_set_info("normalizers", {"vel": {"mean": [0.0], "std": [1.0]}})), INFO, "normalizers"),
+    ("info-normalizer-short", edit_info(_set_info("normalizers.pos.mean", [0.0])), INFO, "normalizers.pos.mean"),
+    ("info-normalizer-nan", edit_info(_set_info("normalizers.pos.std", [float("nan"), 1.0])), INFO, "normalizers.pos.std"),
+    ("info-normalizer-zero-std", edit_info(_set_info("normalizers.pos.std", [0.0, 1.0])), INFO, "normalizers.pos.std"),
+    ("info-normalizer-string", edit_info(_set_info("normalizers.pos.mean", ["0", "1"])), INFO, "normalizers.pos.mean"),
+    ("info-obs-spec-missing", edit_info(lambda info: info.pop("obs_spec")), INFO, "obs_spec"),
+    ("info-obs-spec-other-key", edit_info(_set_info("obs_spec", {"vel": {"shape": [2], "dtype": "float32"}})), INFO, "obs_spec"),
+    ("info-obs-spec-width", edit_info(_set_info("obs_spec.pos.shape", [3])), INFO, "normalizers.pos.mean"),
+    ("info-obs-spec-bad-shape", edit_info(_set_info("obs_spec.pos.shape", "2")), INFO, "obs_spec.pos.shape"),
+    ("info-obs-spec-bad-dtype", edit_info(_set_info("obs_spec.pos.dtype", "object")), INFO, "obs_spec.pos.dtype"),
+    ("info-obs-spec-extra-field", edit_info(_set_info("obs_spec.pos.code", "x")), INFO, "obs_spec.pos"),
+    ("info-obs-spec-image", edit_info(lambda info: info.update(obs_spec={"pos": {"shape": [8, 8, 3], "dtype": "uint8"}},
+                                                               normalizers={})), INFO, "image encoder"),
     ("info-step-negative", edit_info(_set_info("step", -1)), INFO, "step"),
     ("info-meta-list", edit_info(_set_info("meta", [])), INFO, "meta"),
     ("latest-invalid-json", write_file(LATEST, "{\"name\": "), LATEST, "unreadable JSON"),
@@ -392,13 +399,83 @@ def test_full_disk_while_saving_names_the_checkpoint_not_the_staging_folder(good
     staging = target.with_name(f".{target.name}.tmp")
     staging.mkdir(parents=True)
     (staging / "model.safetensors").symlink_to("/dev/full")
-    from robolearn.data.dataset import Normalizer
-
     with pytest.raises(OSError) as err:
-        save_checkpoint(target, algo, step=4, normalizer=Normalizer.from_json(info["normalizer"]), obs_keys=["pos"],
-                        obs_shapes={"pos": [2]}, meta={})
+        save_checkpoint(target, algo, step=4, meta={})
     assert err.value.errno == errno.ENOSPC
     assert err.value.filename == str(target / "model.safetensors")
     assert not staging.exists() and not target.exists() and not (target.parent / "latest.json").exists()
     line, code = error_line("train", err.value)
     assert line == f"robolearn train: error: {target / 'model.safetensors'}: No space left on device" and code == 1
+
+
+# --- checkpoints of the first format (one flat normaliser, obs_shapes) ---------------------------
+
+def as_first_format(run: Path, shapes: bool = True) -> Path:
+    """``run``'s checkpoint.json rewritten as the first format wrote it: a normaliser over the
+    flattened observation (keys in order) and ``obs_shapes``; the weights are the same."""
+    path = ckpt_of(run) / "checkpoint.json"
+    info = json.loads(path.read_text())
+    norms = info.pop("normalizers")
+    spec = info.pop("obs_spec")
+    keys = info["obs_keys"]
+    info["format"] = "robolearn-checkpoint-1"
+    info["normalizer"] = {part: [v for k in keys for v in norms[k][part]] for part in ("mean", "std")}
+    if shapes:
+        info["obs_shapes"] = {k: spec[k]["shape"] for k in keys}
+    path.write_text(json.dumps(info))
+    return run
+
+
+@pytest.fixture
+def v1_run(run) -> Path:
+    return as_first_format(run)
+
+
+def test_first_format_checkpoint_acts_as_the_current_one(run, tmp_path):
+    current = load_policy(run)
+    old = load_policy(as_first_format(shutil.copytree(run, tmp_path / "v1")))
+    assert old.obs_spec == current.obs_spec
+    for x in np.linspace(-1, 2, 7):
+        obs = {"pos": np.array([x, 0.3 * x], np.float32)}
+        np.testing.assert_array_equal(old.act(obs), current.act(obs))
+
+
+def test_first_format_checkpoint_of_several_keys_without_shapes_is_refused(tmp_path):
+    """Without ``obs_shapes`` the flat normaliser cannot be split per key: refused, saying to retrain."""
+    run = write_tiny_run(tmp_path / "run", {"task": "synthetic"})
+    info_path = ckpt_of(run) / "checkpoint.json"
+    info = json.loads(info_path.read_text())
+    info["obs_keys"], info["obs_spec"] = ["pos", "vel"], {"pos": {"shape": [1], "dtype": "float32"},
+                                                             "vel": {"shape": [1], "dtype": "float32"}}
+    mean, std = info["normalizers"]["pos"]["mean"], info["normalizers"]["pos"]["std"]
+    info["normalizers"] = {"pos": {"mean": mean[:1], "std": std[:1]}, "vel": {"mean": mean[1:], "std": std[1:]}}
+    info_path.write_text(json.dumps(info))
+    as_first_format(run, shapes=False)
+    with pytest.raises(CheckpointError) as err:
+        load_policy(run)
+    assert err.value.source == str(info_path) and err.value.field == "obs_shapes" and "retrain" in str(err.value)
+
+
+#: Damage to a first-format checkpoint.json: what the first format's reader refused stays refused.
+V1_CORPUS = [
+    ("info-obs-dim-huge", edit_info(_set_info("obs_dim", 10**12)), INFO, "normalizer.mean"),
+    ("info-normalizer-missing", edit_info(lambda info: info.pop("normalizer")), INFO, "normalizer"),
+    ("info-normalizer-short", edit_info(_set_info("normalizer.mean", [0.0])), INFO, "normalizer.mean"),
+    ("info-normalizer-nan", edit_info(_set_info("normalizer.std", [float("nan"), 1.0])), INFO, "normalizer.std"),
+    ("info-normalizer-zero-std", edit_info(_set_info("normalizer.std", [0.0, 1.0])), INFO, "normalizer.std"),
+    ("info-normalizer-string", edit_info(_set_info("normalizer.mean", ["0", "1"])), INFO, "normalizer.mean"),
+    ("info-obs-shapes-width", edit_info(_set_info("obs_shapes.pos", [3])), INFO, "obs_shapes"),
+    ("info-obs-shapes-bad", edit_info(_set_info("obs_shapes.pos", "2")), INFO, "obs_shapes.pos"),
+    ("info-obs-keys-dup", edit_info(_set_info("obs_keys", ["pos", "pos"])), INFO, "obs_keys"),
+]
+
+
+@pytest.mark.parametrize("damage,named,words", [c[1:] for c in V1_CORPUS], ids=[c[0] for c in V1_CORPUS])
+def test_damaged_first_format_checkpoint_is_refused_naming_the_file(v1_run, damage, named, words):
+    load_policy(v1_run)  # undamaged, it loads
+    damage(v1_run)
+    with pytest.raises(CheckpointError) as info:
+        load_policy(v1_run)
+    err = info.value
+    assert err.source == str(v1_run / named), err
+    assert words in str(err)

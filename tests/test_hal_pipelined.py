@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robolearn.algos.base import algo_class
-from robolearn.data.dataset import Normalizer
+from robolearn.models.encoders import ObsKey, unit_normalizers
 from robolearn.hal.pipelined import PipelinedReplanPolicy
 from robolearn.policy import Policy
 
@@ -92,9 +92,9 @@ def tiny_policy(name: str, replan_every: int | None) -> Policy:
     cfg = {"subgoal_horizon": 5, "goal_vae_hidden": [16], "low_hidden": 16, "low_layers": 1, "replan_every": replan_every}
     if name == "iris":
         cfg.update(num_goal_samples=4, num_value_action_samples=3, value={"critic_hidden": [16], "action_vae_hidden": [16]})
-    algo = algo_class(name).build(cfg, obs_dim=3, action_dim=2)
-    norm = Normalizer(mean=np.zeros(3, np.float32), std=np.ones(3, np.float32))
-    return Policy(algo, norm, ["o"], {"o": [3]}, {})
+    spec = {"o": ObsKey((3,))}
+    algo = algo_class(name).build(cfg, spec, unit_normalizers(spec), action_dim=2)
+    return Policy(algo, {})
 
 
 def adoptions(policy: Policy) -> list[int]:

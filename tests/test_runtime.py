@@ -108,16 +108,15 @@ def test_eval_gives_the_same_episodes_with_one_or_two_workers_and_a_pipelined_pl
     import torch
 
     from robolearn.algos.base import algo_class
-    from robolearn.data.dataset import Normalizer
+    from robolearn.models.encoders import ObsKey, unit_normalizers
     from robolearn.evaluate import evaluate_run
     from robolearn.hal.pipelined import PipelinedReplanPolicy
     from robolearn.policy import load_policy, save_checkpoint
 
     torch.manual_seed(0)
     algo = algo_class("hbc").build({"subgoal_horizon": 5, "goal_vae_hidden": [16], "low_hidden": 16, "low_layers": 1,
-                                    "replan_every": 2}, obs_dim=2, action_dim=2)
-    norm = Normalizer(mean=np.zeros(2, np.float32), std=np.ones(2, np.float32))
-    save_checkpoint(tmp_path / "ckpt", algo, step=0, normalizer=norm, obs_keys=["pos"], obs_shapes={"pos": [2]},
+                                    "replan_every": 2}, {"pos": ObsKey((2,))}, unit_normalizers({"pos": ObsKey((2,))}), 2)
+    save_checkpoint(tmp_path / "ckpt", algo, step=0,
                     meta={"task": "graph_reach"})
     runs = [evaluate_run(tmp_path / "ckpt", episodes=3, seed=1, workers=w, horizon=15, progress=False) for w in (1, 2)]
     one, two = ([(e["seed"], e["success"], e["length"], e["return"]) for e in r["per_episode"]] for r in runs)

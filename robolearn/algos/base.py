@@ -4,9 +4,15 @@ An algorithm is a typed config dataclass plus an ``nn.Module`` that owns its net
 optimisers and implements two halves:
 
 - training: ``train_step(data, gen) -> metrics`` samples what it needs from the
-  in-memory ``DemoDataset`` (transitions, sequences or goal windows) and takes one step;
-- acting: ``reset_policy()`` and ``act(obs) -> action`` on one *normalised* observation
-  vector, with runtime state (RNN state, current subgoal) kept on the module.
+  in-memory ``DemoDataset`` (transitions, sequences or goal windows: observations as dicts of
+  per-key tensors), turns the observations into features with its ``encoder`` and takes one step;
+- acting: ``reset_policy()`` and ``act(features) -> action`` on the features of one
+  observation (``encoder`` of the observation dict), with runtime state (RNN state, current
+  subgoal) kept on the module.
+
+Every algorithm is built from an observation spec (ordered keys with shape and dtype) and the
+dataset's per-key normalisers; ``self.encoder`` (``robolearn.models.encoders``) maps observation
+dicts to ``obs_dim`` features, and the networks are sized from ``obs_dim``.
 
 Policies that think now and then and act every step (hierarchical ones re-planning a subgoal,
 chunked ones predicting several actions at once) set ``plans`` and split acting into the
@@ -16,19 +22,20 @@ acting state), ``adopt(plan)`` and ``act_on_plan(obs)`` (the cheap step, every s
 ``act`` is ``act_planned``, the synchronous composition; a runner that plans elsewhere (in a
 background thread: ``robolearn.hal.pipelined``) keeps the same schedule by asking ``needs_plan``.
 
-The runtime ``Policy`` in ``robolearn/policy.py`` wraps any algorithm with the observation
-flattening and normalisation, so checkpoints only store weights, config and normalisers.
+The runtime ``Policy`` in ``robolearn/policy.py`` feeds any algorithm observation dicts through
+its encoder, so checkpoints store weights, config, the observation spec and the normalisers.
 """
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
 
 from robolearn.config import ConfigError, from_dict, positive
+from robolearn.models.encoders import Normalizer, ObservationEncoder, ObsSpec
 
 _MODULES = {
     "bc": "robolearn.algos.bc",
@@ -61,6 +68,11 @@ def algo_names() -> list[str]:
     return sorted(_MODULES)
 
 
+#: Sources of the errors an algorithm's constructor raises (its encoder, its own key checks);
+#: ``build`` names its caller's source instead.
+BUILD_SOURCES = ("algo", "observation encoder")
+
+
 @dataclass
 class AlgoConfig:
     """Fields every algorithm has. Every number of every algorithm config declares what it may be
@@ -77,16 +89,27 @@ class Algo(nn.Module):
     #: True for algorithms with the planning interface (``needs_plan``/``plan``/``adopt``/``act_on_plan``).
     plans: ClassVar[bool] = False
 
-    def __init__(self, cfg: AlgoConfig, obs_dim: int, action_dim: int):
+    def __init__(self, cfg: AlgoConfig, obs_spec: ObsSpec, normalizers: Mapping[str, Normalizer], action_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.obs_dim = obs_dim
+        self.encoder = ObservationEncoder(obs_spec, normalizers)
+        self.obs_dim = self.encoder.out_dim
         self.action_dim = action_dim
 
     @classmethod
-    def build(cls, cfg_dict: dict[str, Any], obs_dim: int, action_dim: int, source: str = "algo") -> "Algo":
+    def build(cls, cfg_dict: dict[str, Any], obs_spec: ObsSpec, normalizers: Mapping[str, Normalizer], action_dim: int,
+              source: str = "algo") -> "Algo":
         cfg = from_dict(cls.Config, cfg_dict, source)
-        return cls(cfg, obs_dim, action_dim)
+        try:
+            return cls(cfg, obs_spec, normalizers, action_dim)
+        except ConfigError as exc:
+            if exc.source not in BUILD_SOURCES:
+                raise
+            raise ConfigError(source, exc.field, exc.problem) from None
+
+    def encode(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Observation dict (per-key tensors with any leading dimensions) -> features (..., obs_dim)."""
+        return self.encoder(obs)
 
     # --- training -----------------------------------------------------------------------
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -100,11 +123,11 @@ class Algo(nn.Module):
         """Clear runtime state at the start of an episode."""
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """One normalised observation vector (D,) -> one action (A,) in [-1, 1]."""
+        """The features of one observation (obs_dim,) -> one action (A,) in [-1, 1]."""
         raise NotImplementedError
 
     def current_goal(self) -> torch.Tensor | None:
-        """The normalised subgoal being pursued, for hierarchical policies."""
+        """The subgoal being pursued (features of the goal keys), for hierarchical policies."""
         return None
 
     # --- planning: think now and then, act every step ---------------------------------------
@@ -117,7 +140,7 @@ class Algo(nn.Module):
         return False
 
     def plan(self, obs: torch.Tensor) -> Any:
-        """Think: a new plan from one normalised observation. Draws from the policy's generator but
+        """Think: a new plan from one observation's features. Draws from the policy's generator but
         leaves the acting state alone, so it may run while the policy acts on its current plan."""
         raise NotImplementedError(f"{type(self).__name__} does not plan")
 

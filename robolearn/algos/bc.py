@@ -20,9 +20,9 @@ class BCConfig(AlgoConfig):
 class BC(Algo):
     Config = BCConfig
 
-    def __init__(self, cfg: BCConfig, obs_dim: int, action_dim: int):
-        super().__init__(cfg, obs_dim, action_dim)
-        self.net = mlp(obs_dim, cfg.hidden, action_dim)
+    def __init__(self, cfg: BCConfig, obs_spec, normalizers, action_dim: int):
+        super().__init__(cfg, obs_spec, normalizers, action_dim)
+        self.net = mlp(self.obs_dim, cfg.hidden, action_dim)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
 
     def optimizers(self):
@@ -30,7 +30,7 @@ class BC(Algo):
 
     def train_step(self, data, gen):
         b = data.transitions(self.cfg.batch_size, gen)
-        loss = F.mse_loss(torch.tanh(self.net(b["obs"])), b["action"], reduction="none").sum(-1).mean()
+        loss = F.mse_loss(torch.tanh(self.net(self.encode(b["obs"]))), b["action"], reduction="none").sum(-1).mean()
         step_optimizer(self.opt, loss)
         return {"loss/policy": loss.item()}
 

@@ -26,9 +26,9 @@ class BCRNNConfig(AlgoConfig):
 class BCRNN(Algo):
     Config = BCRNNConfig
 
-    def __init__(self, cfg: BCRNNConfig, obs_dim: int, action_dim: int):
-        super().__init__(cfg, obs_dim, action_dim)
-        self.net = LSTMPolicy(obs_dim, action_dim, cfg.hidden, cfg.layers)
+    def __init__(self, cfg: BCRNNConfig, obs_spec, normalizers, action_dim: int):
+        super().__init__(cfg, obs_spec, normalizers, action_dim)
+        self.net = LSTMPolicy(self.obs_dim, action_dim, cfg.hidden, cfg.layers)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self._state = None
         self._t = 0
@@ -38,7 +38,7 @@ class BCRNN(Algo):
 
     def train_step(self, data, gen):
         b = data.sequences(self.cfg.batch_size, self.cfg.seq_len, gen)
-        pred, _ = self.net(b["obs"])
+        pred, _ = self.net(self.encode(b["obs"]))
         loss = masked_mse(pred, b["action"], b["mask"])
         step_optimizer(self.opt, loss)
         return {"loss/policy": loss.item()}

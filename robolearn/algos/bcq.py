@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -84,8 +85,11 @@ class BCQCritic(nn.Module):
         q = net(s.reshape(B * n, -1), a.reshape(B * n, -1)).reshape(-1, B, n)
         return self._combine(q).max(-1).values
 
-    def sample(self, data, batch_size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    def sample(self, data, batch_size: int, gen: torch.Generator, encode: Callable) -> dict[str, torch.Tensor]:
+        """A batch of transitions whose states are ``encode`` of their observation dicts: the
+        critic's input features."""
         batch = data.transitions(batch_size, gen, gamma=self.cfg.gamma if self.cfg.mc_return_floor else None)
+        batch["obs"], batch["next_obs"] = encode(batch["obs"]), encode(batch["next_obs"])
         if self.cfg.clip_target_to_return_bounds:
             lo, hi = data.return_bounds(self.cfg.gamma)
             batch["return_bounds"] = torch.tensor([lo, hi])
@@ -126,16 +130,16 @@ class BCQConfig(AlgoConfig, BCQCriticConfig):
 class BCQ(Algo):
     Config = BCQConfig
 
-    def __init__(self, cfg: BCQConfig, obs_dim: int, action_dim: int):
-        super().__init__(cfg, obs_dim, action_dim)
-        self.bcq = BCQCritic(cfg, obs_dim, action_dim)
+    def __init__(self, cfg: BCQConfig, obs_spec, normalizers, action_dim: int):
+        super().__init__(cfg, obs_spec, normalizers, action_dim)
+        self.bcq = BCQCritic(cfg, self.obs_dim, action_dim)
         self._gen = torch.Generator().manual_seed(0)
 
     def optimizers(self):
         return self.bcq.optimizers()
 
     def train_step(self, data, gen):
-        return self.bcq.update(self.bcq.sample(data, self.cfg.batch_size, gen), gen)
+        return self.bcq.update(self.bcq.sample(data, self.cfg.batch_size, gen, self.encode), gen)
 
     def reset_policy(self, gen=None):
         if gen is not None:

@@ -9,6 +9,11 @@ Acting follows the planning interface (``robolearn.algos.base``): ``needs_plan``
 schedule, ``plan`` proposes a ``SubgoalPlan``, ``adopt`` installs its goal and resets the LSTM,
 ``act_on_plan`` runs the low level; ``act`` composes them synchronously.
 
+A goal is the features of ``goal_keys`` (all observation keys by default, the state T steps
+ahead as a whole): the goal cVAE proposes goal features from the current observation's features
+and the low level reads both. Naming fewer keys (the object's pose, not the arm's) makes the
+goal only what must be reached.
+
 HBC samples one goal; IRIS (``iris.py``) plans by sampling many and keeping the one its value
 function prefers. Everything else is shared, so the comparison between the two isolates
 exactly what the value selector adds.
@@ -50,11 +55,14 @@ class HBCConfig(AlgoConfig):
     #: two draws it moved success by -8 to +12 points (mean +1); with ``offset`` the arm
     #: sometimes wandered a metre off, a failure ``goal`` never showed.
     low_goal_input: str = checked("goal", choices=LOW_GOAL_INPUTS)
+    #: observation keys whose features make up a goal, in this order (None: every key, in the
+    #: observation's order).
+    goal_keys: list[str] | None = None
 
 
 @dataclass
 class SubgoalPlan:
-    """A re-plan's outcome: the chosen normalised subgoal (D,), and the candidates (N, D) it was
+    """A re-plan's outcome: the chosen subgoal's features (G,), and the candidates (N, G) it was
     chosen from with their scores (N,) when the planner scored several (IRIS)."""
 
     goal: torch.Tensor
@@ -67,10 +75,13 @@ class HBC(Algo):
     Config = HBCConfig
     plans = True
 
-    def __init__(self, cfg: HBCConfig, obs_dim: int, action_dim: int):
-        super().__init__(cfg, obs_dim, action_dim)
-        self.goal_vae = ConditionalVAE(obs_dim, obs_dim, cfg.goal_vae_latent, cfg.goal_vae_hidden)
-        self.low = LSTMPolicy(2 * obs_dim, action_dim, cfg.low_hidden, cfg.low_layers)
+    def __init__(self, cfg: HBCConfig, obs_spec, normalizers, action_dim: int):
+        super().__init__(cfg, obs_spec, normalizers, action_dim)
+        keys = self.encoder.keys if cfg.goal_keys is None else cfg.goal_keys
+        self.goal_keys = self.encoder.check_keys(keys, "algo", "goal_keys")
+        self.goal_dim = self.encoder.width(self.goal_keys)
+        self.goal_vae = ConditionalVAE(self.goal_dim, self.obs_dim, cfg.goal_vae_latent, cfg.goal_vae_hidden)
+        self.low = LSTMPolicy(self.obs_dim + self.goal_dim, action_dim, cfg.low_hidden, cfg.low_layers)
         self.goal_opt = torch.optim.Adam(self.goal_vae.parameters(), lr=cfg.goal_vae_lr)
         self.low_opt = torch.optim.Adam(self.low.parameters(), lr=cfg.lr)
         self._gen = torch.Generator().manual_seed(0)
@@ -84,19 +95,28 @@ class HBC(Algo):
     def train_step(self, data, gen):
         T = self.cfg.subgoal_horizon
         pairs = data.goal_pairs(self.cfg.batch_size, T, gen)
-        goal_loss, info = self.goal_vae.loss(pairs["goal"], pairs["obs"], self.cfg.goal_vae_kl, gen)
+        goal_loss, info = self.goal_vae.loss(self.encode_goal(pairs["goal"]), self.encode(pairs["obs"]), self.cfg.goal_vae_kl, gen)
         step_optimizer(self.goal_opt, goal_loss)
         w = data.goal_windows(self.cfg.batch_size, T, gen)
-        goal_seq = w["goal"].unsqueeze(1).expand(-1, T, -1)
-        pred, _ = self.low(self.low_input(w["obs"], goal_seq))
+        goal_seq = self.encode_goal(w["goal"]).unsqueeze(1).expand(-1, T, -1)
+        pred, _ = self.low(self.low_input(self.encode(w["obs"]), goal_seq))
         low_loss = masked_mse(pred, w["action"], w["mask"])
         step_optimizer(self.low_opt, low_loss)
         return {"loss/goal_vae": goal_loss.item(), "goal_vae/kl": info["kl"].item(), "loss/low": low_loss.item()}
 
+    def goal_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The goal keys' part of observation features (..., obs_dim) -> (..., goal_dim)."""
+        return self.encoder.select(features, self.goal_keys)
+
+    def encode_goal(self, obs) -> torch.Tensor:
+        """An observation dict's goal features."""
+        return self.goal_features(self.encode(obs))
+
     def low_input(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        """The low level's input: observation and goal (or goal offset), on the last axis."""
+        """The low level's input: observation features and goal (or the goal's offset from the
+        observation's goal features), on the last axis."""
         if self.cfg.low_goal_input == "offset":
-            goal = goal - obs
+            goal = goal - self.goal_features(obs)
         return torch.cat([obs, goal], -1)
 
     # --- acting -------------------------------------------------------------------------

@@ -33,9 +33,10 @@ class IRISConfig(HBCConfig):
 class IRIS(HBC):
     Config = IRISConfig
 
-    def __init__(self, cfg: IRISConfig, obs_dim: int, action_dim: int):
-        super().__init__(cfg, obs_dim, action_dim)
-        self.value = BCQCritic(cfg.value, obs_dim, action_dim)
+    def __init__(self, cfg: IRISConfig, obs_spec, normalizers, action_dim: int):
+        super().__init__(cfg, obs_spec, normalizers, action_dim)
+        # The value scores goals, so it is learnt on the goal keys' features of each state.
+        self.value = BCQCritic(cfg.value, self.goal_dim, action_dim)
         self.last_scores: torch.Tensor | None = None
 
     def optimizers(self):
@@ -43,12 +44,12 @@ class IRIS(HBC):
 
     def train_step(self, data, gen):
         metrics = super().train_step(data, gen)
-        metrics.update(self.value.update(self.value.sample(data, self.cfg.batch_size, gen), gen))
+        metrics.update(self.value.update(self.value.sample(data, self.cfg.batch_size, gen, self.encode_goal), gen))
         return metrics
 
     @torch.no_grad()
     def score_goals(self, goals: torch.Tensor) -> torch.Tensor:
-        """V(g) for each candidate goal (N, D) -> (N,)."""
+        """V(g) for each candidate goal (N, goal_dim) -> (N,)."""
         return self.value.state_value(goals, self.cfg.num_value_action_samples, self._gen)
 
     @torch.no_grad()

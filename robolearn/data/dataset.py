@@ -1,49 +1,21 @@
 """In-memory window sampler over a demo folder.
 
-All episodes are flattened into one (N, D) observation tensor plus per-step episode
-bookkeeping, so every sampler (transitions, sequences, goal windows) is a single
-vectorised gather: fast enough that data never limits a CPU training step.
+All episodes are laid end to end: one ``(N, *shape)`` tensor per observation key, in the
+recorded units, plus per-step episode bookkeeping, so every sampler (transitions, sequences,
+goal windows) is a single vectorised gather: fast enough that data never limits a CPU training
+step. Batches hold observations as dicts of per-key tensors; each algorithm's observation
+encoder (``robolearn.models.encoders``) turns them into features, with the per-key normalisers
+fitted here.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from robolearn.data.format import DemoFormatError, Episode
+from robolearn.models.encoders import Normalizer, ObsKey, ObsSpec
 
-
-@dataclass
-class Normalizer:
-    """Per-dimension standardisation of the flattened observation; saved as JSON in checkpoints."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray, min_std: float = 1e-3) -> "Normalizer":
-        return cls(mean=x.mean(0).astype(np.float32), std=np.maximum(x.std(0), min_std).astype(np.float32))
-
-    def to_json(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "Normalizer":
-        return cls(mean=np.asarray(d["mean"], np.float32), std=np.asarray(d["std"], np.float32))
-
-    def __call__(self, x):
-        if isinstance(x, torch.Tensor):
-            return (x - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)
-        return (x - self.mean) / self.std
-
-
-def flatten_obs(obs: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
-    """One step's observation dict -> one float32 vector, keys in a fixed order."""
-    missing = [k for k in keys if k not in obs]
-    if missing:
-        raise KeyError(f"observation has no key {missing[0]!r} (have {sorted(obs)})")
-    return np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in keys])
+__all__ = ["DemoDataset", "Normalizer", "check_finite_episode", "fit_normalizers"]
 
 
 def check_finite_episode(source: str, index: int, ep: Episode, obs_keys: list[str]) -> None:
@@ -56,24 +28,45 @@ def check_finite_episode(source: str, index: int, ep: Episode, obs_keys: list[st
             raise DemoFormatError(source, name, f"NaN, inf or non-numbers in episode #{index}")
 
 
+def fit_normalizers(spec: ObsSpec, rows: dict[str, np.ndarray]) -> dict[str, Normalizer]:
+    """Per-key normalisers of the low-dimensional keys, fitted on their flattened concatenation in
+    spec order and split per key: each key's statistics are the same numbers, bit for bit, as
+    one normaliser over the whole concatenated vector (reductions over a wide array and over a
+    one-column slice can round differently)."""
+    low = [k for k, s in spec.items() if s.kind == "low_dim"]
+    if not low:
+        return {}
+    flat = np.concatenate([rows[k].reshape(rows[k].shape[0], -1).astype(np.float32) for k in low], -1)
+    return Normalizer.fit(flat).split({k: spec[k].size for k in low})
+
+
 class DemoDataset:
-    """Flattened demos. ``obs`` holds every observation row (T+1 per episode) normalised;
+    """Demos end to end. ``obs[key]`` holds every observation row (T+1 per episode) of that key;
     step i of episode e lives at row ``ep_start[e] + i``."""
 
-    def __init__(self, episodes: list[Episode], obs_keys: list[str], normalizer: Normalizer | None = None, source: str = "dataset"):
+    def __init__(self, episodes: list[Episode], obs_keys: list[str], normalizers: dict[str, Normalizer] | None = None,
+                 source: str = "dataset"):
         if not episodes:
             raise DemoFormatError(source, "episodes", "no episodes to train on")
         self.obs_keys = list(obs_keys)
-        raw = []
         for i, ep in enumerate(episodes):
             missing = [k for k in obs_keys if k not in ep.obs]
             if missing:
                 raise DemoFormatError(source, f"obs/{missing[0]}", f"key requested by data.obs_keys is not recorded (episode #{i})")
             check_finite_episode(source, i, ep, obs_keys)
-            raw.append(np.concatenate([ep.obs[k].reshape(ep.obs[k].shape[0], -1).astype(np.float32) for k in obs_keys], -1))
-        all_obs = np.concatenate(raw, 0)
-        self.normalizer = normalizer or Normalizer.fit(all_obs)
-        self.obs = torch.from_numpy(self.normalizer(all_obs).astype(np.float32))
+        self.obs_spec: ObsSpec = {}
+        rows: dict[str, np.ndarray] = {}
+        for k in self.obs_keys:
+            first = np.asarray(episodes[0].obs[k])
+            low_dim = ObsKey(tuple(first.shape[1:]), str(first.dtype)).kind == "low_dim"
+            parts = [np.asarray(ep.obs[k]) for ep in episodes]
+            shapes = {p.shape[1:] for p in parts}
+            if len(shapes) > 1:
+                raise DemoFormatError(source, f"obs/{k}", f"episodes record different shapes {sorted(shapes)}")
+            rows[k] = np.concatenate([p.astype(np.float32) for p in parts] if low_dim else parts, 0)
+            self.obs_spec[k] = ObsKey(tuple(first.shape[1:]), "float32" if low_dim else str(first.dtype))
+        self.normalizers = normalizers if normalizers is not None else fit_normalizers(self.obs_spec, rows)
+        self.obs = {k: torch.from_numpy(v) for k, v in rows.items()}
         self.actions = torch.from_numpy(np.concatenate([np.pad(ep.actions, ((0, 1), (0, 0))) for ep in episodes]).astype(np.float32))
         # Rewards and dones are per step; the extra row per episode (the final obs) is never a sampled step.
         rewards, dones = [], []
@@ -97,7 +90,6 @@ class DemoDataset:
         # Every valid step index (rows that have an action), and the episode each belongs to.
         self.step_rows = torch.from_numpy(np.concatenate([s + np.arange(n) for s, n in zip(starts, lengths)]))
         self.step_episode = torch.from_numpy(np.concatenate([np.full(n, e) for e, n in enumerate(lengths)]))
-        self.obs_dim = self.obs.shape[1]
         self.action_dim = self.actions.shape[1]
         self.num_episodes = len(episodes)
         self._returns: dict[float, torch.Tensor] = {}
@@ -138,22 +130,26 @@ class DemoDataset:
         """(s, a, r, s', done); with ``gamma``, also the demo's own discounted return-to-go from s."""
         rows, _ = self._rows(batch, gen)
         out = {
-            "obs": self.obs[rows],
+            "obs": self.observations(rows),
             "action": self.actions[rows],
             "reward": self.rewards[rows],
-            "next_obs": self.obs[rows + 1],
+            "next_obs": self.observations(rows + 1),
             "done": self.dones[rows],
         }
         if gamma is not None:
             out["return"] = self.discounted_returns(gamma)[rows]
         return out
 
+    def observations(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The observations at ``rows`` (any shape of indices), one tensor per key."""
+        return {k: v[rows] for k, v in self.obs.items()}
+
     def _window(self, rows: torch.Tensor, ep: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
         idx = rows[:, None] + torch.arange(length)[None, :]
         last = (self.ep_end[ep] - 1)[:, None]
         mask = (idx <= last).float()
         idx = torch.minimum(idx, last)
-        return {"obs": self.obs[idx], "action": self.actions[idx], "mask": mask}
+        return {"obs": self.observations(idx), "action": self.actions[idx], "mask": mask}
 
     def sequences(self, batch: int, length: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Windows of ``length`` steps starting at a random step; steps past the episode's end
@@ -166,10 +162,10 @@ class DemoDataset:
         window's start (clipped to the episode's final observation): IRIS's low-level data."""
         rows, ep = self._rows(batch, gen)
         out = self._window(rows, ep, horizon)
-        out["goal"] = self.obs[torch.minimum(rows + horizon, self.ep_end[ep])]
+        out["goal"] = self.observations(torch.minimum(rows + horizon, self.ep_end[ep]))
         return out
 
     def goal_pairs(self, batch: int, horizon: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         rows, ep = self._rows(batch, gen)
-        return {"obs": self.obs[rows], "goal": self.obs[torch.minimum(rows + horizon, self.ep_end[ep])]}
+        return {"obs": self.observations(rows), "goal": self.observations(torch.minimum(rows + horizon, self.ep_end[ep]))}
 

@@ -88,6 +88,10 @@ class Algo(nn.Module):
     Config: ClassVar[type[AlgoConfig]]
     #: True for algorithms with the planning interface (``needs_plan``/``plan``/``adopt``/``act_on_plan``).
     plans: ClassVar[bool] = False
+    #: Settings this algorithm no longer has: key -> the value that meant what the algorithm
+    #: does today. Checkpoints and launch files that state that value still load (the key is
+    #: dropped); any other value is refused, since the behaviour it asked for is gone.
+    retired: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg: AlgoConfig, obs_spec: ObsSpec, normalizers: Mapping[str, Normalizer], action_dim: int):
         super().__init__()
@@ -99,13 +103,24 @@ class Algo(nn.Module):
     @classmethod
     def build(cls, cfg_dict: dict[str, Any], obs_spec: ObsSpec, normalizers: Mapping[str, Normalizer], action_dim: int,
               source: str = "algo") -> "Algo":
-        cfg = from_dict(cls.Config, cfg_dict, source)
+        cfg = from_dict(cls.Config, cls.without_retired(cfg_dict, source), source)
         try:
             return cls(cfg, obs_spec, normalizers, action_dim)
         except ConfigError as exc:
             if exc.source not in BUILD_SOURCES:
                 raise
             raise ConfigError(source, exc.field, exc.problem) from None
+
+    @classmethod
+    def without_retired(cls, cfg_dict: Mapping[str, Any], source: str) -> dict[str, Any]:
+        out = dict(cfg_dict or {})
+        for key, today in cls.retired.items():
+            if key in out:
+                if out[key] != today:
+                    raise ConfigError(source, key, f"was removed ({out[key]!r} is no longer built; only {today!r}, "
+                                                   "the default, remains): drop the key, and retrain a checkpoint that used it")
+                del out[key]
+        return out
 
     def encode(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Observation dict (per-key tensors with any leading dimensions) -> features (..., obs_dim)."""

@@ -388,3 +388,48 @@ def test_mujoco_cameras_on_lift_through_camera_arm_and_shield(lift_arm):
         assert arm.camera_stats.dropped == {"agentview": 0, "robot0_eye_in_hand": 0}
     finally:
         rig.stop()  # the module's arm stays open for other tests; only the cameras go
+
+
+def _controller_with_cameras(tmp_path, base: str, cameras: dict):
+    import yaml
+
+    from robolearn.paths import CONTROLLERS_DIR
+
+    cfg = yaml.safe_load((CONTROLLERS_DIR / base).read_text())
+    cfg["cameras"] = cameras
+    path = tmp_path / base
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_controller_file_cameras_are_built_inside_the_shield(tmp_path):
+    """A controller file's ``cameras:`` section gives ``SafetyShield(CameraArm(task arm))``:
+    the frames arrive as observation keys and the shield stays outermost."""
+    from robolearn.tasks.task_arm import make_task_arm
+
+    path = _controller_with_cameras(tmp_path, "robosuite_panda_osc.yaml",
+                                    {"max_frame_age_ms": 200, "views": {"agentview": {"width": 24, "height": 24}}})
+    arm = make_task_arm(None, path, task="lift", seed=0)
+    try:
+        assert isinstance(arm, SafetyShield) and isinstance(arm.arm, CameraArm)
+        assert arm.spec.obs_spec["agentview_image"].shape == (24, 24, 3)
+        arm.connect()
+        obs = arm.home()
+        assert obs.data["agentview_image"].shape == (24, 24, 3) and obs.data["agentview_image"].dtype == np.uint8
+        arm.send(np.zeros(7, np.float32))
+        assert "agentview_image" in arm.observe().data
+    finally:
+        arm.close()
+
+
+def test_controller_file_camera_errors_name_the_file(tmp_path):
+    from robolearn.hal.factory import make_arm
+
+    bad = _controller_with_cameras(tmp_path, "noop.yaml", {"views": {"agentview": {"width": -4, "height": 24}}})
+    with pytest.raises(ConfigError, match=rf"{bad}.*cameras.views.agentview.width"):
+        make_arm(None, bad)
+    (tmp_path / "sim").mkdir()
+    sim_on_real = _controller_with_cameras(tmp_path / "sim", "noop.yaml",
+                                           {"views": {"agentview": {"type": "mujoco", "width": 24, "height": 24}}})
+    with pytest.raises(ConfigError, match=str(sim_on_real)):
+        make_arm(None, sim_on_real)  # a simulated view needs a simulated arm to render

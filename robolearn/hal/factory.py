@@ -39,7 +39,7 @@ from robolearn.paths import CONTROLLERS_DIR
 
 log = logging.getLogger(__name__)
 
-_OWN_KEYS = {"arm", "control_hz", "pos_scale", "rot_scale", "params", "shield", "server", "description"}
+_OWN_KEYS = {"arm", "control_hz", "pos_scale", "rot_scale", "params", "shield", "server", "cameras", "description"}
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,19 @@ def controller_scales(cfg: dict[str, Any], path: Path) -> tuple[float, float]:
             require_number(path, "rot_scale", cfg.get("rot_scale", 0.5), positive=True))
 
 
+def with_cameras(arm: Arm, choice: "ControllerChoice") -> Arm:
+    """``CameraArm(arm)`` with the controller file's ``cameras:`` views (the arm unchanged when
+    it names none). Built inside the shield, ``SafetyShield(CameraArm(arm))``: the shield stays
+    the outermost layer, and its watchdog's stop reaches a simulator under the lock its
+    cameras render under."""
+    section = choice.cfg.get("cameras")
+    if not section:
+        return arm
+    from robolearn.hal.cameras.config import wrap_with_cameras
+
+    return wrap_with_cameras(arm, section, source=str(choice.path), sim=BACKENDS[choice.backend].task_scene)
+
+
 def shield_arm(arm: Arm, cfg: dict[str, Any], path: Path) -> Arm:
     """Wrap ``arm`` in the shield that ``cfg['shield']`` describes (on unless ``enabled: false``)."""
     from robolearn.hal.shield import SafetyShield, ShieldConfig
@@ -219,5 +232,5 @@ def make_arm(
     params: override entries of the YAML's ``params`` (e.g. host/port for remote).
     """
     choice = resolve_controller(name, controller_yaml, params)
-    arm = build_backend(choice)
+    arm = with_cameras(build_backend(choice), choice)
     return shield_arm(arm, choice.cfg, choice.path) if shield else arm

@@ -56,6 +56,8 @@ class RobosuiteControllerConfig:
     rot_scale: float = 0.5
     #: Read by ``SafetyShield`` (``ShieldConfig.from_mapping``); kept as a plain mapping here.
     shield: dict[str, Any] = field(default_factory=dict)
+    #: Read by the factory's ``with_cameras`` (``robolearn.hal.cameras.config``); a plain mapping here.
+    cameras: dict[str, Any] = field(default_factory=dict)
 
 
 def controller_path(name_or_path: str | Path) -> Path:

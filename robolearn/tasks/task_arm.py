@@ -14,7 +14,7 @@ import numpy as np
 
 from robolearn.config import ConfigError
 from robolearn.hal.arm import Arm, ArmSpec, Observation
-from robolearn.hal.factory import BACKENDS, build_backend, resolve_controller, shield_arm
+from robolearn.hal.factory import BACKENDS, build_backend, resolve_controller, shield_arm, with_cameras
 from robolearn.tasks.base import make_env
 from robolearn.tasks.over_arm import TaskOverArm
 
@@ -106,6 +106,7 @@ def make_task_arm(
         arm: Arm = _bound_task_arm(task, choice.path, env_overrides, seed, choice.backend)
     else:
         arm = build_backend(choice)
+    arm = with_cameras(arm, choice)
     return shield_arm(arm, choice.cfg, choice.path) if shield else arm
 
 

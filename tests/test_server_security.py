@@ -254,47 +254,9 @@ def test_controller_frozen_past_the_grace_period_is_closed_with_control_lost(loc
 
 
 # -- authentication ---------------------------------------------------------------------
-class Recorder:
-    """A TCP relay that records every byte in both directions."""
-
-    def __init__(self, target_port: int):
-        self.captured = bytearray()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._target = target_port
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self._target))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                self.captured += data
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._listener.close()
-
-
 def test_right_secret_works_and_never_crosses_the_wire(local_server):
     server = local_server(secret=SECRET)
-    relay = Recorder(server.port)
+    relay = FrameRelay(server.port)
     try:
         arm = RemoteArm(port=relay.port, secret=SECRET)
         assert arm.spec.name == "noop"  # INFO over its own authenticated connection
@@ -445,7 +407,8 @@ class FrameRelay:
     server. Each connection's first two frames in each direction are the login (CHALLENGE,
     AUTH and their replies); every later frame carries a tag, and is handed to
     ``edit_request`` (client to server) or ``edit_reply`` (server to client) as
-    ``(type, frame with tag)``, which returns the bytes to forward in its place."""
+    ``(type, frame with tag)``, which returns the bytes to forward in its place. ``captured``
+    holds every byte forwarded, both directions."""
 
     LOGIN_FRAMES = 2
 
@@ -455,6 +418,7 @@ class FrameRelay:
         self._target = target_port
         self._edits = (edit_request or _unchanged, edit_reply or _unchanged)
         self.tagged_frames = 0
+        self.captured = bytearray()
         self.upstream_closed = threading.Event()  # the server closed its side of the connection
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -472,11 +436,11 @@ class FrameRelay:
         try:
             for index in range(10**9):
                 frame = self._read_frame(src, tagged=index >= self.LOGIN_FRAMES)
-                if index < self.LOGIN_FRAMES:
-                    dst.sendall(frame)
-                    continue
-                self.tagged_frames += 1
-                dst.sendall(edit(P.HEADER.unpack(frame[:P.HEADER.size])[2], frame))
+                if index >= self.LOGIN_FRAMES:
+                    self.tagged_frames += 1
+                    frame = edit(P.HEADER.unpack(frame[:P.HEADER.size])[2], frame)
+                self.captured += frame
+                dst.sendall(frame)
         except (OSError, P.ConnectionClosed):
             pass
         finally:

@@ -144,6 +144,16 @@ def still_open(s: socket.socket) -> bool:
         return False
 
 
+def must_refuse_to_serve(controller_yaml: Path, what: str, *extra: str) -> tuple[str, str]:
+    """A bad setting must stop ``serve-arm`` before it serves."""
+    try:
+        srv = Server(controller_yaml, *extra)
+    except RuntimeError as exc:
+        return "held", f"serve-arm refused: {str(exc)[-140:]}"
+    srv.stop()
+    return "silent", f"serve-arm served with {what}"
+
+
 def remote(port: int, **kw):
     from robolearn.hal.remote import RemoteArm
 
@@ -265,25 +275,11 @@ def arm_cases(d: Drill) -> None:
                        ("shield.max_step_rot", float("nan")), ("shield.workspace_high", [0.4, 0.4, float("inf")]),
                        ("shield.max_rejects_in_row", True), ("server.heartbeat_ms", float("nan"))):
         def bad_setting(key=key, value=value):
-            path = controller(d.work, key.replace(".", "_"), **{key: value})
-            try:
-                srv = Server(path)
-            except RuntimeError as exc:
-                return "held", f"serve-arm refused: {str(exc)[-140:]}"
-            srv.stop()
-            return "silent", f"serve-arm served with {key}: {value}"
+            return must_refuse_to_serve(controller(d.work, key.replace(".", "_"), **{key: value}), f"{key}: {value}")
 
         d.run("arm", f"setting_{key}", bad_setting)
 
-    def heartbeat_flag():
-        try:
-            srv = Server(noop, "--heartbeat-ms", "nan")
-        except RuntimeError as exc:
-            return "held", f"refused: {str(exc)[-140:]}"
-        srv.stop()
-        return "silent", "serve-arm --heartbeat-ms nan served"
-
-    d.run("arm", "heartbeat_ms_nan_flag", heartbeat_flag)
+    d.run("arm", "heartbeat_ms_nan_flag", lambda: must_refuse_to_serve(noop, "--heartbeat-ms nan", "--heartbeat-ms", "nan"))
 
     def frozen_controller():
         with Server(noop) as srv:

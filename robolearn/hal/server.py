@@ -56,7 +56,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from robolearn.config import ConfigError
+from robolearn.config import ConfigError, from_dict, positive
 from robolearn.hal import protocol as P
 from robolearn.hal.arm import Arm, ArmError
 
@@ -74,9 +74,9 @@ class ArmServerError(ArmError):
 class ServerConfig:
     """The ``server:`` section of a controller YAML."""
 
-    heartbeat_ms: float = 300.0  # controller silent this long: arm stopped, control revoked
-    handshake_timeout_s: float = 2.0  # a connection must take control (HELLO) within this of its accept
-    max_connections: int = 8  # served at once; extras are refused
+    heartbeat_ms: float = positive(300.0)  # controller silent this long: arm stopped, control revoked
+    handshake_timeout_s: float = positive(2.0)  # a connection must take control (HELLO) within this of its accept
+    max_connections: int = positive(8)  # served at once; extras are refused
     secret_file: str | None = None  # shared secret; else $ROBOLEARN_ARM_SECRET; else none (loopback only)
 
     def validate(self, source: str, prefix: str = "server.") -> "ServerConfig":
@@ -91,15 +91,9 @@ class ServerConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, source: str) -> "ServerConfig":
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigError(source, "server", f"expected a mapping, got {type(data).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(source, f"server.{unknown[0]}", f"unknown key; the server section accepts {sorted(known)}")
-        return cls(**dict(data)).validate(source)
+        """Types, finiteness and signs from the declared fields (``from_dict``); the upper bounds
+        and the secret path from ``validate``, which also checks configs built in code."""
+        return from_dict(cls, data, source, field_prefix="server.").validate(source)
 
 
 def _positive_finite(value: Any, source: str, field: str, unit: str, most: float) -> None:

@@ -80,6 +80,27 @@ def mat_to_axis_angle(r: np.ndarray) -> np.ndarray:
     return v / n * angle
 
 
+def mat_to_quat(r: np.ndarray) -> np.ndarray:
+    """3x3 rotation matrix -> unit (x, y, z, w) quaternion with w >= 0 (Shepperd's method:
+    stable for every angle, including half turns, where the trace-only formula divides by 0)."""
+    r = np.asarray(r, dtype=np.float64)
+    trace = float(np.trace(r))
+    if trace > 0:
+        s = 2.0 * math.sqrt(trace + 1.0)
+        q = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, 0.25 * s]
+    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2])
+        q = [0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s, (r[2, 1] - r[1, 2]) / s]
+    elif r[1, 1] > r[2, 2]:
+        s = 2.0 * math.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2])
+        q = [(r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s, (r[0, 2] - r[2, 0]) / s]
+    else:
+        s = 2.0 * math.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1])
+        q = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s, (r[1, 0] - r[0, 1]) / s]
+    q = np.asarray(q) / np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
 def rot_z(yaw: float) -> np.ndarray:
     """Rotation by ``yaw`` radians about z."""
     c, s = math.cos(yaw), math.sin(yaw)

@@ -13,10 +13,11 @@ The floors, bottom to top (a module may import its own floor and any floor below
 1. data and models: ``data``, ``models``, ``video``, ``launch``, ``inspect_report``;
 2. hal and the episode runtime: ``hal`` (the Arm protocol, the shield, the backends, the
    factory's registry), ``runtime`` (episode seeds, the episode loop, the worker pool: the
-   HAL's control loop starts its episodes with it);
+   HAL's control loop starts its episodes with it), ``calibration`` (camera intrinsics and
+   hand-eye extrinsics, the calibration file the HAL's camera views name);
 3. tasks and their peers: ``tasks`` (task scenes over an arm, operators, the task arm),
    ``algos``, ``teleop``;
-4. runtime: ``policy``, ``train``, ``evaluate``, ``collect``, ``deploy``;
+4. runtime: ``policy``, ``train``, ``evaluate``, ``collect``, ``deploy``, ``selection``;
 5. commands: ``commands``, ``quickstart``;
 6. entry points: ``cli``, ``__main__``.
 
@@ -33,9 +34,10 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("ground", ("robolearn", "robolearn.config", "robolearn.paths", "robolearn.tempfiles", "robolearn.errors",
                 "robolearn.geometry", "robolearn.sim_compat")),
     ("data", ("robolearn.data", "robolearn.models", "robolearn.video", "robolearn.launch", "robolearn.inspect_report")),
-    ("hal", ("robolearn.hal", "robolearn.runtime")),
+    ("hal", ("robolearn.hal", "robolearn.runtime", "robolearn.calibration")),
     ("tasks", ("robolearn.tasks", "robolearn.algos", "robolearn.teleop")),
-    ("runtime", ("robolearn.policy", "robolearn.train", "robolearn.evaluate", "robolearn.collect", "robolearn.deploy")),
+    ("runtime", ("robolearn.policy", "robolearn.train", "robolearn.evaluate", "robolearn.collect", "robolearn.deploy",
+                 "robolearn.selection")),
     ("commands", ("robolearn.commands", "robolearn.quickstart")),
     ("entry", ("robolearn.cli", "robolearn.__main__")),
 ]

@@ -40,7 +40,8 @@ class CameraConfig:
     reflections: bool = False
     #: opencv: device index, /dev/videoN path or video file.
     device: int | str = 0
-    #: opencv: calibration YAML (width, height, fx, fy, cx, cy), relative to the config file.
+    #: A calibration file (``robolearn calibrate``; robolearn/calibration/file.py), relative to
+    #: the config file: the view's intrinsics come from it, whatever the backend reports.
     calibration: str | None = None
     #: realsense: serial number (the first device when not given).
     serial: str | None = None
@@ -84,6 +85,21 @@ def _innermost(arm: Any) -> Any:
 
 
 def _build_one(name: str, view: CameraConfig, source: str, sim: Any, sync: SimSync | None) -> Camera:
+    camera = _build_backend(name, view, source, sim, sync)
+    if view.calibration is None:
+        return camera
+    from robolearn.calibration.calibrated_camera import CalibratedCamera
+    from robolearn.calibration.file import calibration_for_view
+
+    path = Path(view.calibration).expanduser()
+    if not path.is_absolute() and Path(source).is_file():
+        path = Path(source).parent / path
+    if not path.is_file():
+        raise ConfigError(source, f"cameras.views.{name}.calibration", f"no such file: {path}")
+    return CalibratedCamera(camera, calibration_for_view(path, name, view.width, view.height), str(path))
+
+
+def _build_backend(name: str, view: CameraConfig, source: str, sim: Any, sync: SimSync | None) -> Camera:
     where = f"cameras.views.{name}"
     if view.type in SIM_TYPES and sim is None:
         raise ConfigError(source, f"{where}.type", f"a {view.type} camera renders a simulator, but this arm is not simulated")
@@ -100,14 +116,9 @@ def _build_one(name: str, view: CameraConfig, source: str, sim: Any, sync: SimSy
     if view.type == "opencv":
         from robolearn.hal.cameras.opencv_camera import OpenCVCamera
 
-        calibration = None
-        if view.calibration is not None:
-            calibration = Path(view.calibration)
-            if not calibration.is_absolute() and Path(source).is_file():
-                calibration = Path(source).parent / calibration
         if view.depth:
             raise ConfigError(source, f"{where}.depth", "OpenCV cameras give colour only")
-        return OpenCVCamera(view.device, view.width, view.height, view.fps, name=name, calibration=calibration)
+        return OpenCVCamera(view.device, view.width, view.height, view.fps, name=name)
     from robolearn.hal.cameras.realsense_camera import RealSenseCamera
 
     return RealSenseCamera(view.width, view.height, view.fps, depth=view.depth, name=name, serial=view.serial,

@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,12 @@ def ensure_data(workdir: Path, kind: str, episodes: int) -> Path:
     return path
 
 
-def train_and_eval(job: dict) -> dict:
+def no_state() -> None:
+    """Runs share nothing across jobs: each trains and evaluates its own run folder."""
+    return None
+
+
+def train_and_eval(_state: None, job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -110,12 +114,13 @@ def main() -> int:
     jobs = [{"dataset": ds, "algo": a, "seed": s, "data": str(data[ds]), "overrides": args.overrides,
              "eval_episodes": args.eval_episodes, "run": str(workdir / f"{ds}_{a}_s{s}{args.tag}")}
             for ds in args.datasets for a in args.algos for s in args.seeds]
+    from robolearn.runtime.workers import run_jobs
+
     rows = []
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for i, r in enumerate(pool.map(train_and_eval, jobs), 1):
-            rows.append(r)
-            print(f"[{i}/{len(jobs)}] {r['dataset']:<10} {r['algo']:<7} seed {r['seed']}: success {r['success_rate']:.0%}, "
-                  f"mean length {r['mean_length']:.1f}", flush=True)
+    for i, r in enumerate(run_jobs(jobs, args.jobs, no_state, train_and_eval), 1):
+        rows.append(r)
+        print(f"[{i}/{len(jobs)}] {r['dataset']:<10} {r['algo']:<7} seed {r['seed']}: success {r['success_rate']:.0%}, "
+              f"mean length {r['mean_length']:.1f}", flush=True)
     table = summarise(rows)
     print_table(table)
     result = {"benchmark": "graph_reach", "seeds": args.seeds, "eval_episodes": args.eval_episodes, "demos": args.demos,

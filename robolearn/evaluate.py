@@ -1,6 +1,6 @@
 """``robolearn eval``: closed-loop rollouts of a trained policy in its task's simulator.
 
-Episode i is seeded with ``robolearn.runtime.seeds.episode_seed(seed, i)`` for both the
+Episode i is seeded with ``robolearn.runtime.seeds.evaluation_seeds(seed, i)`` for both the
 environment's reset distribution and the policy's sampling, so a result is reproducible episode
 by episode and independent of how episodes are spread over worker processes
 (``robolearn.runtime.workers``). Each episode is ``robolearn.runtime.rollout.rollout``.

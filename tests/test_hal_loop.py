@@ -138,3 +138,66 @@ def test_realtime_priority_is_restored_after_run():
     assert os.sched_getscheduler(0) == before  # restored, whether or not SCHED_FIFO was permitted
     assert seen["policy"] in (os.SCHED_FIFO, before)  # FIFO inside the loop where permitted
     assert not loop.realtime_active
+
+
+class SimArm:
+    """Graph Reach behind the Arm interface, as a task arm is: observe, send (clipped), reward, state."""
+
+    def __init__(self, reset_seed):
+        from robolearn.tasks.base import make_env
+
+        self.env = make_env("graph_reach", horizon=50)
+        self.obs = self.env.reset(seed=reset_seed)
+        self.low, self.high = self.env.action_spec.bounds()
+        self.last_reward, self.stop_count = 0.0, 0
+
+    def observe(self):
+        import time
+
+        from robolearn.hal.arm import Observation
+
+        return Observation(time.monotonic(), {k: np.array(v) for k, v in self.obs.items()})
+
+    def send(self, action):
+        applied = np.clip(np.asarray(action, np.float32).reshape(-1), self.low, self.high)
+        r = self.env.step(applied)
+        self.obs, self.last_reward = r.obs, r.reward
+        return applied
+
+    def reward(self):
+        return self.last_reward
+
+    def get_state(self):
+        return self.env.get_state()
+
+    def stop(self):
+        self.stop_count += 1
+
+
+class Heading:
+    """Deterministic: a slow move toward the origin (no success within a few steps)."""
+
+    def reset(self, seed=None):
+        pass
+
+    def act(self, obs):
+        return -0.05 * obs["pos"]
+
+
+def test_the_loop_takes_the_same_steps_as_a_rollout_of_the_task(tmp_path):
+    """Deployment runs the step body evaluation and collection run: on a task behind the Arm
+    interface, the loop's recorded rows are the rollout's, observation for observation."""
+    from robolearn.runtime.rollout import rollout
+    from robolearn.runtime.seeds import EpisodeSeeds
+    from robolearn.tasks.base import make_env
+
+    arm = SimArm(reset_seed=5)
+    meta = DemoMeta(task="graph_reach", control_hz=1000.0, obs_spec=arm.env.obs_spec, action_spec=arm.env.action_spec)
+    stats = ControlLoop(arm, Heading(), hz=1000, recorder=EpisodeRecorder(DemoWriter(tmp_path / "d", meta))).run(max_steps=6)
+    ep = DemoReader(tmp_path / "d").load(0)
+    r = rollout(make_env("graph_reach", horizon=6), Heading(), EpisodeSeeds(index=0, reset=5, actor=None), record_states=True)
+    assert stats.steps == r.length == 6 and arm.stop_count == 1
+    np.testing.assert_array_equal(ep.obs["pos"], r.obs["pos"])
+    np.testing.assert_array_equal(ep.actions, r.actions)
+    np.testing.assert_array_equal(ep.states, r.states)
+    np.testing.assert_array_equal(ep.rewards, r.rewards)

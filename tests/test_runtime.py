@@ -7,25 +7,46 @@ import pytest
 from robolearn.config import ConfigError
 from robolearn.errors import error_line
 from robolearn.runtime.rollout import rollout
-from robolearn.runtime.seeds import demonstration_seeds, episode_seed, evaluation_seeds
+from robolearn.runtime.seeds import (DEMONSTRATION_STREAM, EVALUATION_STREAM, demonstration_seeds, episode_seeds,
+                                     evaluation_seeds)
 from robolearn.runtime.workers import run_jobs
 from robolearn.tasks.base import make_env
 
 
-def test_evaluation_seeds_are_the_published_rule_for_reset_and_policy_alike():
-    assert [episode_seed(0, i) for i in range(3)] == [0, 1, 2]
-    assert episode_seed(2, 5) == 2 * 1_000_003 + 5
-    s = evaluation_seeds(2, 5)
-    assert s.reset == s.actor == episode_seed(2, 5) and s.index == 5
-
-
-def test_demonstration_seeds_depend_on_base_and_index_only():
-    a, b = demonstration_seeds(3, 7), demonstration_seeds(3, 7)
-    assert a.reset == b.reset
+def test_one_rule_seeds_every_stream_from_base_stream_and_index_only():
+    a, b = episode_seeds(3, EVALUATION_STREAM, 7), episode_seeds(3, EVALUATION_STREAM, 7)
+    assert a.reset == b.reset and (a.index, a.stream) == (7, EVALUATION_STREAM)
     assert np.random.default_rng(a.actor).random() == np.random.default_rng(b.actor).random()
-    assert demonstration_seeds(3, 8).reset != a.reset and demonstration_seeds(4, 7).reset != a.reset
-    # Demonstrations and evaluation episodes of the same --seed are different draws.
-    assert a.reset != evaluation_seeds(3, 7).reset
+    resets = {episode_seeds(base, stream, i).reset for base in (3, 4) for stream in (0, 1) for i in (7, 8)}
+    assert len(resets) == 8  # base, stream and index each change the draw
+    # collect --seed 3 and eval --seed 3 never replay each other's reset states.
+    assert {demonstration_seeds(3, i).reset for i in range(50)}.isdisjoint(evaluation_seeds(3, i).reset for i in range(50))
+    # The actor's seed is a draw of its own, not the reset seed again.
+    assert a.with_int_actor().actor != a.reset
+
+
+def test_policies_get_an_int_actor_seed_and_operators_a_seed_sequence():
+    ev, demo = evaluation_seeds(2, 5), demonstration_seeds(2, 5)
+    assert isinstance(ev.actor, int) and ev.stream == EVALUATION_STREAM and ev.index == 5
+    assert isinstance(demo.actor, np.random.SeedSequence) and demo.stream == DEMONSTRATION_STREAM
+    assert ev.actor == episode_seeds(2, EVALUATION_STREAM, 5).with_int_actor().actor
+    assert ev.with_int_actor() == ev
+
+
+def test_demonstration_stream_rebuilds_the_recorded_demo_folders():
+    """Stream 0 is the rule the recorded demo folders were collected with (the index-th child of
+    ``SeedSequence(seed)``), so a folder's meta seed still rebuilds its episodes."""
+    for base, i in ((0, 0), (3, 7), (2**33, 5)):
+        env_ss, actor_ss = np.random.SeedSequence(base).spawn(i + 1)[i].spawn(2)
+        s = demonstration_seeds(base, i)
+        assert s.reset == int(env_ss.generate_state(1, np.uint32)[0])
+        assert np.random.default_rng(s.actor).random() == np.random.default_rng(actor_ss).random()
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_a_seed_that_is_not_a_non_negative_integer_is_refused_in_one_line(bad):
+    with pytest.raises(ConfigError, match="--seed: field 'seed': expected a non-negative integer"):
+        evaluation_seeds(bad, 0)
 
 
 class Toward:
@@ -120,10 +141,102 @@ def test_eval_gives_the_same_episodes_with_one_or_two_workers_and_a_pipelined_pl
                     meta={"task": "graph_reach"})
     runs = [evaluate_run(tmp_path / "ckpt", episodes=3, seed=1, workers=w, horizon=15, progress=False) for w in (1, 2)]
     one, two = ([(e["seed"], e["success"], e["length"], e["return"]) for e in r["per_episode"]] for r in runs)
-    assert one == two and [s for s, *_ in one] == [episode_seed(1, i) for i in range(3)]
+    assert one == two and [s for s, *_ in one] == [evaluation_seeds(1, i).reset for i in range(3)]
 
     policy = load_policy(tmp_path / "ckpt")
     pipe = PipelinedReplanPolicy(policy, hz=10, lead=1, adaptive=False)
-    r = rollout(make_env("graph_reach", horizon=15), pipe, episode_seed(1, 0))
+    r = rollout(make_env("graph_reach", horizon=15), pipe, evaluation_seeds(1, 0))
     pipe.close()
     assert pipe.adopted_at == list(range(0, r.length, 2))
+
+
+class Counter:
+    """A plant whose state is a step counter; ends (done) at ``done_at`` and succeeds at ``success_at``."""
+
+    timestamp = None
+
+    def __init__(self, done_at=None, success_at=None):
+        self.t, self.done_at, self.success_at, self.sent = 0, done_at, success_at, []
+
+    def begin(self):
+        self.t = 0
+        return {"t": np.array([0.0])}
+
+    def observe(self):
+        return {"t": np.array([float(self.t)])}
+
+    def state(self):
+        return np.array([self.t])
+
+    def send(self, action):
+        from robolearn.runtime.episode import Sent
+
+        self.sent.append(action)
+        self.t += 1
+        return Sent(applied=np.asarray(action), reward=1.0, done=self.t == self.done_at, success=self.t == self.success_at)
+
+
+class Ticks:
+    def __init__(self):
+        self.starts, self.ticks = 0, 0
+
+    def start(self):
+        self.starts += 1
+
+    def tick(self):
+        self.ticks += 1
+
+
+class Primed:
+    def __init__(self):
+        self.log = []
+
+    def reset(self, seed=None):
+        self.log.append(("reset", seed))
+
+    def prime(self, obs):
+        self.log.append(("prime", float(obs["t"][0])))
+
+    def act(self, obs):
+        self.log.append(("act", float(obs["t"][0])))
+        return np.array([float(obs["t"][0])])
+
+
+@pytest.mark.parametrize("kwargs, ended_by, steps", [
+    ({"done_at": 3}, "done", 3),
+    ({"success_at": 2}, "success", 2),
+    ({"success_at": 2, "stop_on_success": False, "max_steps": 4}, "max_steps", 4),
+    ({"stop_when": lambda obs: obs["t"][0] >= 5, "max_steps": 9}, "stop_when", 5),
+    ({"done_at": 1, "max_steps": 0}, "max_steps", 0),
+])
+def test_run_episode_applies_the_end_rules_in_order_and_paces_every_step(kwargs, ended_by, steps):
+    from robolearn.runtime.episode import run_episode
+
+    plant = Counter(done_at=kwargs.pop("done_at", None), success_at=kwargs.pop("success_at", None))
+    actor, pacer, rows = Primed(), Ticks(), []
+
+    class Rows:
+        def record(self, obs, action, reward=0.0, done=False, timestamp=None, state=None):
+            rows.append((float(obs["t"][0]), float(action[0]), int(state[0]), done))
+
+    end = run_episode(plant, actor, seed=7, pacer=pacer, recorder=Rows(), **kwargs)
+    assert (end.ended_by, end.steps, pacer.starts, pacer.ticks) == (ended_by, steps, 1, steps)
+    assert actor.log[:2] == [("reset", 7), ("prime", 0.0)]  # reset, then primed, before the first action
+    # Row k: the observation the action was chosen from, the command, the state before it.
+    assert [r[:3] for r in rows] == [(float(k), float(k), k) for k in range(steps)]
+    assert float(end.obs["t"][0]) == steps and end.total_return == steps
+
+
+def test_run_episode_keeps_its_progress_when_the_actor_raises():
+    from robolearn.runtime.episode import EpisodeProgress, run_episode
+
+    class Fails(Primed):
+        def act(self, obs):
+            if obs["t"][0] == 3:
+                raise KeyboardInterrupt
+            return super().act(obs)
+
+    progress = EpisodeProgress()
+    with pytest.raises(KeyboardInterrupt):
+        run_episode(Counter(), Fails(), max_steps=10, progress=progress)
+    assert progress.steps == 3 and float(progress.obs["t"][0]) == 3 and progress.ended_by == ""

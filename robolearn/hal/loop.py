@@ -8,14 +8,15 @@ short busy-wait tail for sub-millisecond accuracy. A step that finishes after it
 deadline is an overrun: it is counted and the schedule resyncs to now instead of firing
 a burst of late steps to catch up.
 
-Each period starts with ``arm.observe()``, then ``source.act(obs)`` and ``arm.send``: the
-action is computed from the state at the start of its own period, not from one left over
-from before the sleep. The recorded row k is that observation and the command applied.
-The source is any actor of the runtime (``robolearn.runtime.rollout``: a policy, a
-pipelined planner, an operator, a teleop device) and its episode starts as in ``rollout``
-(``start_episode``: reset, then ``prime`` on the first observation). The step itself stays
-here: on an arm it is observe-act-send against the clock, where ``rollout`` steps a
-simulated task as fast as it goes and reads the task's reward, success and end from it.
+Each period is one step of ``robolearn.runtime.episode.run_episode``, the step body
+``rollout`` runs for evaluation and collection: ``arm.observe()``, the end rules, then
+``source.act(obs)``, ``arm.send`` and the recorder. The action is computed from the state at
+the start of its own period, not from one left over from before the sleep, and the recorded
+row k is that observation and the command applied. The source is any actor of the runtime (a
+policy, a pipelined planner, an operator, a teleop device) and its episode starts as in
+``rollout`` (reset, then ``prime`` on the first observation, before the clock starts). What the
+loop adds is the arm as the plant (``ArmPlant``: the command goes through ``arm.send``, so the
+shield wrapping the arm is in the path of every step) and the clock (``DeadlineClock``).
 
 Each period's jitter (actual start-to-start interval minus the nominal period) goes into
 a preallocated array; the hot path does no I/O and no allocation beyond what the
@@ -40,7 +41,7 @@ import numpy as np
 
 from robolearn.hal.arm import Arm, Observation
 from robolearn.hal.shield import require_int, require_number
-from robolearn.runtime.rollout import start_episode
+from robolearn.runtime.episode import EpisodeProgress, Sent, run_episode
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,70 @@ class _Buffer:
         return self.a[: self.n]
 
 
+class ArmPlant:
+    """An arm as ``run_episode``'s plant: observations with their timestamps, commands through
+    ``arm.send`` (what the shield applied comes back), and, on a simulated task arm that has them,
+    each step's reward and the simulator state (for exact replay). An arm never ends an episode
+    itself: its success is read once the loop stopped."""
+
+    def __init__(self, arm: Arm, rewards: bool = False, states: bool = False):
+        self.arm = arm
+        reward_fn = getattr(arm, "reward", None) if rewards else None
+        self._reward = reward_fn if callable(reward_fn) else None
+        get_state = getattr(arm, "get_state", None) if states else None
+        self.get_state = get_state if callable(get_state) else None
+        self.last: Observation | None = None
+        self.timestamp: float | None = None
+
+    def observe(self) -> Mapping[str, np.ndarray]:
+        self.last = self.arm.observe()
+        self.timestamp = self.last.timestamp
+        return self.last.data
+
+    begin = observe
+
+    def state(self) -> Any:
+        return self.get_state() if self.get_state is not None else None
+
+    def send(self, action: Any) -> Sent:
+        applied = self.arm.send(action)
+        return Sent(applied=applied, reward=float(self._reward()) if self._reward is not None else 0.0)
+
+
+class DeadlineClock:
+    """The deadline schedule (module docstring): ``start()`` as the first period begins, ``tick()``
+    after each step's work; counts overruns and keeps each period's work time and jitter."""
+
+    def __init__(self, period: float, spin_s: float, capacity: int):
+        self.period, self.spin_s = period, spin_s
+        self.jitter, self.work = _Buffer(capacity), _Buffer(capacity)
+        self.overruns = 0
+        self.t_start = self.prev_tick = self.deadline = time.monotonic()
+
+    def start(self) -> None:
+        self.t_start = self.prev_tick = self.deadline = time.monotonic()
+
+    def _sleep_until(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining > self.spin_s:
+            time.sleep(remaining - self.spin_s)
+        while time.monotonic() < deadline:
+            pass
+
+    def tick(self) -> None:
+        self.deadline += self.period
+        now = time.monotonic()
+        self.work.add((now - self.prev_tick) * 1e3)
+        if now > self.deadline:
+            self.overruns += 1
+            self.deadline = now  # resync: never fire a burst of late steps
+        else:
+            self._sleep_until(self.deadline)
+        tick = time.monotonic()
+        self.jitter.add((tick - self.prev_tick - self.period) * 1e3)
+        self.prev_tick = tick
+
+
 class ControlLoop:
     """Runs ``source.act(obs) -> action`` against ``arm`` at ``hz``.
 
@@ -156,10 +221,14 @@ class ControlLoop:
         self.reset_source = reset_source
         self.realtime_priority = None if realtime_priority is None else require_int("ControlLoop", "realtime_priority", realtime_priority, at_least=0)
         self.record_states = record_states
-        self._get_state = None
+        self._plant: ArmPlant | None = None
         self.realtime_active = False
         self._stop = threading.Event()
-        self.last_obs: Observation | None = None
+
+    @property
+    def last_obs(self) -> Observation | None:
+        """The arm's last observation (of the current or the last run)."""
+        return self._plant.last if self._plant is not None else None
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the current step. Safe from any thread or signal handler."""
@@ -174,13 +243,6 @@ class ControlLoop:
         leave_realtime(prev)
         self.realtime_active = False
 
-    def _sleep_until(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining > self.spin_s:
-            time.sleep(remaining - self.spin_s)
-        while time.monotonic() < deadline:
-            pass
-
     def run(self, max_steps: int | None = None, stop_when: Callable[[Mapping[str, np.ndarray]], bool] | None = None) -> LoopStats:
         """Run until ``max_steps``, ``stop_when(obs)``, ``request_stop()`` or Ctrl-C.
 
@@ -193,85 +255,42 @@ class ControlLoop:
         self._stop.clear()
         stats = LoopStats(hz=self.hz)
         cap = max_steps if max_steps is not None else int(self.hz * 60)
-        jitter, work = _Buffer(cap), _Buffer(cap)
-        arm, source, recorder, on_step = self.arm, self.source, self.recorder, self.on_step
+        clock = DeadlineClock(self.period, self.spin_s, cap)
+        recorder, user_on_step = self.recorder, self.on_step
         # Simulated task arms can give the reward of each step and the simulator state (for exact replay).
-        reward_fn = getattr(arm, "reward", None) if recorder is not None else None
-        reward_fn = reward_fn if callable(reward_fn) else None
-        get_state = getattr(arm, "get_state", None) if (recorder is not None and self.record_states) else None
-        get_state = get_state if callable(get_state) else None
-        self._get_state = get_state
-        period, stop = self.period, self._stop
-        step = 0
+        plant = ArmPlant(self.arm, rewards=recorder is not None, states=recorder is not None and self.record_states)
+        self._plant = plant
+        on_step = None if user_on_step is None else (lambda step, obs, applied: user_on_step(step, plant.last, applied))
+        progress = EpisodeProgress()
         finished_ok = False
-        obs: Observation | None = None
-        t_start = time.monotonic()
         prev_sched = self._enter_realtime()
         try:
-            obs = arm.observe()
-            self.last_obs = obs
-            # The source is reset and primed as every episode loop does it (a pipelined planner
-            # makes its first plan here, while the arm holds still, before the clock starts).
-            start_episode(source, obs.data, reset=self.reset_source)
             if recorder is not None:
                 recorder.start()
-            prev_tick = time.monotonic()
-            deadline = prev_tick
-            t_start = prev_tick
-            while True:
-                if step > 0:
-                    # Observe at the start of the period: the action is chosen from the freshest
-                    # state (a real arm moved while the loop slept), and the row is stamped now.
-                    obs = arm.observe()
-                    self.last_obs = obs
-                    if stop_when is not None and stop_when(obs.data):
-                        stats.stopped_by = "stop_when"
-                        break
-                if max_steps is not None and step >= max_steps:
-                    stats.stopped_by = "max_steps"
-                    break
-                if stop.is_set():
-                    stats.stopped_by = "request_stop"
-                    break
-                action = source.act(obs.data)
-                state = get_state() if get_state is not None else None
-                applied = arm.send(action)
-                if recorder is not None:
-                    reward = float(reward_fn()) if reward_fn is not None else 0.0
-                    recorder.record(obs.data, applied, reward=reward, timestamp=obs.timestamp, state=state)
-                if on_step is not None:
-                    on_step(step, obs, applied)
-                step += 1
-                deadline += period
-                now = time.monotonic()
-                work.add((now - prev_tick) * 1e3)
-                if now > deadline:
-                    stats.overruns += 1
-                    deadline = now  # resync: never fire a burst of late steps
-                else:
-                    self._sleep_until(deadline)
-                tick = time.monotonic()
-                jitter.add((tick - prev_tick - period) * 1e3)
-                prev_tick = tick
+            run_episode(plant, self.source, reset_actor=self.reset_source, max_steps=max_steps, stop_on_success=False,
+                        stop_when=stop_when, stop_requested=self._stop.is_set, recorder=recorder, on_step=on_step,
+                        pacer=clock, progress=progress)
+            stats.stopped_by = progress.ended_by
             finished_ok = True
         except KeyboardInterrupt:
             stats.stopped_by = "interrupt"
-            log.warning("control loop interrupted after %d steps", step)
+            log.warning("control loop interrupted after %d steps", progress.steps)
         except BaseException as exc:
             self._leave_realtime(prev_sched)
             stats.stopped_by = "error"
             stats.error = f"{type(exc).__name__}: {exc}"
-            self._finish(stats, step, obs, keep=self.keep_on_interrupt, t_start=t_start, jitter=jitter, work=work)
+            self._finish(stats, progress, keep=self.keep_on_interrupt, clock=clock)
             raise
         self._leave_realtime(prev_sched)
-        self._finish(stats, step, obs, keep=finished_ok or self.keep_on_interrupt, t_start=t_start, jitter=jitter, work=work)
+        self._finish(stats, progress, keep=finished_ok or self.keep_on_interrupt, clock=clock)
         return stats
 
-    def _finish(self, stats: LoopStats, step: int, obs: Observation | None, keep: bool, t_start: float,
-                jitter: _Buffer, work: _Buffer) -> None:
+    def _finish(self, stats: LoopStats, progress: EpisodeProgress, keep: bool, clock: DeadlineClock) -> None:
+        step, obs = progress.steps, progress.obs
         stats.steps = step
-        stats.duration_s = time.monotonic() - t_start
-        j, w = jitter.values(), work.values()
+        stats.overruns = clock.overruns
+        stats.duration_s = time.monotonic() - clock.t_start
+        j, w = clock.jitter.values(), clock.work.values()
         if j.size:
             stats.jitter_p50_ms = float(np.percentile(j, 50))
             stats.jitter_p99_ms = float(np.percentile(j, 99))
@@ -300,12 +319,12 @@ class ControlLoop:
         if keep and step > 0 and obs is not None:
             try:
                 final_state = None
-                if self._get_state is not None:
+                if self._plant is not None and self._plant.get_state is not None:
                     try:
-                        final_state = self._get_state()
+                        final_state = self._plant.get_state()
                     except Exception as exc:  # the episode matters more than its last state
                         log.warning("could not read the final simulator state: %s", exc)
-                path: Path = rec.finish(obs.data, bool(success), final_timestamp=obs.timestamp, final_state=final_state)
+                path: Path = rec.finish(obs, bool(success), final_timestamp=progress.timestamp, final_state=final_state)
                 stats.episode_path = str(path)
                 log.info("episode written to %s", path)
             except Exception as exc:

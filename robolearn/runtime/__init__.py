@@ -1,11 +1,14 @@
 """The runtime: what runs a policy (or a scripted operator) through episodes.
 
-- ``seeds``: the per-episode seeding rule every job follows, so a result depends on the run's
-  ``--seed`` and the episode's index only, never on how episodes are spread over processes;
-- ``rollout``: the one episode loop evaluation and collection both use;
-- ``workers``: the one process pool that runs episodes, carrying workers' errors to the parent.
+- ``seeds``: the one per-episode seeding rule every job follows (``SeedSequence`` over the run's
+  ``--seed``, the stream the episodes are for and the episode's index), so a result never depends
+  on how episodes are spread over processes;
+- ``episode``: the one step body (observe, act, send, record, the end rules) that simulated
+  rollouts and the HAL's fixed-rate ``ControlLoop`` both run;
+- ``rollout``: episodes of a simulated task, the ones evaluation and collection record;
+- ``workers``: the one process pool that runs jobs, carrying workers' errors to the parent.
 
 Acting itself stays with ``robolearn.policy.Policy`` (and the planning interface of the
-hierarchical algorithms); the fixed-rate loop for real arms is ``robolearn.hal.loop.ControlLoop``,
-which starts episodes the same way (``rollout.start_episode``).
+hierarchical algorithms); pacing against the clock and the arm as the plant stay with
+``robolearn.hal.loop``.
 """

@@ -1,15 +1,16 @@
-"""The one episode loop: evaluation and collection roll episodes out through ``rollout``.
+"""The one episode loop of simulated tasks: evaluation and collection roll episodes out through ``rollout``.
 
 An *actor* is anything with ``reset(seed)`` and ``act(obs) -> action``: a trained ``Policy``, a
 scripted operator behind ``OperatorActor``, a pipelined re-planner. Optionally ``prime(obs)``
 (work to do once the first observation is in, before the first action: a pipelined planner plans
 its first subgoal there) and ``current_goal`` (a subgoal to draw into videos).
 
-One step: the actor's command as float32, clipped to the task's action bounds, goes to
-``env.step``; the episode ends when the task says done, at the horizon, or at the first success
-when ``stop_on_success`` (evaluation scores the first success; demonstrations may go on to the
-task's own end, ``done_on_success: false``). ``ControlLoop`` runs the same kind of actor on a
-real arm at a fixed rate and starts its episodes with the same ``start_episode``.
+The steps are ``robolearn.runtime.episode.run_episode``'s, the same ``ControlLoop`` takes on an
+arm; here the plant is the task (``TaskPlant``): the episode begins with the task's seeded reset,
+the actor's command as float32, clipped to the task's action bounds, goes to ``env.step``, and the
+episode ends when the task says done, at the horizon, or at the first success when
+``stop_on_success`` (evaluation scores the first success; demonstrations may go on to the task's
+own end, ``done_on_success: false``). Nothing paces it: a simulator runs as fast as it goes.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from robolearn.runtime.episode import Sent, run_episode
 from robolearn.runtime.seeds import EpisodeSeeds, evaluation_seeds
 
 
@@ -41,21 +43,70 @@ class Rollout:
         return int(self.actions.shape[0])
 
 
-def start_episode(actor: Any, obs: Any, seed: Any = None, reset: bool = True) -> None:
-    """Reset ``actor`` for a new episode (with ``seed`` when given) and let it ``prime`` itself on the
-    first observation, before its first action: the order every episode loop follows."""
-    if reset and hasattr(actor, "reset"):
-        if seed is None:
-            actor.reset()
-        else:
-            actor.reset(seed)
-    prime = getattr(actor, "prime", None)
-    if callable(prime):
-        prime(obs)
+class TaskPlant:
+    """A simulated task as ``run_episode``'s plant: a seeded reset, clipped commands, the task's
+    reward, end and success; optionally a frame rendered before each command (with the actor's
+    subgoal drawn in) and the simulator state."""
+
+    timestamp = None
+
+    def __init__(self, env: Any, reset_seed: int, *, record_states: bool = False, video_size: int | None = None,
+                 goal: Callable[[], Any] = lambda: None):
+        self.env, self.reset_seed, self.video_size, self.goal = env, reset_seed, video_size, goal
+        self.low, self.high = env.action_spec.bounds()
+        self._get_state = getattr(env, "get_state", None) if record_states else None
+        self.frames: list[np.ndarray] = []
+        self._obs: dict[str, np.ndarray] | None = None
+
+    def begin(self) -> dict[str, np.ndarray]:
+        self._obs = self.env.reset(seed=self.reset_seed)
+        return self._obs
+
+    def observe(self) -> dict[str, np.ndarray]:
+        return self._obs
+
+    def state(self) -> np.ndarray | None:
+        return np.asarray(self._get_state()) if self._get_state is not None else None
+
+    def render(self) -> None:
+        if self.video_size:
+            frame = self.env.render(self.video_size, self.video_size, goal=self.goal())
+            if frame is not None:
+                self.frames.append(frame)
+
+    def send(self, action: Any) -> Sent:
+        applied = np.clip(np.asarray(action, dtype=np.float32).reshape(-1), self.low, self.high)
+        self.render()
+        result = self.env.step(applied)
+        self._obs = result.obs
+        return Sent(applied=applied, reward=float(result.reward), done=bool(result.done), success=bool(result.success))
 
 
-def _frame(env: Any, actor: Any, size: int) -> np.ndarray | None:
-    return env.render(size, size, goal=getattr(actor, "current_goal", None))
+class _Rows:
+    """Rollout's recorder: the episode's rows in memory, for the observation keys asked for."""
+
+    def __init__(self, keys: list[str] | None):
+        self.keys = keys
+        self.obs: dict[str, list[np.ndarray]] = {}
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[float] = []
+        self.dones: list[bool] = []
+        self.states: list[Any] = []
+
+    def record(self, obs: Any, action: np.ndarray, reward: float = 0.0, done: bool = False,
+               timestamp: float | None = None, state: Any = None) -> None:
+        self.keep(obs)
+        self.actions.append(action)
+        self.rewards.append(float(reward))
+        self.dones.append(bool(done))
+        self.states.append(state)
+
+    def keep(self, obs: Any) -> None:
+        """Keep one observation's rows (the final one is kept without a step)."""
+        if self.keys is None:
+            self.keys = list(obs)
+        for k in self.keys:
+            self.obs.setdefault(k, []).append(np.asarray(obs[k]))
 
 
 def rollout(
@@ -68,7 +119,7 @@ def rollout(
     record_states: bool = False,
     video_size: int | None = None,
     obs_keys: list[str] | None = None,
-    on_step: Callable[[int, dict[str, np.ndarray], np.ndarray, Any], None] | None = None,
+    on_step: Callable[[int, dict[str, np.ndarray], np.ndarray], None] | None = None,
 ) -> Rollout:
     """Roll one episode of ``actor`` out in ``env``.
 
@@ -77,60 +128,34 @@ def rollout(
     record_states: also keep ``env.get_state()`` at every step, for exact replay.
     video_size: render a ``video_size``-square frame before each step and after the last.
     obs_keys: the observation keys to keep (all of the first observation's when None).
-    on_step: ``f(step, obs, action, result)`` after each env step (keep it cheap).
+    on_step: ``f(step, obs, action)`` after each env step, with the observation the action was
+        chosen from and the action as applied (keep it cheap).
     """
     if not isinstance(seeds, EpisodeSeeds):
         seeds = EpisodeSeeds(index=0, reset=int(seeds), actor=int(seeds))
     limit = int(env.horizon if horizon is None else horizon)
-    obs = env.reset(seed=seeds.reset)
-    start_episode(actor, obs, seeds.actor)
-    get_state = getattr(env, "get_state", None) if record_states else None
-    low, high = env.action_spec.bounds()
-    keys = list(obs) if obs_keys is None else list(obs_keys)
-    rows = {k: [np.asarray(obs[k])] for k in keys}
-    states = [np.asarray(get_state())] if get_state else None
-    actions: list[np.ndarray] = []
-    rewards: list[float] = []
-    dones: list[bool] = []
-    frames: list[np.ndarray] = []
-    total, success = 0.0, False
-    for step in range(limit):
-        action = np.clip(np.asarray(actor.act(obs), dtype=np.float32).reshape(-1), low, high)
-        if video_size:
-            frame = _frame(env, actor, video_size)
-            if frame is not None:
-                frames.append(frame)
-        result = env.step(action)
-        obs = result.obs
-        for k in keys:
-            rows[k].append(np.asarray(obs[k]))
-        if states is not None:
-            states.append(np.asarray(get_state()))
-        actions.append(action)
-        rewards.append(float(result.reward))
-        total += float(result.reward)
-        success = success or bool(result.success)
-        dones.append(bool(result.done))
-        if on_step is not None:
-            on_step(step, obs, action, result)
-        if result.done or (stop_on_success and success):
-            break
-    if video_size:
-        frame = _frame(env, actor, video_size)
-        if frame is not None:
-            frames.append(frame)
-    if dones:
+    plant = TaskPlant(env, seeds.reset, record_states=record_states, video_size=video_size,
+                      goal=lambda: getattr(actor, "current_goal", None))
+    rows = _Rows(None if obs_keys is None else list(obs_keys))
+    end = run_episode(plant, actor, seed=seeds.actor, max_steps=limit, stop_on_success=stop_on_success, recorder=rows,
+                      on_step=on_step)
+    rows.keep(end.obs)
+    plant.render()
+    final_state = plant.state()
+    states = np.stack(rows.states + [final_state]) if final_state is not None else None
+    dones = np.asarray(rows.dones, bool)
+    if dones.size:
         dones[-1] = True
     return Rollout(
         seeds=seeds,
-        obs={k: np.stack(v) for k, v in rows.items()},
-        actions=np.stack(actions).astype(np.float32) if actions else np.zeros((0, len(low)), np.float32),
-        rewards=np.asarray(rewards, np.float32),
-        dones=np.asarray(dones, bool),
-        success=success,
-        total_return=total,
-        states=np.stack(states) if states is not None else None,
-        frames=frames,
+        obs={k: np.stack(v) for k, v in rows.obs.items()},
+        actions=np.stack(rows.actions).astype(np.float32) if rows.actions else np.zeros((0, len(plant.low)), np.float32),
+        rewards=np.asarray(rows.rewards, np.float32),
+        dones=dones,
+        success=end.success,
+        total_return=end.total_return,
+        states=states,
+        frames=plant.frames,
     )
 
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "teleop": "robolearn.commands.teleop",
     "serve-arm": "robolearn.commands.serve_arm",
     "deploy": "robolearn.commands.deploy",
+    "calibrate": "robolearn.commands.calibrate",
 }
 
 DESCRIPTION = ("Learn robot-manipulation policies from teleoperation demos (IRIS and baselines), evaluate them "
@@ -48,6 +49,7 @@ HELP = {
     "teleop": "teleoperate an arm and record demos",
     "serve-arm": "serve an arm over TCP beside the robot",
     "deploy": "run a trained policy on an arm through the safety shield",
+    "calibrate": "calibrate a camera: intrinsics (ChArUco) and hand-eye extrinsics",
 }
 
 

@@ -98,7 +98,7 @@ class CameraCalibration:
 # What the file holds, field by field: from_dict checks types, unknown keys, bools and NaN;
 # the shapes and the pinhole form are checked after it.
 @dataclass
-class _Pose:
+class PoseFields:
     position: list[float]
     quaternion: list[float]
 
@@ -115,8 +115,8 @@ class _ExtrinsicFields:
     disagreement_mm: float = non_negative()
     disagreement_deg: float = non_negative()
     date: Any = None
-    tsai: _Pose | None = None
-    horaud: _Pose | None = None
+    tsai: PoseFields | None = None
+    horaud: PoseFields | None = None
 
 
 @dataclass
@@ -149,7 +149,7 @@ def _date(source: str, where: str, value: Any) -> dt.datetime:
     return out if out.tzinfo is not None else out.replace(tzinfo=dt.timezone.utc)
 
 
-def _pose(source: str, where: str, position: list[float], quaternion: list[float]) -> np.ndarray:
+def pose_matrix(source: str, where: str, position: list[float], quaternion: list[float]) -> np.ndarray:
     if len(position) != 3:
         raise ConfigError(source, f"{where}position", f"expected 3 numbers (metres), got {len(position)}")
     if len(quaternion) != 4:
@@ -180,8 +180,8 @@ def _extrinsic(source: str, e: _ExtrinsicFields) -> Extrinsic:
     for name in ("tsai", "horaud"):
         p = getattr(e, name)
         if p is not None:
-            alternatives[name] = _pose(source, f"extrinsic.{name}.", p.position, p.quaternion)
-    return Extrinsic(frame=e.frame, transform=_pose(source, "extrinsic.", e.position, e.quaternion), method=e.method,
+            alternatives[name] = pose_matrix(source, f"extrinsic.{name}.", p.position, p.quaternion)
+    return Extrinsic(frame=e.frame, transform=pose_matrix(source, "extrinsic.", e.position, e.quaternion), method=e.method,
                      samples=e.samples, residual_mm=e.residual_mm, residual_deg=e.residual_deg,
                      disagreement_mm=e.disagreement_mm, disagreement_deg=e.disagreement_deg, alternatives=alternatives,
                      date=_date(source, "extrinsic.date", e.date))
@@ -211,7 +211,7 @@ def _numbers(a: np.ndarray) -> Any:
     return np.asarray(a, dtype=np.float64).round(9).tolist()
 
 
-def _pose_dict(t: np.ndarray) -> dict[str, list[float]]:
+def pose_dict(t: np.ndarray) -> dict[str, list[float]]:
     p, q = matrix_to_pose(t)
     return {"position": _numbers(p), "quaternion": _numbers(q)}
 
@@ -222,11 +222,11 @@ def calibration_to_dict(cal: CameraCalibration) -> dict[str, Any]:
                            "views": int(cal.views), "date": cal.date.isoformat(timespec="seconds")}
     e = cal.extrinsic
     if e is not None:
-        out["extrinsic"] = {"frame": e.frame, **_pose_dict(e.transform), "method": e.method, "samples": int(e.samples),
+        out["extrinsic"] = {"frame": e.frame, **pose_dict(e.transform), "method": e.method, "samples": int(e.samples),
                             "residual_mm": round(float(e.residual_mm), 6), "residual_deg": round(float(e.residual_deg), 6),
                             "disagreement_mm": round(float(e.disagreement_mm), 6),
                             "disagreement_deg": round(float(e.disagreement_deg), 6),
-                            **{name: _pose_dict(t) for name, t in e.alternatives.items()},
+                            **{name: pose_dict(t) for name, t in e.alternatives.items()},
                             "date": e.date.isoformat(timespec="seconds")}
     return out
 

@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes rolling out episodes (default 1)")
     parser.add_argument("--keep-failed", action="store_true", help="also write episodes that did not succeed")
     parser.add_argument("--horizon", type=int, default=None, help="override the task's episode horizon")
+    parser.add_argument("--cameras", default=None, metavar="NAMES",
+                        help="record these cameras of the scene as image keys <name>_image, comma-separated "
+                             "(robosuite tasks: e.g. agentview,robot0_eye_in_hand)")
+    parser.add_argument("--image-size", type=int, default=None, metavar="PIXELS",
+                        help="square size of the recorded camera images (default 84; needs --cameras)")
     parser.add_argument(
         "--set", dest="env_set", action="append", default=[], metavar="KEY=VALUE",
         help="override another env setting from envs/TASK.yaml (repeatable; VALUE parsed as YAML)",
@@ -31,7 +36,28 @@ def _env_overrides(args: argparse.Namespace) -> dict:
     env: dict = apply_overrides({}, list(args.env_set))
     if args.horizon is not None:
         env["horizon"] = args.horizon
+    env.update(_camera_overrides(args))
     return env
+
+
+def _camera_overrides(args: argparse.Namespace) -> dict:
+    """``--cameras``/``--image-size`` as the task settings ``cameras`` and ``image_size``, which the
+    folder's meta records with the other env settings (so policies trained on it see them too)."""
+    from robolearn.config import ConfigError
+
+    out: dict = {}
+    if args.cameras is not None:
+        names = [n.strip() for n in args.cameras.split(",") if n.strip()]
+        if not names:
+            raise ConfigError("--cameras", "cameras", f"expected camera names separated by commas, got {args.cameras!r}")
+        out["cameras"] = names
+    if args.image_size is not None:
+        if args.cameras is None:
+            raise ConfigError("--image-size", "image_size", "sets the size of recorded camera images; name them with --cameras")
+        if args.image_size < 1:
+            raise ConfigError("--image-size", "image_size", f"expected a positive number of pixels, got {args.image_size}")
+        out["image_size"] = args.image_size
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,11 @@ goal windows) is a single vectorised gather: fast enough that data never limits 
 step. Batches hold observations as dicts of per-key tensors; each algorithm's observation
 encoder (``robolearn.models.encoders``) turns them into features, with the per-key normalisers
 fitted here.
+
+Image keys (uint8 H x W x C camera frames, ``ObsKey.kind == "image"``) stay uint8, one
+``(N, H, W, C)`` tensor per key gathered by the same index tensors: 4x less memory than
+float32, and the image encoder scales them itself. They are never normalised (no normaliser
+is fitted for them) and, being integers, need no finiteness check; their dtype is checked.
 """
 from __future__ import annotations
 
@@ -18,14 +23,20 @@ from robolearn.models.encoders import Normalizer, ObsKey, ObsSpec
 __all__ = ["DemoDataset", "Normalizer", "check_finite_episode", "fit_normalizers"]
 
 
-def check_finite_episode(source: str, index: int, ep: Episode, obs_keys: list[str]) -> None:
+def check_finite_episode(source: str, index: int, ep: Episode, obs_keys: list[str],
+                         image_keys: frozenset[str] | set[str] = frozenset()) -> None:
     """Episodes built in memory skip the folder reader's checks; one NaN reward or action would turn
-    every loss that touches it into NaN, so they are refused here too."""
-    arrays = {"actions": ep.actions, "rewards": ep.rewards, **{f"obs/{k}": ep.obs[k] for k in obs_keys}}
+    every loss that touches it into NaN, so they are refused here too. ``image_keys`` must be
+    uint8 instead (a float frame would be a different kind of observation altogether)."""
+    arrays = {"actions": ep.actions, "rewards": ep.rewards, **{f"obs/{k}": ep.obs[k] for k in obs_keys if k not in image_keys}}
     for name, values in arrays.items():
         values = np.asarray(values)
         if values.dtype.kind not in "biuf" or not np.all(np.isfinite(values)):
             raise DemoFormatError(source, name, f"NaN, inf or non-numbers in episode #{index}")
+    for k in obs_keys:
+        if k in image_keys and np.asarray(ep.obs[k]).dtype != np.uint8:
+            raise DemoFormatError(source, f"obs/{k}", f"image key: expected uint8 frames, got {np.asarray(ep.obs[k]).dtype} "
+                                  f"in episode #{index}")
 
 
 def fit_normalizers(spec: ObsSpec, rows: dict[str, np.ndarray]) -> dict[str, Normalizer]:
@@ -53,12 +64,16 @@ class DemoDataset:
             missing = [k for k in obs_keys if k not in ep.obs]
             if missing:
                 raise DemoFormatError(source, f"obs/{missing[0]}", f"key requested by data.obs_keys is not recorded (episode #{i})")
-            check_finite_episode(source, i, ep, obs_keys)
+        # The first episode says which keys are images; every other episode is held to it.
+        image_keys = {k for k in self.obs_keys
+                      if ObsKey(tuple(np.shape(episodes[0].obs[k])[1:]), str(np.asarray(episodes[0].obs[k]).dtype)).kind == "image"}
+        for i, ep in enumerate(episodes):
+            check_finite_episode(source, i, ep, obs_keys, image_keys)
         self.obs_spec: ObsSpec = {}
         rows: dict[str, np.ndarray] = {}
         for k in self.obs_keys:
             first = np.asarray(episodes[0].obs[k])
-            low_dim = ObsKey(tuple(first.shape[1:]), str(first.dtype)).kind == "low_dim"
+            low_dim = k not in image_keys
             parts = [np.asarray(ep.obs[k]) for ep in episodes]
             shapes = {p.shape[1:] for p in parts}
             if len(shapes) > 1:

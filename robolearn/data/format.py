@@ -5,6 +5,11 @@ crashes loses at most the episode it was writing (each episode is written under
 a temporary name and renamed into place), folders merge and append by copying
 files, and every file can be validated on its own with an error that names it.
 
+Image keys (uint8 H x W x C per step, camera frames) are stored inside the same episode
+file, losslessly compressed by ``robolearn.data.image_codec`` (temporal delta + deflate, in
+chunks) rather than as raw ``obs/<key>`` arrays; readers decode them back to the exact
+(T+1, H, W, C) uint8 array, and read raw ``obs/<key>`` image arrays too.
+
 The layout is documented for users in ``datasets/README.md``.
 """
 from __future__ import annotations
@@ -16,12 +21,15 @@ import json
 import math
 import os
 import re
+import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+import robolearn.data.image_codec as image_codec
 from robolearn.data.errors import DemoFormatError, DemoWriteError
 from robolearn.data.lock import FolderLock
 from robolearn.tempfiles import new_temp_file
@@ -37,6 +45,11 @@ _REQUIRED_META = ("format_version", "task", "control_hz", "obs_spec", "action_sp
 class ObsFieldSpec:
     shape: tuple[int, ...]
     dtype: str = "float32"
+
+    @property
+    def is_image(self) -> bool:
+        """uint8 H x W x C: a camera frame, stored compressed and never normalised."""
+        return image_codec.is_image(self.shape, self.dtype)
 
 
 @dataclass
@@ -348,7 +361,8 @@ class DemoWriter:
         for k, spec in self.meta.obs_spec.items():
             if k not in obs:
                 raise DemoFormatError(self.folder / EPISODE_DIR, f"obs/{k}", "missing from the episode being written")
-            arrays[f"obs/{k}"] = np.asarray(obs[k], dtype=spec.dtype)
+            # Images are not cast: float frames in [0, 1] would wrap silently into uint8 noise.
+            arrays[f"obs/{k}"] = np.asarray(obs[k]) if spec.is_image else np.asarray(obs[k], dtype=spec.dtype)
         if states is not None:
             arrays["states"] = np.asarray(states)
         if timestamps is not None:
@@ -357,9 +371,7 @@ class DemoWriter:
             arrays[f"extra/{k}"] = np.asarray(v)
         # Validate before writing: a bad episode never lands in the folder.
         _validate_arrays(self._episode_path(self._next), arrays, self.meta)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        return self.add_episode_bytes(buf.getvalue())
+        return self.add_episode_bytes(episode_bytes(arrays, self.meta))
 
     def add_episode_bytes(self, data: bytes, record: Callable[[DemoMeta, int], None] | None = None) -> Path:
         """Write one already validated, serialised episode under the next free index.
@@ -411,6 +423,29 @@ class DemoWriter:
             pos = len(appends) - 1
         appends[pos]["episodes"].append(index)
         return pos
+
+
+def episode_bytes(arrays: Mapping[str, np.ndarray], meta: DemoMeta) -> bytes:
+    """One validated episode as the bytes of its ``.npz`` file. Without image keys this is
+    ``np.savez_compressed`` exactly; image keys are encoded (``image/<key>/...``) and their
+    already compressed data stored without a second deflate."""
+    images = [k for k, spec in meta.obs_spec.items() if spec.is_image and f"obs/{k}" in arrays]
+    buf = io.BytesIO()
+    if not images:
+        np.savez_compressed(buf, **arrays)
+        return buf.getvalue()
+    members = {name: a for name, a in arrays.items() if name[len("obs/"):] not in images or not name.startswith("obs/")}
+    for k in images:
+        for part, a in image_codec.encode(arrays[f"obs/{k}"]).items():
+            members[image_codec.member(k, part)] = a
+    stamp = time.localtime()[:6]
+    with zipfile.ZipFile(buf, "w", allowZip64=True) as zf:
+        for name, a in members.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=stamp)
+            info.compress_type = zipfile.ZIP_STORED if name.endswith("/data") and name.startswith("image/") else zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
+    return buf.getvalue()
 
 
 def episode_indices(folder: str | os.PathLike) -> list[int]:
@@ -548,7 +583,8 @@ def _check_timestamps(path: Path, timestamps: np.ndarray) -> None:
         raise DemoFormatError(path, "timestamps", f"go backwards at step {t + 1} ({timestamps[t]} -> {timestamps[t + 1]})")
 
 
-def _validate_arrays(path: Path, arrays: Mapping[str, np.ndarray], meta: DemoMeta) -> None:
+def _validate_arrays(path: Path, arrays: Mapping[str, np.ndarray], meta: DemoMeta, obs_keys: Iterable[str] | None = None) -> None:
+    """Check an episode's arrays against the meta (only ``obs_keys`` of its observations when given)."""
     for key in ("actions", "rewards", "dones", "success"):
         if key not in arrays:
             raise DemoFormatError(path, key, "missing required key")
@@ -567,7 +603,8 @@ def _validate_arrays(path: Path, arrays: Mapping[str, np.ndarray], meta: DemoMet
         raise DemoFormatError(path, "success", f"expected a scalar flag, got shape {arrays['success'].shape}")
     _check_rewards(path, arrays["rewards"])
     _check_flags(path, arrays)
-    for k, spec in meta.obs_spec.items():
+    for k in meta.obs_spec if obs_keys is None else obs_keys:
+        spec = meta.obs_spec[k]
         name = f"obs/{k}"
         if name not in arrays:
             raise DemoFormatError(path, name, "missing required key (listed in meta.json obs_spec)")
@@ -592,17 +629,69 @@ def _validate_arrays(path: Path, arrays: Mapping[str, np.ndarray], meta: DemoMet
         _check_timestamps(path, arrays["timestamps"])
 
 
-def load_episode_file(path: str | os.PathLike, meta: DemoMeta) -> Episode:
-    path = Path(path)
+def _unreadable(path: Path, exc: Exception) -> DemoFormatError:
+    # Corrupt files surface as zlib.error, NotImplementedError, BadZipFile, tokenize errors (npy
+    # header) or TypeError (a bare .npy); all mean "unreadable file".
+    return DemoFormatError(path, "<file>", f"truncated or unreadable episode file ({type(exc).__name__}: {exc})")
+
+
+def _check_keys(path: Path, meta: DemoMeta, keys: Iterable[str] | None) -> list[str]:
+    keys = list(meta.obs_spec) if keys is None else list(keys)
+    unknown = [k for k in keys if k not in meta.obs_spec]
+    if unknown:
+        raise DemoFormatError(path.parent.parent / META_NAME, f"obs_spec.{unknown[0]}",
+                              f"no such observation key; the folder records {list(meta.obs_spec)}")
+    return keys
+
+
+def _encoded_parts(z: Any, key: str) -> dict[str, np.ndarray] | None:
+    """The encoded-frame arrays of image ``key`` in an open npz (None when it has none)."""
+    names = set(z.files)
+    if f"obs/{key}" in names or image_codec.member(key, "codec") not in names:
+        return None
+    return {p: z[image_codec.member(key, p)] for p in image_codec.PARTS if image_codec.member(key, p) in names}
+
+
+def _decode_key(path: Path, key: str, spec: ObsFieldSpec, parts: Mapping[str, np.ndarray],
+                steps: np.ndarray | None = None) -> np.ndarray:
+    """Frames of ``key`` (all, or rows ``steps``), checked against the meta's per-step shape before decoding."""
+    try:
+        n, *shape = image_codec.frame_shape(parts)
+        if tuple(shape) != tuple(spec.shape):
+            raise DemoFormatError(path, f"obs/{key}", f"expected per-step shape {tuple(spec.shape)}, got {tuple(shape)}")
+        if steps is not None and steps.size and (steps.min() < 0 or steps.max() >= n):
+            raise DemoFormatError(path, f"obs/{key}", f"steps {steps.tolist()[:5]} outside 0..{n - 1}")
+        return image_codec.decode(parts, None if steps is None else steps.tolist())
+    except image_codec.ImageCodecError as exc:
+        raise DemoFormatError(path, f"obs/{key}", f"encoded frames cannot be decoded: {exc}") from None
+
+
+def _read_arrays(path: Path, meta: DemoMeta, keys: list[str]) -> dict[str, np.ndarray]:
+    """The episode's arrays with the observations of ``keys`` only, image keys decoded to
+    ``obs/<key>`` (T+1, H, W, C) uint8. Other keys' members are never read (random access by key)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # noqa: BLE001 - corrupt files surface as zlib.error, NotImplementedError,
-        # tokenize errors (npy header) or TypeError (a bare .npy); all mean "unreadable file".
-        raise DemoFormatError(path, "<file>", f"truncated or unreadable episode file ({type(exc).__name__}: {exc})") from None
-    _validate_arrays(path, arrays, meta)
+            wanted = {f"obs/{k}" for k in keys}
+            arrays = {n: z[n] for n in z.files if not n.startswith(("obs/", image_codec.PREFIX)) or n in wanted}
+            for k in keys:
+                parts = _encoded_parts(z, k)
+                if parts is not None:
+                    arrays[f"obs/{k}"] = _decode_key(path, k, meta.obs_spec[k], parts)
+    except DemoFormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see _unreadable
+        raise _unreadable(path, exc) from None
+    return arrays
+
+
+def load_episode_file(path: str | os.PathLike, meta: DemoMeta, keys: Iterable[str] | None = None) -> Episode:
+    """Read and check one episode file; ``keys``: only these observation keys (all when None)."""
+    path = Path(path)
+    keys = _check_keys(path, meta, keys)
+    arrays = _read_arrays(path, meta, keys)
+    _validate_arrays(path, arrays, meta, keys)
     return Episode(
-        obs={k: arrays[f"obs/{k}"] for k in meta.obs_spec},
+        obs={k: arrays[f"obs/{k}"] for k in keys},
         actions=arrays["actions"],
         rewards=arrays["rewards"],
         dones=arrays["dones"].astype(bool),
@@ -630,8 +719,29 @@ class DemoReader:
     def path(self, index: int) -> Path:
         return self.folder / EPISODE_DIR / f"episode_{index:06d}.npz"
 
-    def load(self, index: int) -> Episode:
-        return load_episode_file(self.path(index), self.meta)
+    def load(self, index: int, keys: Iterable[str] | None = None) -> Episode:
+        """Episode ``index``; with ``keys``, only those observation keys are read and decoded."""
+        return load_episode_file(self.path(index), self.meta, keys)
+
+    def frames(self, index: int, key: str, steps: Iterable[int]) -> np.ndarray:
+        """Rows ``steps`` of observation ``key`` of episode ``index`` (K, *shape), reading only that
+        key, and for an image key inflating only the chunks that hold those steps."""
+        path = self.path(index)
+        _check_keys(path, self.meta, [key])
+        steps = np.asarray(list(steps), np.int64)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                parts = _encoded_parts(z, key)
+                if parts is not None:
+                    return _decode_key(path, key, self.meta.obs_spec[key], parts, steps)
+        except DemoFormatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see _unreadable
+            raise _unreadable(path, exc) from None
+        rows = self.load(index, keys=[key]).obs[key]
+        if steps.size and (steps.min() < 0 or steps.max() >= rows.shape[0]):
+            raise DemoFormatError(path, f"obs/{key}", f"steps {steps.tolist()[:5]} outside 0..{rows.shape[0] - 1}")
+        return rows[steps]
 
     def __iter__(self) -> Iterator[Episode]:
         for i in self.indices:
@@ -654,7 +764,10 @@ class DemoReader:
         return len(self.indices)
 
 
-def load_folder(folder: str | os.PathLike, split: str | None = "train") -> tuple[DemoMeta, list[Episode]]:
+def load_folder(folder: str | os.PathLike, split: str | None = "train",
+                keys: Iterable[str] | None = None) -> tuple[DemoMeta, list[Episode]]:
+    """The folder's meta and episodes (of ``split``; only observation ``keys`` when given)."""
     reader = DemoReader(folder)
     idx = reader.split_indices(split) if split else reader.indices
-    return reader.meta, [reader.load(i) for i in idx]
+    keys = None if keys is None else list(keys)
+    return reader.meta, [reader.load(i, keys) for i in idx]

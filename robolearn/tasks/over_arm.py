@@ -6,17 +6,25 @@ it succeeded, give the sparse (or the task's shaped) reward and end the episode 
 at the horizon. ``TaskBoundArm`` (``robolearn/tasks/task_arm.py``) asks the same task for
 success and reward when a deployment drives the arm directly. Subclasses only say how the arm
 is reset with a seed and how success is judged.
+
+Cameras. A task may carry cameras (``robolearn.hal.cameras``: a ``MujocoCamera`` per
+robosuite camera name, say) that it renders synchronously after every reset, step and
+``set_state``, adding ``<name>_image`` (uint8 H x W x 3) to the observation. Why not the
+threaded ``CameraArm``: a scripted demo must be the same bytes run to run and worker to
+worker, so each frame is rendered from exactly the state the step left, in the calling
+thread, with no wall-clock frame ages in the observation.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, Observation
+from robolearn.hal.cameras.base import Camera
 from robolearn.tasks.base import StepResult
 
 
@@ -28,12 +36,16 @@ class TaskOverArm:
     #: Plot limits (x, y, z) in metres for ``plot_rollouts``.
     plot_limits = ((-0.3, 0.3), (-0.3, 0.3), (0.0, 1.1))
 
-    def __init__(self, arm: Any, horizon: int, control_hz: float, done_on_success: bool):
+    def __init__(self, arm: Any, horizon: int, control_hz: float, done_on_success: bool, cameras: Sequence[Camera] = ()):
         self.arm = arm
         self.horizon = int(horizon)
         self.control_hz = float(control_hz)
         self.done_on_success = bool(done_on_success)
         self.obs_spec: dict[str, ObsFieldSpec] = dict(arm.spec.obs_spec)
+        #: Rendered into every observation as ``<name>_image``; connected on the first reset.
+        self.cameras: list[Camera] = list(cameras)
+        for cam in self.cameras:
+            self.obs_spec[cam.spec.image_key] = ObsFieldSpec(shape=(cam.spec.height, cam.spec.width, 3), dtype="uint8")
         self.action_spec: ActionSpec = arm.spec.action_spec
         self.t = 0
 
@@ -54,10 +66,22 @@ class TaskOverArm:
         if not self.arm.connected:
             self.arm.connect()
         self.t = 0
-        return self.reset_arm(seed).data
+        return self.with_images(self.reset_arm(seed).data)
 
     def observe(self) -> dict[str, np.ndarray]:
-        return self.arm.observe().data
+        return self.with_images(self.arm.observe().data)
+
+    def with_images(self, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``data`` plus each camera's frame of the current state (``data`` itself without cameras).
+        A camera connects on first use, once the arm has built the model it renders."""
+        if not self.cameras:
+            return data
+        out = dict(data)
+        for cam in self.cameras:
+            if not cam.connected:
+                cam.connect()
+            out[cam.spec.image_key] = cam.read().image
+        return out
 
     def step(self, action: np.ndarray) -> StepResult:
         if not self.arm.connected:
@@ -67,20 +91,24 @@ class TaskOverArm:
         success = self.success()
         reward = self.step_reward(success)
         done = (success and self.done_on_success) or self.t >= self.horizon
-        return StepResult(obs=self.arm.observe().data, reward=reward, done=done, success=success,
+        return StepResult(obs=self.observe(), reward=reward, done=done, success=success,
                           info={"t": self.t, "applied": applied})
 
     def get_state(self) -> np.ndarray:
         return self.arm.get_state()
 
     def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
-        return self.arm.set_state(state).data
+        return self.with_images(self.arm.set_state(state).data)
 
     def plot_rollouts(self, episodes: list[dict[str, np.ndarray]], successes: list[bool], path: str, title: str = "") -> None:
         plot_eef_paths(episodes, successes, path, title or self.name, self.plot_limits)
 
     def close(self) -> None:
-        self.arm.close()
+        try:
+            for cam in self.cameras:
+                cam.close()
+        finally:
+            self.arm.close()
 
 
 def plot_eef_paths(

@@ -6,7 +6,7 @@ MuJoCo is loaded and makes robosuite importable quietly on recent MuJoCo.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ import numpy as np
 import robolearn.sim_compat  # noqa: F401  (MUJOCO_GL before MuJoCo is imported)
 from robolearn.config import ConfigError, from_dict, non_negative, positive
 from robolearn.hal.arm import Observation
+from robolearn.hal.cameras.mujoco_camera import MujocoCamera, robosuite_handles
 from robolearn.hal.robosuite_arm import RobosuiteArm
 from robolearn.paths import ENVS_DIR
 from robolearn.tasks.over_arm import TaskOverArm
@@ -37,6 +38,10 @@ class RobosuiteTaskConfig:
     seed: int | None = non_negative(None)
     #: Build robosuite's offscreen renderer too (only needed for robosuite's own camera obs).
     offscreen: bool = False
+    #: Cameras of the model rendered into every observation as ``<name>_image`` (uint8
+    #: image_size x image_size x 3), e.g. robomimic's ``[agentview, robot0_eye_in_hand]``.
+    cameras: list[str] = field(default_factory=list)
+    image_size: int = positive(84)
 
 
 class RobosuiteTaskEnv(TaskOverArm):
@@ -64,7 +69,8 @@ class RobosuiteTaskEnv(TaskOverArm):
             raise ConfigError(
                 source, "control_hz", f"{self.config.control_hz} differs from the controller's control_freq {arm.spec.control_hz}"
             )
-        super().__init__(arm, self.config.horizon, self.config.control_hz, self.config.done_on_success)
+        super().__init__(arm, self.config.horizon, self.config.control_hz, self.config.done_on_success,
+                         cameras=task_cameras(source, arm, self.config.cameras, self.config.image_size))
         #: Recorded into demo folders' meta.json by the collect command.
         self.robot = self.arm.config.robot
         self.controller = self.config.controller
@@ -106,6 +112,19 @@ class RobosuiteTaskEnv(TaskOverArm):
                 pass
         self._renderers.clear()
         super().close()
+
+
+def task_cameras(source: str, arm: RobosuiteArm, names: list[str], size: int) -> list[MujocoCamera]:
+    """One offscreen ``MujocoCamera`` per name (square ``size`` pixels, rendered synchronously).
+    A name the model lacks is refused when the model is built (first reset), naming the ones it has."""
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(source, "cameras", f"camera name {name!r} becomes an observation key prefix; "
+                              "use letters, digits and _ (e.g. agentview, robot0_eye_in_hand)")
+    if len(set(names)) != len(names):
+        raise ConfigError(source, "cameras", f"a camera is named twice in {names}")
+    handles = robosuite_handles(arm)
+    return [MujocoCamera(handles, name, width=size, height=size) for name in names]
 
 
 def render_frame(

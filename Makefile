@@ -30,8 +30,10 @@ quickstart: setup
 test: setup
 	$(VPY) -m pytest -q tests
 
+# The Graph Reach headline table: every algorithm on the evaluation draws of bench/draws.yaml
+# (3 draws x 3 seeds, 50 episodes on each of the last 5 checkpoints); resumable, hours on 2 cores.
 bench: setup
-	$(VPY) bench/graph_reach.py --out bench/results/graph_reach.json
+	$(VPY) bench/protocol.py graph_reach --workers 2 --json bench/results/protocol_graph_reach.json
 
 clean:
 	rm -rf runs $(VENV)

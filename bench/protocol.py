@@ -90,7 +90,7 @@ def algo_plan(task: str, algo: str, args: argparse.Namespace) -> dict[str, Any]:
     every = args.checkpoint_every or max(1, steps // (2 * args.last_k))
     overrides = [f"train.steps={steps}", f"train.checkpoint_every={every}", *args.overrides]
     cfg = load_launch(path, overrides)
-    return {"launch": str(path), "overrides": overrides, "config": dataclasses.asdict(cfg), "steps": cfg.train.steps,
+    return {"launch": str(path), "launch_file": str(path.relative_to(ROOT)), "overrides": overrides, "config": dataclasses.asdict(cfg), "steps": cfg.train.steps,
             "checkpoint_every": cfg.train.checkpoint_every}
 
 
@@ -105,7 +105,8 @@ def build_jobs(task: str, algos: list[str], demo_sets, draws: dict, plans: dict,
                 for seed in range(args.seeds):
                     jobs.append({
                         "task": task, "demos": d.name, "draw": draw["fingerprint"]["seed"], "algo": algo, "seed": seed,
-                        "launch": plan["launch"], "overrides": [f"data.path={draw['path']}", *plan["overrides"]],
+                        "launch": plan["launch"], "launch_file": plan["launch_file"],
+                        "overrides": [f"data.path={draw['path']}", *plan["overrides"]],
                         "config": training_config({**plan["config"], "seed": seed}),
                         "evaluation": {"episodes": args.episodes, "seed": d.eval_seed[args.draw_set] + seed,
                                        "last_k": args.last_k},
@@ -143,6 +144,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plans = {a: algo_plan(args.task, a, args) for a in algos}
     draws: dict[str, list[dict[str, Any]]] = {}
     for d in demo_sets:
+        if args.draws and args.draws > len(d.seeds[args.draw_set]):
+            raise ConfigError("--draws", "draws", f"demo set {d.name} has {len(d.seeds[args.draw_set])} "
+                              f"{args.draw_set} draws in {source}, not {args.draws}")
         for seed in d.seeds[args.draw_set][: args.draws]:
             print(f"[collect] {args.task}/{d.name} {args.draw_set} draw {seed}: {d.episodes} episodes", flush=True)
             draw = collect_draw(d, seed, Path(args.work), args.workers)

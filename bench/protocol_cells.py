@@ -209,7 +209,7 @@ def run_cell(_state: Any, job: dict[str, Any]) -> dict[str, Any]:
         summary = read_json(run / "train_summary.json") or {}
         result = {
             "task": job["task"], "demos": job["demos"], "draw": job["draw"], "algo": job["algo"], "seed": job["seed"],
-            "launch": job["launch"], "overrides": job["overrides"], "run_dir": str(run), **wanted,
+            "launch": job["launch_file"], "overrides": job["overrides"], "run_dir": str(run), **wanted,
             "steps": summary.get("steps"), "train_wall_s": summary.get("wall_s"),
             "checkpoints": evals, "final": evals[-1],
             "last_k_mean": float(np.mean([e["success_rate"] for e in evals])),

@@ -32,6 +32,7 @@ from robolearn.runtime.rollout import rollout
 from robolearn.runtime.seeds import demonstration_seeds
 from robolearn.runtime.workers import run_jobs
 from robolearn.tasks.base import env_spec, make_env, make_operator
+from robolearn.tasks.operator_failures import check_failure_rate, draw_failure, operator_failure_modes
 
 
 @dataclass
@@ -43,6 +44,9 @@ class CollectConfig:
     seed: int = 0
     workers: int = 1
     keep_failed: bool = False
+    #: Share of episodes the operator fails on purpose, in the ways real operators do
+    #: (robolearn.tasks.operator_failures); keep them with ``keep_failed``.
+    failure_rate: float = 0.0
     #: Env overrides on top of envs/<task>.yaml (e.g. {"horizon": 200}); recorded in meta.extra["env"].
     env: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
@@ -54,6 +58,7 @@ class CollectConfig:
             raise ConfigError("--workers", "workers", f"expected a positive integer, got {self.workers}")
         if self.seed < 0:
             raise ConfigError("--seed", "seed", f"expected a non-negative integer, got {self.seed}")
+        self.failure_rate = check_failure_rate(self.failure_rate)
 
 
 @dataclass
@@ -74,7 +79,7 @@ class CollectStats:
         return self.steps / max(self.seconds, 1e-9)
 
     def summary(self) -> str:
-        fate = "kept (--keep-failed)" if self.kept == self.attempted else "dropped"
+        fate = "kept (--keep-failures)" if self.kept == self.attempted else "dropped"
         failed = f"{self.failed} failed, {fate}" if self.failed else "none failed"
         return (
             f"{self.kept} episodes kept of {self.attempted} ({failed}); success rate {self.success_rate:.1%}; "
@@ -88,12 +93,15 @@ class OperatorActor:
     builds the episode's operator (after the env's reset, since a factory may read the scene) with
     its generator seeded from ``seed``, and ``act`` asks it for a command."""
 
-    def __init__(self, task: str, kind: str, env: Any):
-        self.task, self.kind, self.env = task, kind, env
+    def __init__(self, task: str, kind: str, env: Any, failure_rate: float = 0.0):
+        self.task, self.kind, self.env, self.failure_rate = task, kind, env, failure_rate
         self.operator: Any = None
 
     def reset(self, seed: Any) -> None:
         self.operator = make_operator(self.task, self.env, self.kind, np.random.default_rng(seed))
+        if self.failure_rate > 0:
+            modes = operator_failure_modes(self.operator, self.task)
+            self.operator.plan_failure(draw_failure(seed, self.failure_rate, modes))
         self.operator.reset()
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -104,11 +112,11 @@ class OperatorActor:
         return dict(info()) if info else {}
 
 
-def record_episode(env: Any, task: str, kind: str, seed: int, index: int) -> dict[str, Any]:
+def record_episode(env: Any, task: str, kind: str, seed: int, index: int, failure_rate: float = 0.0) -> dict[str, Any]:
     """Roll demo episode ``index`` of a run seeded ``seed`` out; returns the arrays DemoWriter takes
     plus its success flag."""
     seeds = demonstration_seeds(seed, index)
-    actor = OperatorActor(task, env=env, kind=kind)
+    actor = OperatorActor(task, env=env, kind=kind, failure_rate=failure_rate)
     r = rollout(env, actor, seeds, stop_on_success=False, record_states=True, obs_keys=list(env.obs_spec))
     return {
         "obs": r.obs,
@@ -125,20 +133,20 @@ def record_episode(env: Any, task: str, kind: str, seed: int, index: int) -> dic
 
 
 # ---------------------------------------------------------------- worker processes
-def _init_state(task: str, kind: str, env_overrides: dict[str, Any], seed: int) -> dict[str, Any]:
-    return {"env": make_env(task, **env_overrides), "task": task, "kind": kind, "seed": seed}
+def _init_state(task: str, kind: str, env_overrides: dict[str, Any], seed: int, failure_rate: float = 0.0) -> dict[str, Any]:
+    return {"env": make_env(task, **env_overrides), "task": task, "kind": kind, "seed": seed, "failure_rate": failure_rate}
 
 
 def _record(w: dict[str, Any], index: int) -> dict[str, Any]:
-    return record_episode(w["env"], w["task"], w["kind"], w["seed"], index)
+    return record_episode(w["env"], w["task"], w["kind"], w["seed"], index, w["failure_rate"])
 
 
 def _rollouts(cfg: CollectConfig, env, indices: range, episode_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
     # imap keeps episode order; chunks of a few episodes amortise the inter-process round trip.
     chunk = max(1, min(8, len(indices) // (4 * cfg.workers)))
-    local = {"env": env, "task": cfg.task, "kind": cfg.operator, "seed": cfg.seed}
-    return run_jobs(indices, cfg.workers, _init_state, _record, init_args=(cfg.task, cfg.operator, episode_env, cfg.seed),
-                    local_state=local, chunksize=chunk)
+    local = {"env": env, "task": cfg.task, "kind": cfg.operator, "seed": cfg.seed, "failure_rate": cfg.failure_rate}
+    return run_jobs(indices, cfg.workers, _init_state, _record,
+                    init_args=(cfg.task, cfg.operator, episode_env, cfg.seed, cfg.failure_rate), local_state=local, chunksize=chunk)
 
 
 def build_meta(env, cfg: CollectConfig) -> DemoMeta:
@@ -156,7 +164,8 @@ def build_meta(env, cfg: CollectConfig) -> DemoMeta:
         source=f"scripted:{cfg.operator}",
         # "env" holds only what the caller set: policies trained on the folder inherit it
         # (train.py), so the operators' longer episode limit is recorded apart from it.
-        extra={"env": dict(cfg.env), "episode_horizon": int(env.horizon), "seed": cfg.seed, "operator": cfg.operator},
+        extra={"env": dict(cfg.env), "episode_horizon": int(env.horizon), "seed": cfg.seed, "operator": cfg.operator,
+               **({"failure_rate": cfg.failure_rate} if cfg.failure_rate > 0 else {})},
     )
 
 
@@ -182,7 +191,9 @@ def collect(cfg: CollectConfig) -> CollectStats:
         # Fail on a bad operator name before creating the folder or starting workers (after a
         # reset, since an operator factory may read the scene it is built for).
         env.reset(seed=0)
-        make_operator(cfg.task, env, cfg.operator, np.random.default_rng(0))
+        operator = make_operator(cfg.task, env, cfg.operator, np.random.default_rng(0))
+        if cfg.failure_rate > 0:
+            operator_failure_modes(operator, cfg.task)
         # The writer holds the folder's lock until the end: a second collect into this folder is
         # refused here, before it rolls out episodes under the seeds this one is using.
         writer = DemoWriter(cfg.out, build_meta(env, cfg))

@@ -65,6 +65,9 @@ class Summary:
     approach_cluster_sizes: list[int] = field(default_factory=list)
     approach_cluster_directions: list[list[float]] = field(default_factory=list)
     approach_silhouette: float | None = None
+    #: Unsuccessful episodes per ``extra/failure_mode`` recorded by the operator ("unplanned" when
+    #: it meant to succeed); empty when the folder records no failure modes.
+    failure_modes: dict[str, int] = field(default_factory=dict)
     per_episode: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -164,6 +167,7 @@ def summarize(folder: str | os.PathLike, cfg: InspectConfig | None = None, progr
         obs_ranges=obs_ranges,
     )
     per = [{"index": i, "length": e.length, "success": e.success} for i, e in zip(reader.indices, eps)]
+    s.failure_modes = failure_mode_counts(eps)
     key = _pos_key(reader, cfg)
     if key is not None:
         s.pos_key = key
@@ -207,6 +211,18 @@ def summarize(folder: str | os.PathLike, cfg: InspectConfig | None = None, progr
     return s, eps
 
 
+def failure_mode_counts(eps: list[Episode]) -> dict[str, int]:
+    """How the unsuccessful episodes failed, by the operator's ``extra/failure_mode``."""
+    if not any("failure_mode" in e.extra for e in eps):
+        return {}
+    counts: dict[str, int] = {}
+    for e in eps:
+        if not e.success:
+            mode = str(e.extra.get("failure_mode", "")) or "unplanned"
+            counts[mode] = counts.get(mode, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -227,6 +243,9 @@ def markdown(s: Summary) -> str:
         f"- task **{s.task}**, {s.control_hz:g} Hz, **{s.episodes}** episodes, success rate **{s.success_rate:.1%}**",
         f"- episode length min / median / max: {s.length_min} / {s.length_median:g} / {s.length_max} "
         f"(mean {s.length_mean:.1f}, coefficient of variation {s.length_cv:.2f})",
+        f"- behaviour policy (the recorded operator): {round(s.success_rate * s.episodes)} of {s.episodes} episodes "
+        f"succeeded ({s.success_rate:.1%})"
+        + (", failures by mode: " + ", ".join(f"{k} {v}" for k, v in s.failure_modes.items()) if s.failure_modes else ""),
         "",
         "## Actions",
         "",

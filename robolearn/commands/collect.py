@@ -16,7 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed; episode i uses a seed derived from (seed, i)")
     parser.add_argument("--out", required=True, help="demo folder to create or append to")
     parser.add_argument("--workers", type=int, default=1, help="worker processes rolling out episodes (default 1)")
-    parser.add_argument("--keep-failed", action="store_true", help="also write episodes that did not succeed")
+    parser.add_argument("--keep-failures", "--keep-failed", dest="keep_failed", action="store_true",
+                        help="also write episodes that did not succeed (their sparse rewards and success: false)")
+    parser.add_argument("--failure-rate", type=float, default=0.0, metavar="P",
+                        help="share of episodes in [0, 1] the operator fails on purpose, as real operators do "
+                             "(dropped objects, missed grasps, wrong turns, time-outs; default 0)")
     parser.add_argument("--horizon", type=int, default=None, help="override the task's episode horizon")
     parser.add_argument("--cameras", default=None, metavar="NAMES",
                         help="record these cameras of the scene as image keys <name>_image, comma-separated "
@@ -71,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         keep_failed=args.keep_failed,
+        failure_rate=args.failure_rate,
         env=_env_overrides(args),
         progress=not args.no_progress,
     )

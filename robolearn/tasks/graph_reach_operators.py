@@ -13,6 +13,11 @@ the same graph, and the follower that executes plans is shared and tested once.
 - ``multimodal``: one of the K shortest distinct routes per episode, each driven
   proficiently, so mean-averaging the actions at the fork drives into the wall.
 
+Any of them can also fail an episode the way real operators do (``plan_failure``, see
+``robolearn.tasks.operator_failures``): ``wrong_turn`` drives into a dead end that is not on
+the way to the goal and stays there, never correcting; ``timeout`` follows the kind's usual
+route but dawdles (slower segments and long pauses) until the horizon runs out.
+
 All randomness comes from the ``rng`` given to the factory, so a seeded rng gives the
 same episode.
 """
@@ -23,8 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from robolearn.config import ConfigError
+from robolearn.tasks.operator_failures import FailurePlan
 
 KINDS = ("proficient", "suboptimal", "multimodal")
+FAILURE_MODES = ("wrong_turn", "timeout")
 
 
 @dataclass
@@ -38,7 +45,7 @@ class Pause:
     steps: int
 
 
-class PlanFollower:
+class PlanFollower(FailurePlan):
     """Drives the point through a plan of waypoints and pauses, then onto the goal.
 
     A waypoint is reached within ``switch_radius``; because every waypoint lies on a
@@ -60,14 +67,52 @@ class PlanFollower:
         self.route_index = -1
         self.route: list[str] = []
 
+    failure_modes = FAILURE_MODES
+
     # Subclasses make the plan.
     def make_plan(self) -> list[Waypoint | Pause]:
         raise NotImplementedError
 
     def reset(self) -> None:
-        self.plan = self.make_plan()
+        self.plan = self.make_failing_plan(self.failure_mode) if self.failure_mode else self.make_plan()
         self._i = 0
         self._pause_left = -1
+
+    # -- failures ---------------------------------------------------------------------------
+    def segment_speed(self) -> float:
+        """Speed factor of one segment of a failing plan (the suboptimal operator's are uneven)."""
+        return 1.0
+
+    def make_failing_plan(self, mode: str) -> list[Waypoint | Pause]:
+        """A plan that cannot reach the goal within the horizon, playing failure ``mode``."""
+        stay = Pause(int(self.env.horizon) + 1)  # outlasts the episode: the operator never goes on
+        if mode == "wrong_turn":
+            self.route = self._wrong_route()
+            self.route_index = -1
+            nodes = self.env.map.nodes
+            return [*(Waypoint(nodes[n].copy(), self.segment_speed()) for n in self.route[1:]), stay]
+        return self._dawdle(self.make_plan())
+
+    def _wrong_route(self) -> list[str]:
+        """The way to a dead end whose path does not pass the goal, drawn uniformly."""
+        cfg, m = self.env.config, self.env.map
+        choices = [p for p in (m.shortest_path(cfg.start, d) for d in m.dead_ends(exclude=(cfg.start, cfg.goal)))
+                   if cfg.goal not in p]
+        if not choices:
+            raise ConfigError("operator", "failure_mode", "wrong_turn needs a dead end off the way to the goal; this map has none")
+        return choices[int(self.rng.integers(len(choices)))]
+
+    def _dawdle(self, plan: list[Waypoint | Pause]) -> list[Waypoint | Pause]:
+        """``plan`` slowed to a crawl, with pauses before its last waypoint (the goal) that add up
+        to more than the horizon (with a margin for action noise, which can speed a segment up):
+        the goal comes into reach only after the episode has ended."""
+        plan = [Waypoint(p.pos, p.speed * 0.5) if isinstance(p, Waypoint) else p for p in plan]
+        horizon = int(self.env.horizon)
+        head, last = plan[:-1], plan[-1:]
+        while self.plan_steps(head) <= 1.1 * horizon:
+            steps = int(self.rng.integers(horizon // 6, horizon // 3 + 2))
+            head.insert(int(self.rng.integers(len(head) + 1)), Pause(steps))
+        return head + last
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         pos = np.asarray(obs["pos"], dtype=np.float64)
@@ -100,7 +145,8 @@ class PlanFollower:
 
     def episode_info(self) -> dict[str, np.ndarray]:
         """Per-episode facts worth keeping beside the demo (stored under ``extra/``)."""
-        return {"route_index": np.asarray(self.route_index, np.int64), "plan_steps": np.asarray(self.plan_steps(), np.int64)}
+        return {"route_index": np.asarray(self.route_index, np.int64), "plan_steps": np.asarray(self.plan_steps(), np.int64),
+                **self.failure_info()}
 
     def plan_steps(self, plan: list[Waypoint | Pause] | None = None) -> int:
         """Steps the plan takes without noise, from the start node: the length it is designed to have."""
@@ -164,6 +210,10 @@ class SuboptimalOperator(PlanFollower):
         cfg = env.config
         self.dead_ends = set(env.map.dead_ends(exclude=(cfg.start, cfg.goal)))
         self.budget = int(cfg.operators.max_plan_fraction * cfg.horizon)
+
+    def segment_speed(self) -> float:
+        lo, hi = self.env.config.operators.speed_range
+        return float(self.rng.uniform(lo, hi))
 
     def make_plan(self) -> list[Waypoint | Pause]:
         best: list[Waypoint | Pause] | None = None

@@ -16,6 +16,12 @@ The suboptimal operator imitates the deliberately suboptimal operator of the IRI
 most episodes *undo progress* before finishing. It records which behaviours it ran in
 ``self.behaviours`` (and ``self.events`` with step indices) so tests and analysis can
 check them against the recorded object and gripper states.
+
+Every kind can also fail an episode on purpose (``plan_failure``, see
+``robolearn.tasks.operator_failures``), in the ways teleoperators fail: ``dropped_object``
+(grasp, raise part way, open the hand mid-carry), ``missed_grasp`` (close above the object,
+lift the empty hand, never retry) and ``timeout`` (hover and dawdle until the horizon). The
+failure replaces the finishing lift or transport; whatever the kind does before it stays.
 """
 from __future__ import annotations
 
@@ -27,10 +33,12 @@ import numpy as np
 
 from robolearn.config import ConfigError
 from robolearn.geometry import mat_to_axis_angle, quat_to_mat, rot_z
+from robolearn.tasks.operator_failures import FailurePlan
 
 KINDS = ("proficient", "suboptimal", "multimodal")
 LIFT_BEHAVIOURS = ("partial_lift", "push", "drag", "carry_release", "wander", "missed_grasp")
 CAN_BEHAVIOURS = ("partial_lift", "drag", "carry_release", "wander", "missed_grasp")
+FAILURE_MODES = ("dropped_object", "missed_grasp", "timeout")
 
 #: Command gain: position command per metre of error. With robosuite's OSC_POSE at 20 Hz
 #: (0.05 m per command unit, kp 150) a steady command of 1 moves ~12 mm per step, so 25
@@ -93,9 +101,11 @@ class HasOperatorScene(Protocol):
 # ---------------------------------------------------------------------------------------
 # the operator
 # ---------------------------------------------------------------------------------------
-class ScriptedOperator:
+class ScriptedOperator(FailurePlan):
     """A scripted command source. ``kind`` picks the script; ``rng`` makes every random
     choice (behaviours, speeds, pauses, action noise), so one seed gives one demo."""
+
+    failure_modes = FAILURE_MODES
 
     def __init__(
         self,
@@ -151,6 +161,7 @@ class ScriptedOperator:
             "behaviours": np.asarray("+".join(self.behaviours)),
             "event_steps": np.asarray([s for s, _ in self.events], dtype=np.int64),
             "event_names": np.asarray([n for _, n in self.events], dtype=np.str_) if self.events else np.zeros(0, "U1"),
+            **self.failure_info(),
         }
 
     # -- observation helpers --------------------------------------------------------------
@@ -514,10 +525,54 @@ class ScriptedOperator:
                 return
 
     def _finish(self, side: str = "above") -> Script:
-        if self.scene.task == "lift":
+        if self.failure_mode:
+            self._event(f"fail:{self.failure_mode}")
+            yield from getattr(self, f"_fail_{self.failure_mode}")()
+        elif self.scene.task == "lift":
             yield from self._finish_lift(side)
         else:
             yield from self._finish_can(side)
+
+    # -- failing: episodes that end without success (plan_failure) -------------------------
+    def _below_success(self) -> Callable[[], bool] | None:
+        """A stop test that keeps a held object under the success height (Lift), None elsewhere."""
+        if self.scene.success_z is None:
+            return None
+        return lambda: self.obj()[2] > self.scene.success_z - 0.006
+
+    def _fail_dropped_object(self) -> Script:
+        """Grasp, raise the object part way (the final lift's own pause), start carrying it, and
+        open the hand mid-carry: the object falls back and the operator does not try again."""
+        ok = yield from self._grasp()
+        if ok:
+            yield from self._lift_part_way()
+            dest = self._place_point(0.03, 0.08)
+            z = self.eef()[2]
+            self._event("carry_start")
+            yield from self._move(lambda: np.array([dest[0], dest[1], z]), CLOSE, self._speed() * 0.7, tol=0.01,
+                                  max_steps=int(self.rng.integers(5, 25)), stop=self._below_success())
+            self._event("drop")
+        yield from self._release_and_rise(float(self.rng.uniform(0.04, 0.1)))
+
+    def _fail_missed_grasp(self) -> Script:
+        """Close the hand above the object, then lift the empty hand as if it held the object,
+        and never try again."""
+        yield from self._approach()
+        self._event("missed_grasp")
+        yield from self._descend_and_close(extra_dz=float(self.rng.uniform(0.045, 0.06)))
+        yield from self._wait(int(self.rng.integers(2, 6)))
+        xy = self.eef()[:2].copy()
+        yield from self._move(lambda: np.array([xy[0], xy[1], self.scene.lift_z]), CLOSE, self._speed(), tol=0.01, max_steps=40)
+
+    def _fail_timeout(self) -> Script:
+        """Dawdle until the horizon ends the episode: hover over the object, drift about slowly and
+        stop still for long spells, with the hand open, never grasping."""
+        yield from self._approach()
+        self._event("dawdle")
+        while True:
+            p = self.obj() + np.append(self.rng.uniform(-0.06, 0.06, 2), self.scene.hover_dz + self.rng.uniform(0.0, 0.06))
+            yield from self._move(lambda p=p: p, OPEN, 0.3 * self._speed(), tol=0.02, max_steps=40)
+            yield from self._wait(int(self.rng.integers(10, 40)))
 
     # -- scripts ---------------------------------------------------------------------------
     def _script(self) -> Script:

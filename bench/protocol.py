@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,6 +79,14 @@ def launch_path(task: str, algo: str) -> Path:
     return path
 
 
+def cell_threads(args: argparse.Namespace) -> list[str]:
+    """``train.threads`` for cells trained side by side: the cores shared out between them (by
+    default each training would take every core, and W of them would oversubscribe the machine)."""
+    if args.workers == 1 or any(o.split("=", 1)[0].strip() == "train.threads" for o in args.overrides):
+        return []
+    return [f"train.threads={max(1, len(os.sched_getaffinity(0)) // args.workers)}"]
+
+
 def algo_plan(task: str, algo: str, args: argparse.Namespace) -> dict[str, Any]:
     """The overrides every cell of ``algo`` trains with (data path apart) and the resolved
     training config they give, read now so a bad ``--set`` fails before any work."""
@@ -88,7 +96,7 @@ def algo_plan(task: str, algo: str, args: argparse.Namespace) -> dict[str, Any]:
     base = load_launch(path, list(args.overrides))
     steps = args.steps or base.train.steps
     every = args.checkpoint_every or max(1, steps // (2 * args.last_k))
-    overrides = [f"train.steps={steps}", f"train.checkpoint_every={every}", *args.overrides]
+    overrides = [f"train.steps={steps}", f"train.checkpoint_every={every}", *cell_threads(args), *args.overrides]
     cfg = load_launch(path, overrides)
     return {"launch": str(path), "launch_file": str(path.relative_to(ROOT)), "overrides": overrides, "config": dataclasses.asdict(cfg), "steps": cfg.train.steps,
             "checkpoint_every": cfg.train.checkpoint_every}

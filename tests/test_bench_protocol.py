@@ -130,3 +130,15 @@ def test_checked_in_draws_keep_evaluation_apart_from_tuning():
         tuning = {s for d in sets for s in d.seeds["tuning"]}
         assert sets and all(not tuning & set(d.seeds["evaluation"]) for d in sets)
         assert all(len(d.seeds["evaluation"]) >= 3 for d in sets)
+
+
+def test_demo_set_needing_a_collect_flag_it_lacks_is_skipped_or_refused(protocol, tmp_path, capsys):
+    (tmp_path / "draws.yaml").write_text(DRAWS.replace("flags: []", "flags: [--no-such-collect-flag, 0.3]"))
+    args = ["graph_reach", "--draws-file", str(tmp_path / "draws.yaml"), "--work", str(tmp_path / "w")]
+    assert protocol.main(args) == 2  # skipped by default, which leaves no demo set
+    out, err = capsys.readouterr()
+    assert "[note] skipping demo set suboptimal: robolearn collect has no option --no-such-collect-flag" in out
+    assert "no demo set robolearn collect can make" in err and len(err.strip().splitlines()) == 1
+    assert protocol.main(args + ["--demos", "suboptimal"]) == 2  # named: an error naming the field
+    err = capsys.readouterr().err.strip()
+    assert "'graph_reach.demos.suboptimal.flags'" in err and "--no-such-collect-flag" in err

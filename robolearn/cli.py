@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "teleop": "robolearn.commands.teleop",
     "serve-arm": "robolearn.commands.serve_arm",
     "deploy": "robolearn.commands.deploy",
+    "select": "robolearn.commands.select",
     "calibrate": "robolearn.commands.calibrate",
 }
 
@@ -49,6 +50,7 @@ HELP = {
     "teleop": "teleoperate an arm and record demos",
     "serve-arm": "serve an arm over TCP beside the robot",
     "deploy": "run a trained policy on an arm through the safety shield",
+    "select": "score a run's checkpoints on held-out demos, without rollouts",
     "calibrate": "calibrate a camera: intrinsics (ChArUco) and hand-eye extrinsics",
 }
 

@@ -2,6 +2,7 @@
 method names and signatures. No UR or Franka arm exists here: these tests check the
 numbers and motions the adapters hand to the vendor APIs, and the clear errors."""
 import sys
+import time
 import types
 
 import numpy as np
@@ -158,9 +159,298 @@ def test_factory_builds_shielded_ur(fake_ur):
     arm.arm._r.pose = [0.1, -0.16, 0.3] + DOWN
     arm.observe()
     arm.send(np.array([0, 1, 0, 0, 0, 0, 0], np.float32))
-    assert arm.arm._c.calls[-2][1][1] == pytest.approx(-0.15)
+    # ur5e.yaml streams through the follower: its last setpoint is the clipped target, and no
+    # servoL on the way went past it.
+    wait_until(arm.arm.follower.settled)
+    servo_y = wait_for_setpoint(arm.arm._c, lambda pose: pose[1] == pytest.approx(-0.15))
+    assert max(servo_y) <= -0.15 + 1e-12
     assert arm.stats.clipped_workspace == 1
     arm.close()
+
+
+def wait_until(condition, within_s: float = 5.0) -> None:
+    """Poll ``condition`` (the follower streams from its own thread); fail after ``within_s``."""
+    end = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.005)
+
+
+def servo_poses(control) -> list:
+    return [c[1] for c in list(control.calls) if c[0] == "servoL"]
+
+
+def wait_for_setpoint(control, reached) -> list[float]:
+    """The y of every servoL pose sent, once one of them satisfies ``reached``."""
+    wait_until(lambda: any(reached(p) for p in servo_poses(control)))
+    return [p[1] for p in servo_poses(control)]
+
+
+# ---------------------------------------------------------------- ur_rtde follower
+class IntegratingRTDEControl(FakeRTDEControl):
+    """servoL moves the stand-in arm: each call the TCP covers the fraction ``time /
+    lookahead_time`` of the way to the servo target (a first-order lag, as UR's servoL
+    smooths with its lookahead). Stands in for the robot, so commanded and achieved differ."""
+
+    receive = None
+
+    def servoL(self, pose, speed, acceleration, time, lookahead_time, gain):
+        super().servoL(pose, speed, acceleration, time, lookahead_time, gain)
+        r = IntegratingRTDEControl.receive
+        if r is not None:
+            k = min(time / lookahead_time, 1.0)
+            now = np.asarray(r.pose, np.float64)
+            r.pose = list(now + k * (np.asarray(pose) - now))
+        return True
+
+
+class TrackedRTDEReceive(FakeRTDEReceive):
+    def __init__(self, host):
+        super().__init__(host)
+        IntegratingRTDEControl.receive = self
+
+
+@pytest.fixture
+def integrating_ur(fake_ur):
+    fake_ur["rtde_control"].RTDEControlInterface = IntegratingRTDEControl
+    fake_ur["rtde_receive"].RTDEReceiveInterface = TrackedRTDEReceive
+    yield fake_ur
+    IntegratingRTDEControl.receive = None
+
+
+def ur_follower_arm(**follower):
+    from robolearn.hal.drivers.ur_rtde import URRtdeArm
+
+    cfg = {"rate_hz": 125, "max_target_age_ms": 150, **follower}
+    return URRtdeArm("10.0.0.2", control_hz=20, pos_scale=0.02, rot_scale=0.2, lookahead_time=0.03, follower=cfg)
+
+
+def on_segment(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fraction along a->b, distance off the line) of each point."""
+    d = b - a
+    alpha = (points - a) @ d / float(d @ d)
+    off = np.linalg.norm(points - (a + alpha[:, None] * d), axis=1)
+    return alpha, off
+
+
+def test_ur_follower_streams_servol_between_targets_and_never_past_them(integrating_ur):
+    arm = ur_follower_arm()
+    arm.connect()
+    try:
+        c = arm._c
+        start = np.array(arm._r.pose[:3])
+        arm.send(np.array([1, 0, 0, 0, 0, 0, 0], np.float32))  # +2 cm in x
+        target = start + [0.02, 0, 0]
+        wait_until(lambda: any(np.allclose(p[:3], target, atol=1e-12) for p in servo_poses(c)))
+        poses = np.array(servo_poses(c))
+        assert len(poses) > 2  # a path of setpoints, not one jump
+        alpha, off = on_segment(poses[:, :3], start, target)
+        assert np.all(off < 1e-9) and alpha.min() >= -1e-9 and alpha.max() <= 1 + 1e-9
+        assert np.all(np.diff(alpha) >= -1e-12)  # monotone along the segment
+        servo = [call for call in c.calls if call[0] == "servoL"]
+        assert all(call[4] == pytest.approx(1 / 125) for call in servo)  # time = one servo period
+        assert {(call[5], call[6]) for call in servo} == {(0.03, 300.0)}
+        assert ("kickWatchdog",) in c.calls
+        # The integrating stand-in arm follows: commanded and achieved paths are recorded.
+        wait_until(lambda: np.allclose(arm._r.pose[:3], target, atol=1e-5))
+        summary = arm.follower.summary()
+        assert summary["ticks"] > 2 and summary["pos_err_max_mm"] > 0 and np.isfinite(summary["pos_err_rms_mm"])
+        path = arm.follower.record.arrays()
+        assert path["commanded"].shape == path["achieved"].shape and np.all(np.diff(path["t"]) > 0)
+    finally:
+        arm.close()
+
+
+def test_ur_follower_inside_the_shield_keeps_every_setpoint_in_the_box(integrating_ur, tmp_path):
+    import yaml
+
+    from robolearn.paths import CONTROLLERS_DIR
+
+    cfg = yaml.safe_load((CONTROLLERS_DIR / "ur5e.yaml").read_text())
+    cfg["params"]["follower"]["rate_hz"] = 125
+    path = tmp_path / "ur.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    arm = make_arm("ur", path, host="10.0.0.3")
+    arm.connect()
+    try:
+        arm.arm._r.pose = [0.1, -0.155, 0.3] + DOWN
+        rng = np.random.default_rng(0)
+        for _ in range(6):
+            arm.send(np.concatenate([rng.uniform(-1, 1, 3), np.zeros(3), [0]]).astype(np.float32))
+            arm.send(np.array([0, 1, 0, 0, 0, 0, 0], np.float32))  # pushes at the box's y = -0.15 face
+        wait_until(arm.arm.follower.settled)
+        poses = np.array(servo_poses(arm.arm._c))
+        low, high = np.array(cfg["shield"]["workspace_low"]), np.array(cfg["shield"]["workspace_high"])
+        assert np.all(poses[:, :3] >= low - 1e-12) and np.all(poses[:, :3] <= high + 1e-12)
+        assert arm.stats.clipped_workspace >= 1
+    finally:
+        arm.close()
+
+
+def shielded_follower_arm(watchdog_ms: float):
+    from robolearn.hal.shield import ShieldConfig
+
+    raw = ur_follower_arm()
+    arm = SafetyShield(raw, ShieldConfig(workspace_low=[-1, -1, 0], workspace_high=[1, 1, 1], watchdog_ms=watchdog_ms),
+                       pos_scale=0.02, rot_scale=0.2)
+    arm.connect()
+    return raw, arm
+
+
+def test_ur_follower_stop_and_estop_end_streaming(integrating_ur):
+    from robolearn.hal.shield import EStopError
+
+    raw, arm = shielded_follower_arm(watchdog_ms=0)
+    try:
+        arm.send(np.array([1, 0, 0, 0, 0, 0, 0], np.float32))
+        wait_until(lambda: len(servo_poses(raw._c)) >= 2)
+        arm.stop()
+        assert raw._c.calls[-1] == ("servoStop",) and not raw.follower.active
+        n = len(raw._c.calls)
+        time.sleep(0.05)  # several servo periods: nothing more is streamed after the stop
+        assert len(raw._c.calls) == n
+        arm.send(np.array([1, 0, 0, 0, 0, 0, 0], np.float32))  # a new target streams again
+        wait_until(lambda: len(raw._c.calls) > n + 2)
+        arm.estop()
+        assert ("servoStop",) in raw._c.calls[n:] and not raw.follower.active
+        n = len(raw._c.calls)
+        with pytest.raises(EStopError):
+            arm.send(np.array([1, 0, 0, 0, 0, 0, 0], np.float32))
+        time.sleep(0.05)
+        assert not [call for call in raw._c.calls[n:] if call[0] == "servoL"]
+    finally:
+        arm.close()
+
+
+def test_ur_follower_holds_when_the_shield_watchdog_stops_a_silent_policy(integrating_ur):
+    raw, arm = shielded_follower_arm(watchdog_ms=100)
+    try:
+        arm.send(np.array([1, 0, 0, 0, 0, 0, 0], np.float32))
+        wait_until(lambda: arm.stats.watchdog_stops == 1)  # the policy went silent
+        assert not raw.follower.active and ("servoStop",) in raw._c.calls
+    finally:
+        arm.close()
+
+
+def test_ur_follower_refuses_failing_servol_at_the_next_send(integrating_ur):
+    arm = ur_follower_arm()
+    arm.connect()
+    try:
+        arm._c.servoL = lambda *args: False  # protective stop: the controller refuses servoL
+        arm.send(np.array([1, 0, 0, 0, 0, 0, 0], np.float32))
+        wait_until(lambda: not arm.follower.active)
+        with pytest.raises(ArmError, match="follower stopped streaming.*rejected servoL"):
+            arm.send(np.zeros(7, np.float32))
+    finally:
+        arm.close()
+
+
+@pytest.mark.parametrize("follower, field", [
+    ("{rate_hz: 1000}", "params.follower.rate_hz"),
+    ("{rate_hz: 10}", "params.follower.rate_hz"),
+    ("{rate_hz: true}", "params.follower.rate_hz"),
+    ("{rate_hz: .nan}", "params.follower.rate_hz"),
+    ("{max_target_age_ms: 20}", "params.follower.max_target_age_ms"),
+    ("{max_target_age_ms: -5}", "params.follower.max_target_age_ms"),
+    ("{interpolation_ms: 0}", "params.follower.interpolation_ms"),
+    ("{rate_hz: 125, lag: 3}", "params.follower.lag"),
+    ("[125]", "params.follower"),
+])
+def test_bad_follower_settings_name_the_file_and_field(tmp_path, follower, field):
+    from robolearn.config import ConfigError
+
+    bad = tmp_path / "ur.yaml"
+    bad.write_text(f"arm: ur\ncontrol_hz: 20\npos_scale: 0.02\nrot_scale: 0.2\nparams: {{host: 10.0.0.1, follower: {follower}}}\n"
+                   "shield: {workspace_low: [0, 0, 0], workspace_high: [1, 1, 1]}\n")
+    with pytest.raises(ConfigError) as err:
+        make_arm(None, bad)
+    assert f"{bad}: field '{field}'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_follower_needs_servol(fake_ur):
+    from robolearn.hal.drivers.ur_rtde import URRtdeArm
+
+    with pytest.raises(ArmError, match="needs mode: servoL"):
+        URRtdeArm("x", control_hz=20, mode="speedL", follower={"rate_hz": 125})
+
+
+# ---------------------------------------------------------------- the follower's clock, tick by tick
+class Recorder:
+    def __init__(self, pose):
+        self.pose, self.sent = pose, []
+
+    def sink(self, p, q):
+        self.sent.append((p.copy(), q.copy()))
+
+    def measure(self):
+        return self.pose
+
+
+class SteppedClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def stepped_follower(**cfg):
+    """A follower on a clock the test steps, ticked by the test (no thread)."""
+    from robolearn.hal.interpolation import FollowerConfig, TargetFollower
+
+    rec, clock = Recorder((np.zeros(3), np.array([0, 0, 0, 1.0]))), SteppedClock()
+    config = FollowerConfig(**{"rate_hz": 100, "max_target_age_ms": 150, **cfg}).validate("test", 20, 1000)
+    follower = TargetFollower(rec.sink, rec.measure, config, control_hz=20, clock=clock)
+
+    def tick_at(dt):
+        clock.t = 100.0 + dt
+        follower._tick(clock.t)
+
+    return follower, rec, clock, tick_at
+
+
+def test_follower_interpolates_over_one_period_then_holds_the_target():
+    from robolearn.hal.interpolation import rotation_between
+
+    f, rec, _, tick_at = stepped_follower()
+    q1 = axis_angle_to_quat([0, 0, 0.2])
+    f.set_target([0.01, 0, 0], q1)
+    for dt in (0.0, 0.025, 0.05, 0.1):
+        tick_at(dt)
+    xs = [p[0] for p, _ in rec.sent]
+    np.testing.assert_allclose(xs, [0.0, 0.005, 0.01, 0.01], atol=1e-12)  # 50 ms = one period at 20 Hz
+    assert rotation_between(np.array([0, 0, 0, 1.0]), rec.sent[1][1]) == pytest.approx(0.1)
+    np.testing.assert_array_equal(rec.sent[-1][1], q1 / np.linalg.norm(q1))  # ends exactly on the target
+    assert f.stats.ticks == 4 and f.record.arrays()["commanded"].shape == (4, 7)
+
+
+def test_follower_drops_a_stale_target_and_holds_where_it_is():
+    f, rec, _, tick_at = stepped_follower(interpolation_ms=150, max_target_age_ms=100)
+    f.set_target([0.03, 0, 0], [0, 0, 0, 1.0])
+    tick_at(0.075)  # half way
+    tick_at(0.2)  # a late tick: the target expired at 100 ms, two thirds of the way
+    tick_at(0.3)
+    xs = [p[0] for p, _ in rec.sent]
+    np.testing.assert_allclose(xs, [0.015, 0.02, 0.02], atol=1e-12)  # held, never finished nor passed
+    assert f.stats.stale_drops == 1
+    f.set_target([0.0, 0, 0], [0, 0, 0, 1.0])  # a fresh target moves again, from the held setpoint
+    assert f._segment.start[0][0] == pytest.approx(0.02)
+
+
+def test_follower_next_target_starts_from_the_setpoint_not_the_measurement():
+    f, rec, clock, tick_at = stepped_follower()
+    f.set_target([0.01, 0, 0], [0, 0, 0, 1.0])
+    tick_at(0.025)
+    rec.pose = (np.array([0.5, 0.5, 0.5]), np.array([0, 0, 0, 1.0]))  # a lagging or noisy measurement
+    f.set_target([0.02, 0, 0], [0, 0, 0, 1.0])
+    np.testing.assert_allclose(f._segment.start[0], [0.005, 0, 0])  # where the path was
+    f.halt()
+    assert f.setpoint() is None
+    n = len(rec.sent)
+    tick_at(0.05)
+    assert len(rec.sent) == n  # halted: nothing is sent
+    f.set_target([0.03, 0, 0], [0, 0, 0, 1.0])  # after a halt: from the measured pose
+    np.testing.assert_array_equal(f._segment.start[0], [0.5, 0.5, 0.5])
 
 
 # ---------------------------------------------------------------- franky stand-in

@@ -1,7 +1,10 @@
 """Franka Emika Panda / FR3 through ``franky`` (package ``franky-control``), as an ``Arm``.
 
-Optional extra: ``pip install 'robolearn[franka]'``; imported only in ``connect()``. franky
-needs a real-time kernel and the FCI enabled on the robot (see its README).
+Optional extra: ``pip install 'robolearn[franka]'``; imported only in ``connect()``. Written
+against franky-control 2.x (1.x has the same names used here). franky needs a real-time
+kernel and the FCI enabled on the robot (see its README): without one, ``connect()`` fails
+with libfranka's "Running kernel does not have realtime capabilities". ``realtime: false``
+(franky's ``RealtimeConfig.Ignore``) is for a simulator such as franky-sim only.
 
 Translation of our OSC_POSE commands:
 * the delta is added to the measured end-effector pose
@@ -13,29 +16,40 @@ Translation of our OSC_POSE commands:
 * gripper: when the command crosses 0, ``Gripper.move_async(width, speed)`` to open (0.08 m)
   or closed (``grasp_width``); observed finger positions are ``gripper.width / 2`` each, in
   robosuite's signs (+left, -right);
-* ``stop()``: a stop motion (``CartesianPoseStopMotion``, or the older ``CartesianStopMotion``/
-  ``StopMotion`` where that is what the installed franky has). libfranka itself aborts when
-  commands stop arriving, which is the robot-side watchdog.
+* ``follower: {rate_hz, max_target_age_ms, ...}`` (``robolearn/hal/interpolation.py``): the
+  target pose goes to a ``TargetFollower`` instead, whose thread hands the interpolated path
+  to franky as one asynchronous ``CartesianMotion`` per tick (``rate_hz`` up to 1000). Each
+  pre-empts the last, and franky's motion generator plans between them at the robot's 1 kHz
+  inside libfranka's control loop; stale targets are held, and commanded against achieved
+  poses are recorded;
+* ``stop()``: halts the follower, then a stop motion (``CartesianStopMotion`` in franky 2.x,
+  ``CartesianPoseStopMotion``/``StopMotion`` where that is what the installed franky has).
+  libfranka itself aborts when commands stop arriving, which is the robot-side watchdog;
+* ``home()``: stops any Cartesian motion first (franky refuses to change the control signal
+  type while the robot moves), then a ``JointMotion``.
 
-No Franka exists on the machines this was written on: the tests drive this adapter
-against stand-in objects with franky's class and method names and check the motions it
-builds, not a robot.
+No Franka exists on the machines this was written on: ``tests/test_franka_sim.py`` drives
+this adapter through franky against franky-sim (MuJoCo behind the libfranka network
+protocol), and ``tests/test_hal_drivers.py`` against stand-in objects.
 """
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.geometry import axis_angle_to_quat, quat_mul
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
+from robolearn.hal.interpolation import FollowerConfig, TargetFollower
 from robolearn.hal.noop_arm import command_scales
 from robolearn.hal.shield import require_number
 
 FRANKA_HOME_Q = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 GRIPPER_OPEN = 0.08
+#: libfranka's control rate: the fastest a follower can usefully hand franky setpoints.
+FRANKA_CONTROL_HZ = 1000.0
 
 
 def _import_franky():
@@ -57,6 +71,8 @@ class FrankaArm:
         gripper_speed: float = 0.05,
         grasp_width: float = 0.0,
         home_q: list[float] | None = None,
+        realtime: bool = True,
+        follower: Mapping[str, Any] | FollowerConfig | None = None,
         name: str = "franka",
     ):
         if not 0 < relative_dynamics_factor <= 1:
@@ -68,6 +84,15 @@ class FrankaArm:
         self.gripper_speed = require_number(name, "gripper_speed", gripper_speed, positive=True)
         self.grasp_width = require_number(name, "grasp_width", grasp_width, at_least=0.0, at_most=GRIPPER_OPEN)
         self.home_q = list(home_q or FRANKA_HOME_Q)
+        if not isinstance(realtime, bool):
+            raise ArmError(f"{name}: realtime must be true or false, got {realtime!r}")
+        self.realtime = realtime
+        if isinstance(follower, FollowerConfig):
+            self.follower_config: FollowerConfig | None = follower.validate(name, self.control_hz, FRANKA_CONTROL_HZ)
+        else:
+            self.follower_config = (None if follower is None
+                                    else FollowerConfig.from_mapping(follower, name, self.control_hz, FRANKA_CONTROL_HZ))
+        self.follower: TargetFollower | None = None
         self.spec = ArmSpec(
             name=name,
             obs_spec={"robot0_eef_pos": ObsFieldSpec((3,)), "robot0_eef_quat": ObsFieldSpec((4,)),
@@ -89,13 +114,18 @@ class FrankaArm:
             return
         f = _import_franky()
         try:
-            robot = f.Robot(self.host)
+            # Enforce is franky's default; only a simulator is driven without a real-time kernel.
+            robot = f.Robot(self.host) if self.realtime else f.Robot(self.host, realtime_config=f.RealtimeConfig.Ignore)
             robot.relative_dynamics_factor = self.relative_dynamics_factor
             robot.recover_from_errors()
             self._gripper = f.Gripper(self.host)
         except Exception as exc:  # franky raises its own exception types on FCI failures
             raise ArmError(f"{self.spec.name}: cannot connect to the Franka at {self.host}: {exc}") from None
         self._f, self._robot = f, robot
+        if self.follower_config is not None:
+            self.follower = TargetFollower(self._stream, self._pose, self.follower_config, self.control_hz,
+                                           name=self.spec.name, skip_repeats=True)
+            self.follower.start()
 
     def _require(self):
         if self._robot is None:
@@ -134,20 +164,37 @@ class FrankaArm:
             raise ArmError(f"{self.spec.name}: command must be 7 finite numbers, got {np.asarray(command).tolist()}")
         cmd = np.clip(cmd, -1.0, 1.0)
         t, q = self.target(cmd)
-        f = self._f
-        motion = f.CartesianMotion(f.Affine(t.tolist(), q.tolist()), f.ReferenceType.Absolute)
-        try:
-            robot.move(motion, asynchronous=True)
-        except Exception as exc:
-            raise ArmError(f"{self.spec.name}: franky refused the motion: {exc}") from None
+        if self.follower is not None:
+            self.follower.follow(t, q, moves=bool(np.any(cmd[:6])))
+        else:
+            self._move_to(t, q)
         closed = bool(cmd[6] > 0)
         if closed != self._closed:
             self._gripper.move_async(self.grasp_width if closed else GRIPPER_OPEN, self.gripper_speed)
             self._closed = closed
         return cmd.astype(np.float32)
 
+    def _move_to(self, t: np.ndarray, q: np.ndarray) -> None:
+        """An asynchronous absolute CartesianMotion, pre-empting the one running."""
+        f = self._f
+        motion = f.CartesianMotion(f.Affine(np.asarray(t).tolist(), np.asarray(q).tolist()), f.ReferenceType.Absolute)
+        try:
+            self._robot.move(motion, asynchronous=True)
+        except Exception as exc:
+            raise ArmError(f"{self.spec.name}: franky refused the motion: {exc}") from None
+
+    def _stream(self, t: np.ndarray, q: np.ndarray) -> None:
+        """One follower setpoint (the follower's thread)."""
+        if self._robot is None:
+            raise ArmError(f"{self.spec.name}: not connected")
+        self._move_to(t, q)
+
     def home(self) -> Observation:
         robot = self._require()
+        self.stop()
+        join = getattr(robot, "join_motion", None)
+        if callable(join):
+            join(5.0)
         robot.move(self._f.JointMotion(self.home_q))
         self._gripper.move(GRIPPER_OPEN, self.gripper_speed)
         self._closed = False
@@ -156,6 +203,8 @@ class FrankaArm:
     def stop(self) -> None:
         if self._robot is None:
             return
+        if self.follower is not None:
+            self.follower.halt()  # no setpoint after this returns, so the stop motion is the last word
         f = self._f
         for name in ("CartesianPoseStopMotion", "CartesianStopMotion", "StopMotion"):
             cls = getattr(f, name, None)
@@ -170,4 +219,7 @@ class FrankaArm:
         try:
             self.stop()
         finally:
+            if self.follower is not None:
+                self.follower.close()
+            self.follower = None
             self._robot = self._gripper = self._f = None

@@ -7,16 +7,23 @@ Translation of our OSC_POSE commands (7 numbers in [-1, 1]):
 * delta position ``cmd[:3] * pos_scale`` metres and delta rotation ``cmd[3:6] * rot_scale``
   radians (axis-angle, base frame, applied on the left like robosuite's OSC) are added to
   the *measured* TCP pose (``RTDEReceiveInterface.getActualTCPPose``: x, y, z, rx, ry, rz);
-* ``mode: servoL`` streams the target pose with ``servoL(pose, speed, acceleration, time,
+* ``mode: servoL`` sends the target pose with ``servoL(pose, speed, acceleration, time,
   lookahead_time, gain)``, ``time`` = one control period; ``mode: speedL`` sends the
   equivalent Cartesian velocity with ``speedL(xd, acceleration, time)``;
+* ``follower: {rate_hz, max_target_age_ms, ...}`` (servoL only; ``robolearn/hal/interpolation.py``):
+  the target pose goes to a ``TargetFollower`` instead, whose thread streams the interpolated
+  path with one ``servoL`` per servo tick (``time`` = 1 / ``rate_hz``: 125 Hz on CB3, up to
+  500 Hz on e-series), holds when targets go stale, and records commanded against achieved
+  TCP poses. The pose handed to it is the one computed from the shield-clipped command;
 * gripper: UR arms have none built in; ``gripper: digital_out`` switches a standard
   digital output through ``RTDEIOInterface.setStandardDigitalOut`` when the command
   crosses 0 (+ closed), ``gripper: none`` ignores it.
 
 Safety on top of the SafetyShield: ur_rtde's own controller-side watchdog is armed with
 ``setWatchdog(min_frequency)`` and kicked after every command, so the robot stops by
-itself if this process dies; ``stop()`` is ``servoStop``/``speedStop``.
+itself if this process dies (with a follower, kicked at every streamed setpoint); ``stop()``
+halts the follower, then ``servoStop``/``speedStop``. Calls into ``RTDEControlInterface``
+come from the caller's thread and the follower's, so they are serialised by one lock.
 
 No UR arm exists on the machines this was written on: the tests drive this adapter
 against stand-in objects with ur_rtde's method names and signatures and check the
@@ -24,18 +31,22 @@ numbers it sends, not a robot.
 """
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.geometry import axis_angle_to_quat, quat_mul, quat_to_axis_angle
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
+from robolearn.hal.interpolation import FollowerConfig, TargetFollower
 from robolearn.hal.noop_arm import command_scales
 from robolearn.hal.shield import require_number
 
 UR_HOME_Q = [0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.0]
+#: The e-series servo rate; CB3 controllers run at 125 Hz.
+UR_MAX_SERVO_HZ = 500.0
 
 
 def _import_ur():
@@ -67,6 +78,7 @@ class URRtdeArm:
         home_q: list[float] | None = None,
         gripper: str = "none",
         gripper_output: int = 0,
+        follower: Mapping[str, Any] | FollowerConfig | None = None,
         name: str = "ur",
     ):
         if mode not in ("servoL", "speedL"):
@@ -88,6 +100,9 @@ class URRtdeArm:
                                 else require_number(name, "watchdog_min_hz", watchdog_min_hz, positive=True))
         self.home_q = list(home_q or UR_HOME_Q)
         self.gripper, self.gripper_output = gripper, int(gripper_output)
+        self.follower_config = self._follower_config(follower, name)
+        self.follower: TargetFollower | None = None
+        self._io_lock = threading.RLock()
         self.spec = ArmSpec(
             name=name,
             obs_spec={"robot0_eef_pos": ObsFieldSpec((3,)), "robot0_eef_quat": ObsFieldSpec((4,)),
@@ -100,6 +115,15 @@ class URRtdeArm:
         self._io: Any = None
         self._closed_gripper = False
         self.has_watchdog = False
+
+    def _follower_config(self, follower: Any, name: str) -> FollowerConfig | None:
+        if follower is None:
+            return None
+        if self.mode != "servoL":
+            raise ArmError(f"{name}: a follower streams servoL setpoints; it needs mode: servoL, not {self.mode}")
+        if isinstance(follower, FollowerConfig):
+            return follower.validate(name, self.control_hz, UR_MAX_SERVO_HZ)
+        return FollowerConfig.from_mapping(follower, name, self.control_hz, UR_MAX_SERVO_HZ)
 
     # -- Arm protocol -------------------------------------------------------------------
     @property
@@ -125,6 +149,9 @@ class URRtdeArm:
         if hasattr(self._c, "setWatchdog"):
             self._c.setWatchdog(self.watchdog_min_hz)
             self.has_watchdog = True
+        if self.follower_config is not None:
+            self.follower = TargetFollower(self._servo, self._tcp, self.follower_config, self.control_hz, name=self.spec.name)
+            self.follower.start()
 
     def _require(self):
         if self._c is None:
@@ -165,17 +192,35 @@ class URRtdeArm:
         if cmd.shape != (7,) or not np.all(np.isfinite(cmd)):
             raise ArmError(f"{self.spec.name}: command must be 7 finite numbers, got {np.asarray(command).tolist()}")
         cmd = np.clip(cmd, -1.0, 1.0)
-        if self.mode == "servoL":
-            ok = c.servoL(self.target_pose(cmd).tolist(), self.speed, self.acceleration, self.dt, self.lookahead_time, self.gain)
+        if self.follower is not None:
+            pose = self.target_pose(cmd)
+            self.follower.follow(pose[:3], axis_angle_to_quat(pose[3:]), moves=bool(np.any(cmd[:6])))
         else:
-            xd = np.concatenate([cmd[:3] * self.pos_scale, cmd[3:6] * self.rot_scale]) / self.dt
-            ok = c.speedL(xd.tolist(), self.acceleration, self.dt)
+            with self._io_lock:
+                if self.mode == "servoL":
+                    ok = c.servoL(self.target_pose(cmd).tolist(), self.speed, self.acceleration, self.dt,
+                                  self.lookahead_time, self.gain)
+                else:
+                    xd = np.concatenate([cmd[:3] * self.pos_scale, cmd[3:6] * self.rot_scale]) / self.dt
+                    ok = c.speedL(xd.tolist(), self.acceleration, self.dt)
+                self._check_accepted(ok)
+        self._set_gripper(cmd[6] > 0)
+        return cmd.astype(np.float32)
+
+    def _check_accepted(self, ok: Any) -> None:
+        """A refused motion command raises; an accepted one kicks the controller-side watchdog."""
         if ok is False:
             raise ArmError(f"{self.spec.name}: the UR controller rejected {self.mode} (protective stop or program not running?)")
         if self.has_watchdog:
-            c.kickWatchdog()
-        self._set_gripper(cmd[6] > 0)
-        return cmd.astype(np.float32)
+            self._c.kickWatchdog()
+
+    def _servo(self, position: np.ndarray, quaternion: np.ndarray) -> None:
+        """One follower setpoint: servoL over one servo period (the follower's thread)."""
+        pose = np.concatenate([position, quat_to_axis_angle(quaternion)]).tolist()
+        with self._io_lock:
+            c = self._require()
+            self._check_accepted(c.servoL(pose, self.speed, self.acceleration, self.follower.period,
+                                          self.lookahead_time, self.gain))
 
     def _set_gripper(self, closed: bool) -> None:
         if self.gripper == "digital_out" and closed != self._closed_gripper:
@@ -185,7 +230,13 @@ class URRtdeArm:
 
     def home(self) -> Observation:
         c = self._require()
-        if c.moveJ(self.home_q, 0.5, 0.5) is False:
+        if self.follower is not None:
+            self.follower.halt()
+            with self._io_lock:
+                c.servoStop()
+        with self._io_lock:
+            ok = c.moveJ(self.home_q, 0.5, 0.5)
+        if ok is False:
             raise ArmError(f"{self.spec.name}: moveJ to home was rejected by the controller")
         self._set_gripper(False)
         return self.observe()
@@ -193,19 +244,25 @@ class URRtdeArm:
     def stop(self) -> None:
         if self._c is None:
             return
-        if self.mode == "servoL":
-            self._c.servoStop()
-        else:
-            self._c.speedStop()
+        if self.follower is not None:
+            self.follower.halt()  # no setpoint after this returns, so servoStop is the last word
+        with self._io_lock:
+            if self.mode == "servoL":
+                self._c.servoStop()
+            else:
+                self._c.speedStop()
 
     def close(self) -> None:
         if self._c is None:
             return
         try:
             self.stop()
+            if self.follower is not None:
+                self.follower.close()
             self._c.stopScript()
             for iface in (self._c, self._r, self._io):
                 if iface is not None and hasattr(iface, "disconnect"):
                     iface.disconnect()
         finally:
             self._c = self._r = self._io = None
+            self.follower = None

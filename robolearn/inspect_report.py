@@ -11,7 +11,12 @@ report looks for the signs of both before anyone trains on the data:
   reported unless the split is clear).
 
 ``summarize`` returns plain numbers (also written as JSON); ``write_report`` adds a
-markdown report and PNGs of trajectories and action histograms.
+markdown report and PNGs of trajectories and action histograms, and for every image key
+(recorded camera) a contact sheet: a grid of frames, one row per episode (spread over the
+folder), one column per moment (spread from the first to the last frame), at the recorded
+pixels. Frames are read by random access (only the chunks that hold them are decoded), and
+the statistics read only the low-dimensional keys, so a folder of long camera recordings is
+inspected without decoding it whole.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ class InspectConfig:
     min_silhouette: float = 0.5  # below this, report a single cluster
     still_speed: float = 1e-3  # per-step displacement under this counts as standing still
     seed: int = 0
+    sheet_episodes: int = 6  # contact sheets: rows (episodes spread over the folder)
+    sheet_frames: int = 8  # contact sheets: columns (frames spread over each episode)
 
 
 @dataclass
@@ -69,6 +76,10 @@ class Summary:
     #: it meant to succeed); empty when the folder records no failure modes.
     failure_modes: dict[str, int] = field(default_factory=dict)
     per_episode: list[dict[str, Any]] = field(default_factory=list)
+    #: Image keys (recorded cameras) and their per-step shape [H, W, C].
+    image_keys: dict[str, list[int]] = field(default_factory=dict)
+    #: Image key -> contact-sheet PNG (file name in the report folder), written by ``write_report``.
+    contact_sheets: dict[str, str] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- clustering
@@ -133,8 +144,14 @@ def _pos_key(reader: DemoReader, cfg: InspectConfig) -> str | None:
     if cfg.pos_key:
         if cfg.pos_key not in reader.meta.obs_spec:
             raise DemoFormatError(reader.folder / "meta.json", "obs_spec", f"has no key {cfg.pos_key!r} (--pos-key); keys: {sorted(reader.meta.obs_spec)}")
+        if reader.meta.obs_spec[cfg.pos_key].is_image:
+            raise DemoFormatError(reader.folder / "meta.json", f"obs_spec.{cfg.pos_key}", "is an image key, not a position (--pos-key)")
         return cfg.pos_key
     return next((k for k in POS_KEYS if k in reader.meta.obs_spec), None)
+
+
+def image_keys(reader: DemoReader) -> list[str]:
+    return [k for k, spec in reader.meta.obs_spec.items() if spec.is_image]
 
 
 def summarize(folder: str | os.PathLike, cfg: InspectConfig | None = None, progress: bool = True) -> tuple[Summary, list[Episode]]:
@@ -142,11 +159,13 @@ def summarize(folder: str | os.PathLike, cfg: InspectConfig | None = None, progr
 
     cfg = cfg or InspectConfig()
     reader = DemoReader(folder)
-    eps = [reader.load(i) for i in tqdm(reader.indices, desc="read", disable=not progress, unit="ep")]
+    images = image_keys(reader)
+    low_dim = [k for k in reader.meta.obs_spec if k not in images]
+    eps = [reader.load(i, low_dim) for i in tqdm(reader.indices, desc="read", disable=not progress, unit="ep")]
     lengths = np.array([e.length for e in eps])
     acts = np.concatenate([e.actions for e in eps])
     obs_ranges = {}
-    for k in reader.meta.obs_spec:
+    for k in low_dim:
         allv = np.concatenate([e.obs[k].reshape(e.obs[k].shape[0], -1) for e in eps]).astype(np.float64)
         obs_ranges[k] = {"min": allv.min(0).round(6).tolist(), "max": allv.max(0).round(6).tolist()}
     s = Summary(
@@ -165,6 +184,7 @@ def summarize(folder: str | os.PathLike, cfg: InspectConfig | None = None, progr
         action_mean=acts.mean(0).tolist(),
         action_std=acts.std(0).tolist(),
         obs_ranges=obs_ranges,
+        image_keys={k: list(reader.meta.obs_spec[k].shape) for k in images},
     )
     per = [{"index": i, "length": e.length, "success": e.success} for i, e in zip(reader.indices, eps)]
     s.failure_modes = failure_mode_counts(eps)
@@ -257,6 +277,10 @@ def markdown(s: Summary) -> str:
     lines += ["", "## Observation ranges", "", "| key | min | max |", "|---|---|---|"]
     for k, r in s.obs_ranges.items():
         lines.append(f"| {k} | {_fmt(r['min'])} | {_fmt(r['max'])} |")
+    if s.image_keys:
+        lines += ["", "## Cameras", "", "| image key | H x W x C | contact sheet |", "|---|---|---|"]
+        for k, shape in s.image_keys.items():
+            lines.append(f"| {k} | {' x '.join(str(d) for d in shape)} | {s.contact_sheets.get(k, 'with --out')} |")
     lines += ["", "## Signs of suboptimality and multimodality", ""]
     if s.pos_key is None:
         lines.append(f"No position key ({' / '.join(POS_KEYS)}) in this folder: path and approach analysis skipped (use --pos-key).")
@@ -326,11 +350,48 @@ def plot(s: Summary, eps: list[Episode], out: Path) -> list[Path]:
     return written
 
 
+def contact_sheet(reader: DemoReader, key: str, episodes: list[int], lengths: list[int], frames: int, gap: int = 2) -> np.ndarray:
+    """Frames of image ``key``: a row per episode in ``episodes`` (of ``lengths`` steps), ``frames``
+    columns from its first observation to its last, ``gap`` white pixels between tiles."""
+    h, w, c = reader.meta.obs_spec[key].shape
+    rows = len(episodes)
+    sheet = np.full((rows * h + (rows - 1) * gap, frames * w + (frames - 1) * gap, 3), 255, np.uint8)
+    for r, (index, length) in enumerate(zip(episodes, lengths)):
+        steps = np.linspace(0, length, frames).round().astype(np.int64)
+        tiles = reader.frames(index, key, steps)
+        if c == 1:
+            tiles = np.repeat(tiles, 3, axis=-1)
+        for j, tile in enumerate(tiles):
+            sheet[r * (h + gap):r * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = tile[..., :3]
+    return sheet
+
+
+def write_contact_sheets(folder: str | os.PathLike, out: Path, s: Summary, cfg: InspectConfig) -> dict[str, str]:
+    """One PNG per image key, ``contact_<key>.png`` (written atomically); -> key -> file name."""
+    from PIL import Image  # matplotlib's own dependency
+
+    reader = DemoReader(folder)
+    count = min(cfg.sheet_episodes, len(s.per_episode))
+    picks = np.linspace(0, len(s.per_episode) - 1, count).round().astype(int)
+    rows = [s.per_episode[int(p)] for p in dict.fromkeys(picks.tolist())]
+    written = {}
+    for key in s.image_keys:
+        sheet = contact_sheet(reader, key, [r["index"] for r in rows], [r["length"] for r in rows], cfg.sheet_frames)
+        name = f"contact_{key}.png"
+        tmp = out / f".{name}.tmp.png"
+        Image.fromarray(sheet).save(tmp, format="PNG")
+        os.replace(tmp, out / name)
+        written[key] = name
+    return written
+
+
 def write_report(folder: str | os.PathLike, out: str | os.PathLike, cfg: InspectConfig | None = None, progress: bool = True) -> Summary:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    cfg = cfg or InspectConfig()
     s, eps = summarize(folder, cfg, progress=progress)
     plot(s, eps, out)
+    s.contact_sheets = write_contact_sheets(folder, out, s, cfg)
     (out / "report.md").write_text(markdown(s))
     (out / "summary.json").write_text(json.dumps(asdict(s), indent=2) + "\n")
     return s

@@ -81,6 +81,31 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float)
     return path
 
 
+def resize_nearest(image: np.ndarray, height: int) -> np.ndarray:
+    """``image`` scaled to ``height`` rows by repeating (or dropping) pixels, keeping its aspect ratio.
+    Why nearest neighbour: an 84 x 84 camera frame shown large should show the pixels a policy sees."""
+    image = np.asarray(image)
+    h, w = image.shape[:2]
+    width = max(1, round(w * height / h))
+    rows = np.minimum((np.arange(height) + 0.5) * h / height, h - 1).astype(np.int64)
+    cols = np.minimum((np.arange(width) + 0.5) * w / width, w - 1).astype(np.int64)
+    return image[rows][:, cols]
+
+
+def side_by_side(images: Sequence[np.ndarray], height: int | None = None, gap: int = 4) -> np.ndarray:
+    """RGB images (H_i, W_i, 3) uint8 in one row, each scaled to ``height`` (the first one's by
+    default), separated by ``gap`` white columns: a re-simulated render beside recorded cameras."""
+    if not images:
+        raise ValueError("side_by_side: no images")
+    height = int(height or np.asarray(images[0]).shape[0])
+    parts: list[np.ndarray] = []
+    for i, image in enumerate(images):
+        if i:
+            parts.append(np.full((height, gap, 3), 255, np.uint8))
+        parts.append(resize_nearest(np.asarray(image, np.uint8), height))
+    return np.concatenate(parts, axis=1)
+
+
 def read_mp4_info(path: str | os.PathLike) -> tuple[int, int, int]:
     """``(n_frames, width, height)`` of a video, counting the decoded frames."""
     import imageio.v2 as imageio

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import robolearn.sim_compat  # noqa: F401  (sets MUJOCO_GL=osmesa before importorskip imports robosuite and MuJoCo)
 from robolearn.data import image_codec
 from robolearn.data.dataset import DemoDataset
 from robolearn.data.format import (ActionSpec, DemoFormatError, DemoMeta, DemoReader, DemoWriter, Episode, ObsFieldSpec,
@@ -148,23 +149,24 @@ def test_bad_encoded_files_name_the_file_and_key(tmp_path):
 
 CRASH = textwrap.dedent("""
     import os, sys
-    sys.path.insert(0, sys.argv[2])
-    from tests.test_image_demos import image_episode, image_meta
-    from robolearn.data.format import DemoWriter
-    w = DemoWriter(sys.argv[1], image_meta())
-    real_fsync = os.fsync
-    def die(fd):  # the episode's bytes are in the temporary file, not yet given its name
+    import numpy as np
+    from robolearn.data.format import ActionSpec, DemoMeta, DemoWriter, ObsFieldSpec
+    meta = DemoMeta(task="lift", control_hz=20.0, action_spec=ActionSpec(dim=2),
+                    obs_spec={"pos": ObsFieldSpec((2,)), "agentview_image": ObsFieldSpec((%d, %d, 3), "uint8")})
+    w = DemoWriter(sys.argv[1], meta)
+    def die(fd):  # the episode's bytes are in its temporary file, not yet given their name
         os._exit(9)
     os.fsync = die
-    w.write_episode(**image_episode(T=50, seed=1))
-""")
+    frames = np.random.default_rng(1).integers(0, 256, (51, %d, %d, 3), dtype=np.uint8)
+    w.write_episode({"pos": np.zeros((51, 2)), "agentview_image": frames}, np.zeros((50, 2)), success=True)
+""" % (H, W, H, W))
 
 
 def test_a_crash_mid_write_leaves_no_partial_episode(tmp_path):
     folder = tmp_path / "d"
     first = image_episode(T=8)
     write(folder, first)
-    proc = subprocess.run([sys.executable, "-c", CRASH, str(folder), str(REPO)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(folder)], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 9, proc.stderr
     leftovers = [p.name for p in (folder / "episodes").iterdir()]
     assert "episode_000000.npz" in leftovers and "episode_000001.npz" not in leftovers
@@ -210,3 +212,170 @@ def test_dataset_refuses_an_image_key_of_another_dtype_in_memory():
                    success=True) for e in (good, bad)]
     with pytest.raises(DemoFormatError, match=r"field 'obs/agentview_image': image key: expected uint8 frames, got int16 in episode #1"):
         DemoDataset(eps, ["pos", "agentview_image"], source="mem")
+
+
+# -- recording: teleop / deploy's recorder over a CameraArm ------------------------------------------
+class PatternCamera:
+    """A camera whose frame t shows t: real capture thread and CameraArm, no simulator needed."""
+
+    def __init__(self, name: str = "wrist"):
+        from robolearn.hal.cameras import CameraSpec
+
+        self.spec = CameraSpec(name=name, width=W, height=H, fps=100.0)
+        self.connected = False
+        self._n = 0
+
+    def connect(self) -> None:
+        self.connected = True
+
+    def read(self):
+        import time
+
+        from robolearn.hal.cameras import Frame
+
+        time.sleep(0.002)
+        self._n += 1
+        return Frame(image=np.full((H, W, 3), self._n % 256, np.uint8), timestamp=time.monotonic(), index=self._n)
+
+    def close(self) -> None:
+        self.connected = False
+
+
+class ScriptedDevice:
+    """start, ``steps`` hold commands, save, quit: a person at the keyboard, played back."""
+
+    def __init__(self, steps: int):
+        self.steps, self.phase = steps, "idle"
+
+    def poll(self):
+        hold = np.zeros(7, np.float32)
+        if self.phase == "idle":
+            self.phase = "recording"
+            return hold, ["start"]
+        if self.phase == "recording" and self.steps:
+            self.steps -= 1
+            return hold, []
+        if self.phase == "recording":
+            self.phase = "saved"
+            return hold, ["save"]
+        return hold, ["quit"]
+
+    def close(self) -> None:
+        pass
+
+
+def test_teleop_records_the_camera_frames_of_its_observations(tmp_path):
+    import io
+
+    from robolearn.hal.cameras import CameraArm, CameraRig
+    from robolearn.hal.noop_arm import NoopArm
+    from robolearn.teleop.session import SessionConfig, TeleopSession, meta_for
+
+    arm = CameraArm(NoopArm(), CameraRig([PatternCamera()]), max_frame_age_s=0.5)
+    meta = meta_for(arm, "noop", 50.0, source="teleop:scripted")
+    assert meta.obs_spec["wrist_image"].is_image
+    out = io.StringIO()
+    arm.connect()
+    try:
+        with DemoWriter(tmp_path / "demos", meta) as writer:
+            summary = TeleopSession(arm, ScriptedDevice(6), writer, SessionConfig(hz=50.0), out=out).run()
+    finally:
+        arm.close()
+    assert len(summary["saved"]) == 1 and "frames of wrist_image" in out.getvalue()
+    ep = DemoReader(tmp_path / "demos").load(0)
+    img = ep.obs["wrist_image"]
+    assert img.dtype == np.uint8 and img.shape == (ep.length + 1, H, W, 3)
+    values = img[:, 0, 0, 0].astype(int)
+    assert np.all(np.diff(values) >= 0) and values[-1] > values[0]  # newer frames as the episode goes on
+
+
+def test_recorder_refuses_a_bad_frame_at_the_step_that_brings_it(tmp_path):
+    from robolearn.data.recorder import EpisodeRecorder
+
+    with DemoWriter(tmp_path / "d", image_meta()) as writer:
+        rec = EpisodeRecorder(writer)
+        rec.start()
+        rec.record({"pos": np.zeros(2), "agentview_image": frames(1)[0]}, np.zeros(2))
+        with pytest.raises(DemoFormatError, match=r"field 'obs/agentview_image': expected a uint8 frame of shape "
+                                                  r"\(12, 16, 3\), got float64 \(12, 16, 3\) at step 1"):
+            rec.record({"pos": np.zeros(2), "agentview_image": frames(1)[0] / 255.0}, np.zeros(2))
+
+
+# -- robolearn collect / inspect / replay on Lift -------------------------------------------------------
+LIFT_CAMERAS = ["--cameras", "agentview,robot0_eye_in_hand", "--image-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def lift_folder(tmp_path_factory):
+    pytest.importorskip("robosuite")
+    from robolearn.cli import main
+
+    out = tmp_path_factory.mktemp("lift") / "demos"
+    assert main(["collect", "lift", "--operator", "proficient", "--episodes", "2", "--seed", "0", "--horizon", "3",
+                 "--keep-failed", "--no-progress", "--out", str(out), *LIFT_CAMERAS]) == 0
+    return out
+
+
+def test_collect_lift_records_both_cameras(lift_folder):
+    reader = DemoReader(lift_folder)
+    meta = json.loads((lift_folder / "meta.json").read_text())
+    for key in ("agentview_image", "robot0_eye_in_hand_image"):
+        assert meta["obs_spec"][key] == {"shape": [16, 16, 3], "dtype": "uint8"}
+    assert meta["extra"]["env"] == {"horizon": 3, "cameras": ["agentview", "robot0_eye_in_hand"], "image_size": 16}
+    assert len(reader) == 2
+    for i in reader.indices:
+        ep = reader.load(i)
+        for key in ("agentview_image", "robot0_eye_in_hand_image"):
+            img = ep.obs[key]
+            assert img.dtype == np.uint8 and img.shape == (ep.length + 1, 16, 16, 3)
+            assert img.std() > 5  # a rendered scene, not a blank frame
+        assert not np.array_equal(ep.obs["agentview_image"], ep.obs["robot0_eye_in_hand_image"])
+
+
+def test_inspect_writes_a_contact_sheet_per_camera(lift_folder, tmp_path, capsys):
+    from PIL import Image
+
+    from robolearn.cli import main
+
+    assert main(["inspect", str(lift_folder), "--out", str(tmp_path / "report"), "--quiet", "--sheet-frames", "3"]) == 0
+    assert "| agentview_image | 16 x 16 x 3 | contact_agentview_image.png |" in capsys.readouterr().out
+    for key in ("agentview_image", "robot0_eye_in_hand_image"):
+        sheet = Image.open(tmp_path / "report" / f"contact_{key}.png")
+        # 2 episodes (rows) x 3 frames (columns) of 16 x 16 pixels, 2 white pixels between tiles
+        assert sheet.size == (3 * 16 + 2 * 2, 2 * 16 + 2) and sheet.mode == "RGB"
+        pixels = np.asarray(sheet)
+        first = DemoReader(lift_folder).load(0).obs[key]
+        assert np.array_equal(pixels[:16, :16], first[0]) and np.array_equal(pixels[:16, -16:], first[-1])
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert "agentview_image" not in summary["obs_ranges"] and summary["image_keys"]["agentview_image"] == [16, 16, 3]
+
+
+def test_replay_video_puts_the_recorded_cameras_beside_the_resimulation(lift_folder, tmp_path, capsys):
+    from robolearn.cli import main
+    from robolearn.video import read_mp4_info
+
+    video = tmp_path / "replay.mp4"
+    assert main(["replay", str(lift_folder), "--episode", "0", "--video", str(video), "--size", "32", "32"]) == 0
+    printed = capsys.readouterr().out
+    # the cameras are re-rendered from the replayed states: the very same pixels
+    assert [line.split()[1] for line in printed.splitlines() if line.startswith(("agentview_image", "robot0_eye"))] == ["0", "0"]
+    frames_, width, height = read_mp4_info(video)
+    assert (frames_, width, height) == (4, 32 + 4 + 32 + 4 + 32, 32)
+
+
+def test_bad_camera_names_are_one_line_errors(tmp_path, capsys):
+    pytest.importorskip("robosuite")
+    from robolearn.cli import main
+
+    code = main(["collect", "lift", "--operator", "proficient", "--episodes", "1", "--horizon", "2", "--no-progress",
+                 "--out", str(tmp_path / "d"), "--cameras", "agentview,wrist"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "\n" not in err
+    assert "no camera 'wrist'" in err and "'agentview'" in err and "'robot0_eye_in_hand'" in err
+    assert not (tmp_path / "d").exists()  # refused before the folder was made
+    assert main(["collect", "lift", "--operator", "proficient", "--episodes", "1", "--no-progress",
+                 "--out", str(tmp_path / "d"), "--image-size", "16"]) == 2
+    assert "--image-size: field 'image_size'" in capsys.readouterr().err
+    assert main(["collect", "lift", "--operator", "proficient", "--episodes", "1", "--no-progress",
+                 "--out", str(tmp_path / "d"), "--cameras", "agent view"]) == 2
+    assert "field 'cameras'" in capsys.readouterr().err

@@ -12,6 +12,11 @@ recorded with. On robosuite tasks exact action replay also needs the env's reset
 (the controller keeps references from reset that the simulator state does not hold): it is
 taken from the episode's ``reset_seed`` extra when recorded, or from --reset-seed; without
 it, expect drift of a centimetre or two over 20 steps even though ``--mode states`` is exact.
+
+A folder that recorded cameras (image keys) replays with the same cameras, so the drift
+table compares the re-rendered frames with the recorded ones (grey levels), and ``--video``
+shows, at every step, the re-simulated render and then each recorded camera's frame of that
+step side by side.
 """
 from __future__ import annotations
 
@@ -50,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", help="demo folder")
     p.add_argument("--episode", type=int, required=True, help="episode index K (episode_K.npz)")
     p.add_argument("--mode", choices=("actions", "states"), default="actions", help="replay actions open loop, or set each recorded state")
-    p.add_argument("--video", default=None, help="write an mp4 of the replay here")
+    p.add_argument("--video", default=None,
+                   help="write an mp4 of the replay here (with the recorded camera frames beside it when the folder has image keys)")
     p.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("W", "H"), help="video frame size")
     p.add_argument("--per-step", action="store_true", help="print the per-step drift")
     p.add_argument("--json", default=None, help="write the drift (incl. per step) as JSON here")
@@ -90,6 +96,18 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
     with imageio.get_writer(str(path), fps=fps, codec="libx264", macro_block_size=1) as w:
         for f in frames:
             w.append_data(np.asarray(f, dtype=np.uint8))
+
+
+def with_recorded_cameras(frames: list[np.ndarray], ep: Any, meta: Any) -> list[np.ndarray]:
+    """Frame t of the replay beside each recorded image key's frame of step t (the last one once
+    the recording ends): what the cameras saw then against what the simulator shows now."""
+    from robolearn.video import side_by_side
+
+    keys = [k for k, spec in meta.obs_spec.items() if spec.is_image and k in ep.obs]
+    if not keys:
+        return frames
+    last = ep.obs[keys[0]].shape[0] - 1
+    return [side_by_side([f] + [ep.obs[k][min(t, last)] for k in keys]) for t, f in enumerate(frames)]
 
 
 def replay_episode(
@@ -157,7 +175,7 @@ def replay_episode(
             frames = [f for f in frames if f is not None]
             if not frames:
                 raise ConfigError("--video", meta.task, "this task cannot render frames")
-            _write_video(Path(video), frames, meta.control_hz)
+            _write_video(Path(video), with_recorded_cameras(frames, ep, meta), meta.control_hz)
         return drift
     finally:
         env.close()

@@ -4,6 +4,11 @@ Why buffer rather than stream to disk: the control loop's hot path must not do I
 an episode is only useful whole. ``finish`` writes through ``DemoWriter.write_episode``,
 which writes a temporary file and renames it, so a crash (or Ctrl-C) loses at most the
 episode in progress and never leaves half a file in the folder.
+
+Image keys (camera frames, uint8 H x W x C, e.g. from ``CameraArm``) are buffered like any
+other key and compressed by the writer at ``finish``. A frame of the wrong dtype or size is
+refused at the step that brings it, not after a long episode, and never cast: a float frame
+cast to uint8 would be noise.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ class EpisodeRecorder:
         self.writer = writer
         self._keys = list(writer.meta.obs_spec)
         self._dtypes = {k: np.dtype(s.dtype) for k, s in writer.meta.obs_spec.items()}
+        self._images = {k: tuple(s.shape) for k, s in writer.meta.obs_spec.items() if s.is_image}
         self._active = False
         self._reset_buffers()
 
@@ -53,9 +59,19 @@ class EpisodeRecorder:
         for k in self._keys:
             if k not in obs:
                 raise DemoFormatError(self._where(), f"obs/{k}", f"missing from the observation being recorded (have {sorted(obs)})")
+            if k in self._images:
+                out[k] = self._copy_image(k, obs[k])
+                continue
             # Copy: arms may hand out views of buffers they reuse on the next step.
             out[k] = np.array(obs[k], dtype=self._dtypes[k], copy=True)
         return out
+
+    def _copy_image(self, key: str, frame: np.ndarray) -> np.ndarray:
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.shape != self._images[key]:
+            raise DemoFormatError(self._where(), f"obs/{key}", f"expected a uint8 frame of shape {self._images[key]}, got "
+                                  f"{frame.dtype} {frame.shape} at step {len(self._actions)}")
+        return frame.copy()
 
     def record(
         self,

@@ -208,7 +208,10 @@ class TeleopSession:
             path = self.recorder.finish(obs.data, bool(success), final_timestamp=obs.timestamp, final_state=final_state,
                                         extra=extra)
             self.saved.append(path)
-            self.message(f"saved {path.name}: {stats.steps} steps, success {bool(success)}, "
+            # Camera views (a controller file's cameras: section) are recorded as image keys.
+            images = [k for k, s in self.writer.meta.obs_spec.items() if s.is_image]
+            frames = f"frames of {', '.join(images)}, " if images else ""
+            self.message(f"saved {path.name}: {stats.steps} steps, success {bool(success)}, {frames}"
                          f"mean rate {stats.mean_rate_hz:.1f} Hz, overruns {stats.overruns}")
         else:
             self.recorder.discard()

@@ -41,6 +41,9 @@ class DataConfig:
     obs_keys: list[str] | None = None
     #: which split of meta.json to train on (all episodes when the folder has none).
     split: str = "train"
+    #: train on the successful episodes alone (imitating what worked). The default keeps every
+    #: episode: offline RL (BCQ, IRIS) learns its value from the failures' zero rewards too.
+    success_only: bool = False
 
 
 LR_SCHEDULES = ("constant", "cosine")

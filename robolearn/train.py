@@ -67,6 +67,10 @@ def seed_everything(seed: int) -> torch.Generator:
 def load_dataset(cfg: LaunchConfig):
     path = cfg.data_path()
     meta, episodes = load_folder(path, cfg.data.split)
+    if cfg.data.success_only:
+        episodes = [ep for ep in episodes if ep.success]
+        if not episodes:
+            raise ConfigError(cfg.source, "data.success_only", f"demo folder {path} has no successful episode to train on")
     if meta.task != cfg.task:
         raise ConfigError(cfg.source, "data.path", f"demo folder {path} holds task {meta.task!r}, the launch file trains {cfg.task!r}")
     obs_keys = cfg.data.obs_keys or list(meta.obs_spec)

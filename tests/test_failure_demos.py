@@ -168,3 +168,27 @@ class ForcedFailure(OperatorActor):
         self.operator = make_operator(self.task, self.env, self.kind, np.random.default_rng(seed))
         self.operator.plan_failure(self.mode)
         self.operator.reset()
+
+
+def test_training_takes_every_episode_or_the_successes_alone(tmp_path, capsys):
+    from robolearn.launch import load_launch
+    from robolearn.paths import LAUNCH_DIR
+    from robolearn.train import load_dataset
+
+    out = tmp_path / "half"
+    assert main(["collect", "graph_reach", "--operator", "suboptimal", "--episodes", "8", "--seed", "1", "--out", str(out),
+                 "--no-progress", "--failure-rate", "0.5", "--keep-failures"]) == 0
+    successes = sum(e.success for e in DemoReader(out))
+    assert 0 < successes < 8
+    launch = LAUNCH_DIR / "graph_reach_bc.yaml"
+    _, every, _, data = load_dataset(load_launch(launch, [f"data.path={out}"]))
+    assert len(every) == 8 and float(data.rewards.sum()) == successes
+    _, ok, _, _ = load_dataset(load_launch(launch, [f"data.path={out}", "data.success_only=true"]))
+    assert len(ok) == successes and all(e.success for e in ok)
+    failed = tmp_path / "failed"
+    assert main(["collect", "graph_reach", "--operator", "suboptimal", "--episodes", "2", "--out", str(failed),
+                 "--no-progress", "--failure-rate", "1", "--keep-failures"]) == 0
+    with pytest.raises(ConfigError, match="data.success_only"):
+        load_dataset(load_launch(launch, [f"data.path={failed}", "data.success_only=true"]))
+    with pytest.raises(ConfigError, match="success_only"):
+        load_launch(launch, [f"data.path={out}", "data.success_only=1"])

@@ -34,13 +34,18 @@ def make_eval_env(meta: dict[str, Any], horizon: int | None = None) -> TaskEnv:
 
 # --- the work of one episode, here or in a worker process -----------------------------------
 
-def _init_state(ckpt: str, horizon: int | None, video_dir: str | None, fps: float, video_episodes: int | None) -> dict[str, Any]:
+def _init_state(ckpt: str, horizon: int | None, video_dir: str | None, fps: float, video_episodes: int | None,
+                perception: str | None = None, hold_s: float = 0.5) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
     policy = load_policy(ckpt)
-    return {"policy": policy, "env": make_eval_env(policy.meta, horizon), "video_dir": video_dir, "fps": fps,
-            "video_episodes": video_episodes}
+    env = make_eval_env(policy.meta, horizon)
+    if perception is not None:
+        from robolearn.perception.episode import perceived_task
+
+        env = perceived_task(env, perception, hold_s)
+    return {"policy": policy, "env": env, "video_dir": video_dir, "fps": fps, "video_episodes": video_episodes}
 
 
 def _run_episode(w: dict[str, Any], job: tuple[int, int]) -> dict[str, Any]:
@@ -49,6 +54,9 @@ def _run_episode(w: dict[str, Any], job: tuple[int, int]) -> dict[str, Any]:
     r = evaluation_rollout(w["env"], w["policy"], base_seed, i, video_size=256 if want_video else None)
     result = {"seed": r.seeds.reset, "success": r.success, "length": r.length, "return": r.total_return, "obs": r.obs,
               "index": i}
+    stats = getattr(w["env"], "stats", None)
+    if stats is not None:  # a PerceivedTask: the episode's estimator errors and lost frames
+        result["perception"] = stats.as_dict()
     if w["video_dir"] is not None and r.frames:
         from robolearn.video import write_mp4
 
@@ -70,17 +78,26 @@ def _results(jobs: list[tuple[int, int]], workers: int, init_args: tuple, local_
 def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, workers: int = 1,
                  video_dir: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
                  horizon: int | None = None, progress: bool = True, json_out: str | os.PathLike | None = None,
-                 plot_path: str | os.PathLike | None = None, video_episodes: int | None = None) -> dict[str, Any]:
-    """Roll ``episodes`` episodes out; videos for the first ``video_episodes`` (all when None)."""
+                 plot_path: str | os.PathLike | None = None, video_episodes: int | None = None,
+                 perception: str | None = None, perception_hold_s: float = 0.5) -> dict[str, Any]:
+    """Roll ``episodes`` episodes out; videos for the first ``video_episodes`` (all when None).
+    ``perception`` ("marker", "ground_truth"): the policy's ``object`` is estimated from the task's
+    perception camera (``robolearn.perception.episode``); a lost object held past
+    ``perception_hold_s`` holds the arm and fails the episode."""
     if episodes < 1:
         raise ConfigError("--episodes", "episodes", f"expected a positive integer, got {episodes}")
+    if perception is not None:
+        from robolearn.perception.episode import check_perception_args
+
+        check_perception_args(perception, perception_hold_s)
     ckpt, info = read_checkpoint_info(checkpoint or run_dir)
     meta = info.get("meta", {})
     fps = float(meta.get("control_hz") or 20.0)
     if video_dir is not None:
         Path(video_dir).mkdir(parents=True, exist_ok=True)
     jobs = [(i, seed) for i in range(episodes)]
-    init_args = (str(ckpt), horizon, None if video_dir is None else str(video_dir), fps, video_episodes)
+    init_args = (str(ckpt), horizon, None if video_dir is None else str(video_dir), fps, video_episodes, perception,
+                 perception_hold_s)
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     local_state = None
@@ -116,8 +133,13 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, 
         "wall_s": round(wall, 3),
         "episodes_per_s": round(episodes / max(wall, 1e-9), 3),
         "per_episode": [{"index": r["index"], "seed": r["seed"], "success": r["success"], "length": r["length"],
-                         "return": r["return"], **({"video": r["video"]} if "video" in r else {})} for r in results],
+                         "return": r["return"], **({"video": r["video"]} if "video" in r else {}),
+                         **({"lost_frames": r["perception"]["lost_frames"]} if "perception" in r else {})} for r in results],
     }
+    if perception is not None:
+        from robolearn.perception.episode import perception_summary
+
+        summary["perception"] = perception_summary([r["perception"] for r in results], perception, perception_hold_s)
     if plot_path is None and json_out is not None:
         plot_path = Path(json_out).with_suffix(".png")
     if plot_path is not None and results:

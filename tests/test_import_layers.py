@@ -34,7 +34,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("ground", ("robolearn", "robolearn.config", "robolearn.paths", "robolearn.tempfiles", "robolearn.errors",
                 "robolearn.geometry", "robolearn.sim_compat")),
     ("data", ("robolearn.data", "robolearn.models", "robolearn.video", "robolearn.launch", "robolearn.inspect_report")),
-    ("hal", ("robolearn.hal", "robolearn.runtime", "robolearn.calibration")),
+    ("hal", ("robolearn.hal", "robolearn.runtime", "robolearn.calibration", "robolearn.perception")),
     ("tasks", ("robolearn.tasks", "robolearn.algos", "robolearn.teleop")),
     ("runtime", ("robolearn.policy", "robolearn.train", "robolearn.evaluate", "robolearn.collect", "robolearn.deploy",
                  "robolearn.selection")),

@@ -3,6 +3,10 @@
 Success is robosuite's own test (the cube's centre more than 4 cm above the table top),
 so numbers compare with robomimic's Lift results. ``object`` is robomimic's 10-number
 layout: cube position (3), cube quaternion xyzw (4), cube minus end-effector position (3).
+
+The cube carries ArUco markers on its top and four sides (visual plates, no physics), and the
+scene a 640 x 480 ``perception`` camera in front of the table, so ``robolearn eval --perception
+marker`` estimates ``object`` from rendered frames as a real cell would from its camera's.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from robolearn.perception.config import MarkerConfig
+from robolearn.perception.sim_markers import add_camera, add_marker_plates, box_placements, marked_env, marker_size_for
 from robolearn.tasks.base import register_env, register_operator
 from robolearn.tasks.manip_operators import Scene, scripted_operator_for
 from robolearn.tasks.robosuite_common import RobosuiteTaskEnv
@@ -20,6 +26,26 @@ def _lift_object(env: Any, raw: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([raw["cube_pos"], raw["cube_quat"], raw["gripper_to_cube_pos"]])
 
 
+#: The perception camera's place relative to the table top's centre, and where it looks (m).
+PERCEPTION_CAMERA = {"position": (0.36, 0.0, 0.28), "target": (0.0, 0.0, 0.03), "fovy_deg": 45.0}
+#: Share of the cube's smallest face the marker plates cover.
+_PLATE_SHARE = 0.96
+
+
+def _add_cube_markers(env: Any) -> None:
+    """robosuite's Lift model plus markers on the cube (sized from the cube robosuite drew)
+    and the perception camera; the markers' placements are kept on the env for the estimator."""
+    half = np.asarray(env.cube.size, dtype=np.float64)
+    plate = 2.0 * float(np.min(half)) * _PLATE_SHARE
+    dictionary = "DICT_4X4_50"
+    config = MarkerConfig(markers=box_placements(half), size_m=marker_size_for(plate, dictionary), dictionary=dictionary)
+    add_marker_plates(env.model, env.cube.root_body, config, "cube")
+    table = np.asarray(env.table_offset, dtype=np.float64)
+    add_camera(env.model, "perception", table + PERCEPTION_CAMERA["position"], table + PERCEPTION_CAMERA["target"],
+               PERCEPTION_CAMERA["fovy_deg"])
+    env.robolearn_markers = config
+
+
 class LiftEnv(RobosuiteTaskEnv):
     name = "lift"
     robosuite_env = "Lift"
@@ -27,10 +53,18 @@ class LiftEnv(RobosuiteTaskEnv):
     plot_limits = ((-0.25, 0.25), (-0.25, 0.25), (0.78, 1.08))
     #: Success height above the table top (robosuite's Lift check).
     success_height = 0.04
+    #: The object's body and the camera ``--perception`` estimates it from.
+    object_body = "cube_main"
+    perception_camera = "perception"
 
     def __init__(self, **kwargs: Any):
+        self.robosuite_env = marked_env("Lift", _add_cube_markers)
         super().__init__(**kwargs)
         self.arm._object_fn = _lift_object
+
+    def marker_config(self) -> MarkerConfig:
+        """The cube's markers as the estimator needs them (the model is built on first use)."""
+        return self.sim_env.robolearn_markers
 
     @property
     def table_height(self) -> float:

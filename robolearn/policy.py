@@ -59,6 +59,19 @@ class Policy:
             got = np.shape(obs[k])
             if int(np.prod(got)) != int(np.prod(want)):
                 raise ConfigError(self.source, k, f"observation {k!r} has shape {tuple(got)}; the policy was trained on shape {tuple(want)}")
+            if self.obs_spec[k].kind == "image":
+                self.check_frame(k, obs[k])
+
+    def check_frame(self, key: str, frame: np.ndarray) -> None:
+        """Camera frames exactly as trained: uint8 H x W x C. A CHW frame has the right size and a
+        float frame in [0, 1] the right shape, and either would be encoded as a different picture."""
+        want = self.obs_shapes[key]
+        if np.shape(frame) != want:
+            raise ConfigError(self.source, key, f"frame {key!r} has shape {tuple(np.shape(frame))}; the policy was trained on "
+                              f"{tuple(want)} (height, width, channels)")
+        dtype = np.asarray(frame).dtype
+        if dtype != np.uint8:
+            raise ConfigError(self.source, key, f"frame {key!r} is {dtype}; the policy was trained on uint8 frames (0-255)")
 
     def observation_tensors(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """One observation dict (checked against the training spec) as the encoder's per-key tensors."""

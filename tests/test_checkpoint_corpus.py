@@ -269,7 +269,7 @@ LOAD_CORPUS = [
     ("info-obs-spec-bad-dtype", edit_info(_set_info("obs_spec.pos.dtype", "object")), INFO, "obs_spec.pos.dtype"),
     ("info-obs-spec-extra-field", edit_info(_set_info("obs_spec.pos.code", "x")), INFO, "obs_spec.pos"),
     ("info-obs-spec-image", edit_info(lambda info: info.update(obs_spec={"pos": {"shape": [8, 8, 3], "dtype": "uint8"}},
-                                                               normalizers={})), INFO, "image encoder"),
+                                                               normalizers={})), INFO, "the observation spec encodes to"),
     ("info-step-negative", edit_info(_set_info("step", -1)), INFO, "step"),
     ("info-meta-list", edit_info(_set_info("meta", [])), INFO, "meta"),
     ("latest-invalid-json", write_file(LATEST, "{\"name\": "), LATEST, "unreadable JSON"),

@@ -1,6 +1,7 @@
 """The observation encoder: for low-dimensional keys it is the flattened observation standardised
 by one normaliser over the whole vector, bit for bit; keys are read by name; hierarchical
-algorithms' goals are made of ``goal_keys``; image keys are refused until an image encoder exists."""
+algorithms' goals are made of ``goal_keys``; image keys get a convolutional encoder (its own tests:
+tests/test_image_policies.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -107,11 +108,13 @@ def test_goal_keys_must_be_distinct_observation_keys(bad):
         algo_class("hbc").build({**HBC, "goal_keys": bad}, data.obs_spec, data.normalizers, data.action_dim, "launch/x.yaml: algo")
 
 
-def test_image_keys_are_refused_until_an_image_encoder_exists():
+def test_image_keys_get_a_convolutional_encoder_and_bad_crops_are_refused():
     spec = {"pos": ObsKey((2,)), "agentview_image": ObsKey((84, 84, 3), "uint8")}
     norms = {"pos": Normalizer(np.zeros(2, np.float32), np.ones(2, np.float32))}
-    with pytest.raises(ConfigError, match="launch/x.yaml: algo.*agentview_image.*image encoder"):
-        algo_class("bc").build({"hidden": [8]}, spec, norms, 2, "launch/x.yaml: algo")
+    algo = algo_class("bc").build({"hidden": [8], "image_encoder": {"feature_dim": 16}}, spec, norms, 2, "launch/x.yaml: algo")
+    assert algo.obs_dim == 2 + 16 and algo.encoder.trainable
+    with pytest.raises(ConfigError, match=r"launch/x.yaml: algo: field 'image_encoder.crop_size'.*larger than 'agentview_image'"):
+        algo_class("bc").build({"hidden": [8], "image_encoder": {"crop_size": [90, 80]}}, spec, norms, 2, "launch/x.yaml: algo")
 
 
 def test_dataset_keeps_image_keys_as_uint8_without_statistics():

@@ -148,4 +148,6 @@ def test_repository_launch_files_state_no_rate_and_resolve_to_their_task_rate():
         if cfg.deploy is not None and rate is not None:
             assert cfg.deploy.hz == rate, path.name
         if cfg.task in ("lift", "can") and cfg.data.path:
-            assert cfg.data.obs_keys == ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"], path.name
+            # Image launch files see the object through the cameras, the others through its state.
+            seen = ["agentview_image", "robot0_eye_in_hand_image"] if path.stem.endswith("_image") else ["object"]
+            assert cfg.data.obs_keys == ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", *seen], path.name

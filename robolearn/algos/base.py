@@ -28,7 +28,7 @@ its encoder, so checkpoints store weights, config, the observation spec and the 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 import torch
@@ -36,6 +36,7 @@ from torch import nn
 
 from robolearn.config import ConfigError, from_dict, positive
 from robolearn.models.encoders import Normalizer, ObservationEncoder, ObsSpec
+from robolearn.models.vision import ImageEncoderConfig
 
 _MODULES = {
     "bc": "robolearn.algos.bc",
@@ -81,6 +82,8 @@ class AlgoConfig:
 
     batch_size: int = positive(100)
     lr: float = positive(1e-3)
+    #: how image keys are encoded (unused without them); its weights train with the policy's loss.
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
 
 
 class Algo(nn.Module):
@@ -96,7 +99,7 @@ class Algo(nn.Module):
     def __init__(self, cfg: AlgoConfig, obs_spec: ObsSpec, normalizers: Mapping[str, Normalizer], action_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.encoder = ObservationEncoder(obs_spec, normalizers)
+        self.encoder = ObservationEncoder(obs_spec, normalizers, cfg.image_encoder)
         self.obs_dim = self.encoder.out_dim
         self.action_dim = action_dim
 
@@ -122,9 +125,10 @@ class Algo(nn.Module):
                 del out[key]
         return out
 
-    def encode(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Observation dict (per-key tensors with any leading dimensions) -> features (..., obs_dim)."""
-        return self.encoder(obs)
+    def encode(self, obs: Mapping[str, torch.Tensor], gen: torch.Generator | None = None) -> torch.Tensor:
+        """Observation dict (per-key tensors with any leading dimensions) -> features (..., obs_dim);
+        ``gen`` draws the training augmentation (random crops of image keys)."""
+        return self.encoder(obs, gen)
 
     # --- training -----------------------------------------------------------------------
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -1,4 +1,6 @@
-"""Behaviour cloning with an MLP: the simplest baseline, state -> action, L2 loss."""
+"""Behaviour cloning with an MLP: the simplest baseline, state -> action, L2 loss.
+
+Image keys' encoders train end to end with the policy: their weights are in the policy's optimiser."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,14 +25,14 @@ class BC(Algo):
     def __init__(self, cfg: BCConfig, obs_spec, normalizers, action_dim: int):
         super().__init__(cfg, obs_spec, normalizers, action_dim)
         self.net = mlp(self.obs_dim, cfg.hidden, action_dim)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.opt = torch.optim.Adam([*self.net.parameters(), *self.encoder.parameters()], lr=cfg.lr)
 
     def optimizers(self):
         return {"policy": self.opt}
 
     def train_step(self, data, gen):
         b = data.transitions(self.cfg.batch_size, gen)
-        loss = F.mse_loss(torch.tanh(self.net(self.encode(b["obs"]))), b["action"], reduction="none").sum(-1).mean()
+        loss = F.mse_loss(torch.tanh(self.net(self.encode(b["obs"], gen))), b["action"], reduction="none").sum(-1).mean()
         step_optimizer(self.opt, loss)
         return {"loss/policy": loss.item()}
 

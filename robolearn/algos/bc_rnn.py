@@ -3,6 +3,9 @@
 At run time the LSTM state is reset every ``seq_len`` steps, matching how it was
 trained (robomimic's ``rnn_horizon`` rollout behaviour); without the reset, the state
 drifts into a regime the network never saw.
+
+Image keys' encoders train end to end with the LSTM (their weights are in the policy's optimiser),
+each frame of a window cropped on its own.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ class BCRNN(Algo):
     def __init__(self, cfg: BCRNNConfig, obs_spec, normalizers, action_dim: int):
         super().__init__(cfg, obs_spec, normalizers, action_dim)
         self.net = LSTMPolicy(self.obs_dim, action_dim, cfg.hidden, cfg.layers)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.opt = torch.optim.Adam([*self.net.parameters(), *self.encoder.parameters()], lr=cfg.lr)
         self._state = None
         self._t = 0
 
@@ -38,7 +41,7 @@ class BCRNN(Algo):
 
     def train_step(self, data, gen):
         b = data.sequences(self.cfg.batch_size, self.cfg.seq_len, gen)
-        pred, _ = self.net(self.encode(b["obs"]))
+        pred, _ = self.net(self.encode(b["obs"], gen))
         loss = masked_mse(pred, b["action"], b["mask"])
         step_optimizer(self.opt, loss)
         return {"loss/policy": loss.item()}

@@ -6,12 +6,16 @@ support, which is what keeps offline Q-learning from chasing its own extrapolati
 
 ``BCQCritic`` is the reusable part: IRIS uses it as its value selector, scoring a subgoal g
 as max over sampled actions of Q(g, a).
+
+With image keys, the observation encoder trains with the critic's TD loss (its weights join the
+critic's optimiser); the action cVAE conditions on the same features without shaping them, and
+the Bellman target reads the next observation's features through the same encoder, unshaped.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -56,13 +60,14 @@ class BCQCriticConfig:
 
 
 class BCQCritic(nn.Module):
-    def __init__(self, cfg: BCQCriticConfig, obs_dim: int, action_dim: int):
+    def __init__(self, cfg: BCQCriticConfig, obs_dim: int, action_dim: int, encoder_params: Iterable[nn.Parameter] = ()):
         super().__init__()
         self.cfg = cfg
         self.critic = QEnsemble(obs_dim, action_dim, cfg.critic_hidden, cfg.num_critics)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.action_vae = ConditionalVAE(action_dim, obs_dim, cfg.action_vae_latent, cfg.action_vae_hidden)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        # ``encoder_params``: the weights of whoever computes the critic's input features, trained by the TD loss.
+        self.critic_opt = torch.optim.Adam([*self.critic.parameters(), *encoder_params], lr=cfg.critic_lr)
         self.vae_opt = torch.optim.Adam(self.action_vae.parameters(), lr=cfg.action_vae_lr)
 
     def optimizers(self):
@@ -86,17 +91,19 @@ class BCQCritic(nn.Module):
         return self._combine(q).max(-1).values
 
     def sample(self, data, batch_size: int, gen: torch.Generator, encode: Callable) -> dict[str, torch.Tensor]:
-        """A batch of transitions whose states are ``encode`` of their observation dicts: the
-        critic's input features."""
+        """A batch of transitions whose states are ``encode(obs_dict, gen)`` of their observation dicts:
+        the critic's input features (the next states' without gradients: they only feed the target)."""
         batch = data.transitions(batch_size, gen, gamma=self.cfg.gamma if self.cfg.mc_return_floor else None)
-        batch["obs"], batch["next_obs"] = encode(batch["obs"]), encode(batch["next_obs"])
+        batch["obs"] = encode(batch["obs"], gen)
+        with torch.no_grad():
+            batch["next_obs"] = encode(batch["next_obs"], gen)
         if self.cfg.clip_target_to_return_bounds:
             lo, hi = data.return_bounds(self.cfg.gamma)
             batch["return_bounds"] = torch.tensor([lo, hi])
         return batch
 
     def update(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
-        vae_loss, vae_info = self.action_vae.loss(batch["action"], batch["obs"], self.cfg.action_vae_kl, gen)
+        vae_loss, vae_info = self.action_vae.loss(batch["action"], batch["obs"].detach(), self.cfg.action_vae_kl, gen)
         step_optimizer(self.vae_opt, vae_loss)
         with torch.no_grad():
             next_v = self.state_value(batch["next_obs"], self.cfg.target_action_samples, gen, net=self.target)
@@ -132,7 +139,7 @@ class BCQ(Algo):
 
     def __init__(self, cfg: BCQConfig, obs_spec, normalizers, action_dim: int):
         super().__init__(cfg, obs_spec, normalizers, action_dim)
-        self.bcq = BCQCritic(cfg, self.obs_dim, action_dim)
+        self.bcq = BCQCritic(cfg, self.obs_dim, action_dim, self.encoder.parameters())
         self._gen = torch.Generator().manual_seed(0)
 
     def optimizers(self):

@@ -9,10 +9,17 @@ Acting follows the planning interface (``robolearn.algos.base``): ``needs_plan``
 schedule, ``plan`` proposes a ``SubgoalPlan``, ``adopt`` installs its goal and resets the LSTM,
 ``act_on_plan`` runs the low level; ``act`` composes them synchronously.
 
-A goal is the features of ``goal_keys`` (all observation keys by default, the state T steps
-ahead as a whole): the goal cVAE proposes goal features from the current observation's features
-and the low level reads both. Naming fewer keys (the object's pose, not the arm's) makes the
-goal only what must be reached.
+A goal is the features of ``goal_keys`` (every low-dimensional observation key by default, the
+state T steps ahead as a whole): the goal cVAE proposes goal features from the current
+observation's features and the low level reads both. Naming fewer keys (the object's pose, not
+the arm's) makes the goal only what must be reached. Goals are made of low-dimensional keys
+only (proprioception, a perceived object pose): a proposed goal must be something a real cell
+can observe and compare with, never raw pixels, so an image key in ``goal_keys`` is refused.
+
+With image keys in the observation, their encoder is trained by the low level's action loss
+(its weights are in the low level's optimiser, as in BC-RNN). The goal cVAE conditions on the
+same features without shaping them: a second objective on the encoder (a reconstruction of goal
+keys plus a KL) would need a weighting against the action loss that nothing here has measured.
 
 HBC samples one goal; IRIS (``iris.py``) plans by sampling many and keeping the one its value
 function prefers. Everything else is shared, so the comparison between the two isolates
@@ -25,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from robolearn.algos.base import Algo, AlgoConfig, masked_mse, register, step_optimizer
-from robolearn.config import non_negative, positive
+from robolearn.config import ConfigError, non_negative, positive
 from robolearn.models.nets import ConditionalVAE, LSTMPolicy
 
 
@@ -47,8 +54,8 @@ class HBCConfig(AlgoConfig):
     replan_every: int | None = positive(None)
     low_hidden: int = positive(400)
     low_layers: int = positive(2)
-    #: observation keys whose features make up a goal, in this order (None: every key, in the
-    #: observation's order).
+    #: low-dimensional observation keys whose features make up a goal, in this order (None: every
+    #: low-dimensional key, in the observation's order).
     goal_keys: list[str] | None = None
 
 
@@ -72,17 +79,31 @@ class HBC(Algo):
 
     def __init__(self, cfg: HBCConfig, obs_spec, normalizers, action_dim: int):
         super().__init__(cfg, obs_spec, normalizers, action_dim)
-        keys = self.encoder.keys if cfg.goal_keys is None else cfg.goal_keys
-        self.goal_keys = self.encoder.check_keys(keys, "algo", "goal_keys")
+        self.goal_keys = self.checked_goal_keys(cfg.goal_keys)
         self.goal_dim = self.encoder.width(self.goal_keys)
         self.goal_vae = ConditionalVAE(self.goal_dim, self.obs_dim, cfg.goal_vae_latent, cfg.goal_vae_hidden)
         self.low = LSTMPolicy(self.obs_dim + self.goal_dim, action_dim, cfg.low_hidden, cfg.low_layers)
         self.goal_opt = torch.optim.Adam(self.goal_vae.parameters(), lr=cfg.goal_vae_lr)
-        self.low_opt = torch.optim.Adam(self.low.parameters(), lr=cfg.lr)
+        self.low_opt = torch.optim.Adam([*self.low.parameters(), *self.encoder.parameters()], lr=cfg.lr)
         self._gen = torch.Generator().manual_seed(0)
         self._goal: torch.Tensor | None = None
         self._state = None
         self.steps = 0
+
+    def checked_goal_keys(self, keys: list[str] | None) -> list[str]:
+        """``goal_keys`` (default: the low-dimensional keys), each a low-dimensional observation key."""
+        images = self.encoder.keys_of_kind("image")
+        if keys is None:
+            keys = self.encoder.keys_of_kind("low_dim")
+            if not keys:
+                raise ConfigError("algo", "goal_keys", f"the observation has only image keys {images}; goals are made of "
+                                  "low-dimensional keys (proprioception, object pose): add one to data.obs_keys")
+        keys = self.encoder.check_keys(keys, "algo", "goal_keys")
+        named = [k for k in keys if k in images]
+        if named:
+            raise ConfigError("algo", "goal_keys", f"{named[0]!r} is an image key; goals are made of low-dimensional keys a "
+                              "cell can observe (proprioception, object pose), never raw pixels")
+        return keys
 
     def optimizers(self):
         return {"goal_vae": self.goal_opt, "low": self.low_opt}
@@ -90,11 +111,13 @@ class HBC(Algo):
     def train_step(self, data, gen):
         T = self.cfg.subgoal_horizon
         pairs = data.goal_pairs(self.cfg.batch_size, T, gen)
-        goal_loss, info = self.goal_vae.loss(self.encode_goal(pairs["goal"]), self.encode(pairs["obs"]), self.cfg.goal_vae_kl, gen)
+        with torch.no_grad():
+            cond = self.encode(pairs["obs"], gen)
+        goal_loss, info = self.goal_vae.loss(self.encode_goal(pairs["goal"]), cond, self.cfg.goal_vae_kl, gen)
         step_optimizer(self.goal_opt, goal_loss)
         w = data.goal_windows(self.cfg.batch_size, T, gen)
         goal_seq = self.encode_goal(w["goal"]).unsqueeze(1).expand(-1, T, -1)
-        pred, _ = self.low(self.low_input(self.encode(w["obs"]), goal_seq))
+        pred, _ = self.low(self.low_input(self.encode(w["obs"], gen), goal_seq))
         low_loss = masked_mse(pred, w["action"], w["mask"])
         step_optimizer(self.low_opt, low_loss)
         return {"loss/goal_vae": goal_loss.item(), "goal_vae/kl": info["kl"].item(), "loss/low": low_loss.item()}
@@ -103,9 +126,9 @@ class HBC(Algo):
         """The goal keys' part of observation features (..., obs_dim) -> (..., goal_dim)."""
         return self.encoder.select(features, self.goal_keys)
 
-    def encode_goal(self, obs) -> torch.Tensor:
-        """An observation dict's goal features."""
-        return self.goal_features(self.encode(obs))
+    def encode_goal(self, obs, gen: torch.Generator | None = None) -> torch.Tensor:
+        """An observation dict's goal features (``goal_features`` of its features, without encoding the other keys)."""
+        return self.encoder.encode_keys(obs, self.goal_keys, gen)
 
     def low_input(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """The low level's input: observation features and goal features, on the last axis."""

@@ -7,6 +7,14 @@ candidate becomes the goal of the goal-conditioned LSTM. Because Q propagates th
 success reward backwards through every demo, the selector prefers subgoals that lie on
 the fastest way to success seen in *any* demo: it stitches the best pieces of many
 suboptimal demos together, which pure imitation (HBC, BC-RNN) cannot.
+
+The value selector shares the policy's observation encoder rather than owning one: it reads the
+goal keys' blocks of the same features the goal cVAE proposes and the low level is conditioned
+on, so V is learnt on exactly the space candidates live in. A critic with its own (image)
+encoder would have nothing to encode at planning time, since a proposed goal is goal-key
+features and carries no image; goal keys are low-dimensional, so the critic's input has no
+weights of its own to train and image keys reach the selector only through the goals the cVAE
+proposes from them.
 """
 from __future__ import annotations
 
@@ -35,7 +43,8 @@ class IRIS(HBC):
 
     def __init__(self, cfg: IRISConfig, obs_spec, normalizers, action_dim: int):
         super().__init__(cfg, obs_spec, normalizers, action_dim)
-        # The value scores goals, so it is learnt on the goal keys' features of each state.
+        # The value scores goals, so it is learnt on the goal keys' features of each state (the shared
+        # encoder's goal blocks: low-dimensional keys, no weights to pass to its optimiser).
         self.value = BCQCritic(cfg.value, self.goal_dim, action_dim)
         self.last_scores: torch.Tensor | None = None
 

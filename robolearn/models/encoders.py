@@ -11,9 +11,11 @@ Low-dimensional keys (float vectors, scalars) are flattened, standardised with t
 vector (``slices``), so a subset of keys (a hierarchical policy's goal) is a subset of blocks
 and goal features can be turned back into observations (``decode``).
 
-Image keys (uint8, H x W x C) have a slot in ``KEY_ENCODERS`` that a convolutional encoder
-fills; until then a spec with one is refused with a clear error rather than flattened into a
-vector of pixels.
+Image keys (uint8, H x W x C) are encoded by a convolutional encoder trained with the policy
+(``robolearn.models.vision``: random crops, a spatial-softmax keypoint head, one encoder per
+camera or one shared), configured by the algorithm's ``image_encoder`` settings; their features
+are a block like any key's, but cannot be decoded back into pixels, so goals are made of
+low-dimensional keys.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from robolearn.config import ConfigError
+from robolearn.models.vision import ImageEncoderConfig, ImageKeyEncoder
 
 #: dtypes a low-dimensional key may have (converted to float32 features).
 LOW_DIM_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint16", "uint32", "bool")
@@ -59,7 +62,7 @@ class Normalizer:
 
     def __call__(self, x):
         if isinstance(x, torch.Tensor):
-            return (x - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)
+            return (x - torch.as_tensor(self.mean, device=x.device)) / torch.as_tensor(self.std, device=x.device)
         return (x - self.mean) / self.std
 
 
@@ -107,12 +110,13 @@ class LowDimKeyEncoder(nn.Module):
         if normalizer.mean.shape != (spec.size,) or normalizer.std.shape != (spec.size,):
             raise ConfigError("observation encoder", key, f"normaliser has {normalizer.mean.size} numbers, the key has {spec.size}")
         self.key, self.spec, self.normalizer = key, spec, normalizer
-        # Plain tensors, not buffers: the normaliser lives in checkpoint.json, the weights file holds only weights.
-        self._mean = torch.from_numpy(normalizer.mean)
-        self._std = torch.from_numpy(normalizer.std)
+        # Buffers, so ``.to(device)`` moves them; not persistent: the normaliser lives in
+        # checkpoint.json and the weights file holds only weights.
+        self.register_buffer("_mean", torch.from_numpy(normalizer.mean.copy()), persistent=False)
+        self.register_buffer("_std", torch.from_numpy(normalizer.std.copy()), persistent=False)
         self.out_dim = spec.size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         lead = x.shape[: x.dim() - len(self.spec.shape)]
         flat = x.reshape(*lead, self.spec.size)
         if flat.dtype != torch.float32:
@@ -121,16 +125,29 @@ class LowDimKeyEncoder(nn.Module):
 
     def decode(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
         """Features back to the recorded units and shape, keeping leading dimensions."""
-        f = np.asarray(features.numpy() if isinstance(features, torch.Tensor) else features)
+        f = np.asarray(features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features)
         return (f * self.normalizer.std + self.normalizer.mean).reshape(f.shape[:-1] + self.spec.shape)
 
 
-def _image_encoder(key: str, spec: ObsKey, normalizer: Normalizer | None) -> nn.Module:
-    raise ConfigError("observation encoder", key, f"image observations need an image encoder (not built yet): "
-                      f"{key!r} is {spec.dtype} {list(spec.shape)}; train on low-dimensional keys (data.obs_keys)")
+@dataclass
+class BuildContext:
+    """What key encoders are built with besides their key: the image settings, and the modules
+    keys share (one visual core for every camera, when ``share_across_cameras``)."""
+
+    image: ImageEncoderConfig
+    shared: dict[str, nn.Module]
 
 
-def _low_dim_encoder(key: str, spec: ObsKey, normalizer: Normalizer | None) -> nn.Module:
+def _image_encoder(key: str, spec: ObsKey, normalizer: Normalizer | None, ctx: BuildContext) -> nn.Module:
+    if not ctx.image.share_across_cameras:
+        return ImageKeyEncoder(key, spec.shape, ctx.image)
+    first = "visual_core" not in ctx.shared
+    enc = ImageKeyEncoder(key, spec.shape, ctx.image, None if first else ctx.shared["visual_core"])
+    ctx.shared.setdefault("visual_core", enc.core)
+    return enc
+
+
+def _low_dim_encoder(key: str, spec: ObsKey, normalizer: Normalizer | None, ctx: BuildContext) -> nn.Module:
     if spec.dtype not in LOW_DIM_DTYPES:
         raise ConfigError("observation encoder", key, f"dtype {spec.dtype!r} is not a low-dimensional observation dtype")
     if normalizer is None:
@@ -138,21 +155,23 @@ def _low_dim_encoder(key: str, spec: ObsKey, normalizer: Normalizer | None) -> n
     return LowDimKeyEncoder(key, spec, normalizer)
 
 
-#: Encoder builders by key kind: ``f(key, spec, normalizer) -> module`` with ``out_dim`` and ``forward``.
+#: Encoder builders by key kind: ``f(key, spec, normalizer, ctx) -> module`` with ``out_dim`` and
+#: ``forward(x, gen)`` (``gen``: the training generator, for random augmentation).
 KEY_ENCODERS = {"low_dim": _low_dim_encoder, "image": _image_encoder}
 
 
 class ObservationEncoder(nn.Module):
     """A dict of per-key tensors ``(*lead, *shape)`` -> features ``(*lead, D)``, keys in spec order."""
 
-    def __init__(self, spec: ObsSpec, normalizers: Mapping[str, Normalizer]):
+    def __init__(self, spec: ObsSpec, normalizers: Mapping[str, Normalizer], image: ImageEncoderConfig | None = None):
         super().__init__()
         if not spec:
             raise ConfigError("observation encoder", "obs_keys", "no observation keys")
         self.spec: ObsSpec = dict(spec)
         self.keys = list(spec)
         self.normalizers = {k: normalizers[k] for k in self.keys if k in normalizers}
-        self.key_encoders = nn.ModuleDict({k: KEY_ENCODERS[s.kind](k, s, normalizers.get(k)) for k, s in spec.items()})
+        ctx = BuildContext(image=image or ImageEncoderConfig(), shared={})
+        self.key_encoders = nn.ModuleDict({k: KEY_ENCODERS[s.kind](k, s, normalizers.get(k), ctx) for k, s in spec.items()})
         self.slices: dict[str, slice] = {}
         start = 0
         for k in self.keys:
@@ -161,9 +180,23 @@ class ObservationEncoder(nn.Module):
             start += n
         self.out_dim = start
 
-    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        parts = [self.key_encoders[k](obs[k]) for k in self.keys]
+    def forward(self, obs: Mapping[str, torch.Tensor], gen: torch.Generator | None = None) -> torch.Tensor:
+        return self.encode_keys(obs, self.keys, gen)
+
+    def encode_keys(self, obs: Mapping[str, torch.Tensor], keys: list[str], gen: torch.Generator | None = None) -> torch.Tensor:
+        """The features of ``keys`` alone (in that order): ``select(forward(obs), keys)``, bit for bit,
+        without running the encoders of the other keys (a goal of low-dimensional keys costs no
+        convolutions)."""
+        parts = [self.key_encoders[k](obs[k], gen) for k in keys]
         return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+    def keys_of_kind(self, kind: str) -> list[str]:
+        return [k for k in self.keys if self.spec[k].kind == kind]
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the encoder has weights (image keys) that the algorithm's losses must train."""
+        return any(p.requires_grad for p in self.parameters())
 
     def check_keys(self, keys: Iterable[str], source: str, field: str) -> list[str]:
         """``keys`` as a list, each one of the spec's (a goal made of keys the policy never sees cannot be reached)."""
@@ -186,7 +219,7 @@ class ObservationEncoder(nn.Module):
         """Features of ``keys`` (all by default), concatenated in that order, back to an observation
         dict in the recorded units, keeping leading dimensions."""
         keys = self.keys if keys is None else keys
-        f = np.asarray(features.numpy() if isinstance(features, torch.Tensor) else features)
+        f = np.asarray(features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features)
         out, i = {}, 0
         for k in keys:
             enc = self.key_encoders[k]

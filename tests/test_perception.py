@@ -336,3 +336,22 @@ def test_an_eval_episode_with_perception_reports_the_estimators_errors(lift, tmp
     s = perception_summary([result["perception"]], "marker", 0.5)
     assert s["estimated_frames"] == 4 and s["lost_frames"] == 0 and s["lost_episodes"] == 0
     assert 0 <= s["pos_err_mm_median"] < 5.0 and 0 <= s["rot_err_deg_median"] < 3.0
+
+
+def test_can_carries_markers_and_its_layout_is_robosuites(tmp_path):
+    """Can: the ``object`` written from the simulator's pose is robosuite's (position and rotation in
+    the hand's frame included), and the rendered can's estimate at the start is within the targets."""
+    from robolearn.perception.episode import perceived_task
+    from robolearn.perception.layouts import object_vector
+    from robolearn.tasks.base import make_env
+
+    env = perceived_task(make_env("can", horizon=3), "marker", hold_s=0.5)
+    try:
+        obs = env.reset(seed=2)
+        truth = env.env.observe()["object"]
+        mine = object_vector("can", env.truth.pose(), obs)
+        assert np.allclose(mine, truth, atol=1e-5), (mine, truth)
+        assert env.stats.lost_frames == 0
+        assert env.stats.pos_err_mm[0] < 5.0 and env.stats.rot_err_deg[0] < 3.0, env.stats
+    finally:
+        env.close()

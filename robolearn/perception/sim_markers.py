@@ -141,6 +141,19 @@ def add_camera(model: Any, name: str, position: np.ndarray, target: np.ndarray, 
                   xyaxes=_fmt(np.concatenate([right, up])), fovy=f"{float(fovy_deg):g}")
 
 
+def mark_object(env: Any, body: str, half_size: np.ndarray, plate_m: float, camera: dict[str, Any], prefix: str,
+                dictionary: str = "DICT_4X4_50") -> MarkerConfig:
+    """Markers on the top and sides of ``body`` (``box_placements(half_size)``, plates ``plate_m``
+    wide) and the ``perception`` camera (``camera``: ``position``, ``target``, ``fovy_deg`` in the
+    world frame) added to a robosuite env's model; the placements are kept on the env as
+    ``robolearn_markers`` for the estimator."""
+    config = MarkerConfig(markers=box_placements(half_size), size_m=marker_size_for(plate_m, dictionary), dictionary=dictionary)
+    add_marker_plates(env.model, body, config, prefix)
+    add_camera(env.model, "perception", camera["position"], camera["target"], camera["fovy_deg"])
+    env.robolearn_markers = config
+    return config
+
+
 def marked_env(base: str, decorate: Callable[[Any], None]) -> str:
     """The registered name of robosuite environment ``base`` whose model ``decorate(env)``
     amends after robosuite's own ``_load_model`` (registered once per process)."""

@@ -4,6 +4,10 @@
 Success is robosuite's test: the can inside the target bin and the gripper away from it.
 ``object`` is robomimic's 14-number layout: can position (3), quaternion xyzw (4), can
 position in the end-effector frame (3), can orientation in the end-effector frame (4).
+
+The can carries ArUco markers on its top and, as flat tags touching it, on four sides (visual
+plates, no physics), and the scene a 640 x 480 ``perception`` camera in front of the source bin, so
+``robolearn eval --perception marker`` estimates ``object`` from rendered frames.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from robolearn.perception.config import MarkerConfig
+from robolearn.perception.sim_markers import mark_object, marked_env
 from robolearn.tasks.base import register_env, register_operator
 from robolearn.tasks.manip_operators import Scene, scripted_operator_for
 from robolearn.tasks.robosuite_common import RobosuiteTaskEnv
@@ -20,15 +26,37 @@ def _can_object(env: Any, raw: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([raw["Can_pos"], raw["Can_quat"], raw["Can_to_robot0_eef_pos"], raw["Can_to_robot0_eef_quat"]])
 
 
+#: The perception camera (world frame, m): in front of the source bin, where the can is found and
+#: grasped. The carry to the target bin leaves its view (the lost-marker bound then ends the episode).
+PERCEPTION_CAMERA = {"position": (0.45, -0.25, 1.15), "target": (0.1, -0.25, 0.86), "fovy_deg": 45.0}
+#: The can's radius and the height of its top above its centre (measured on robosuite's mesh).
+CAN_RADIUS, CAN_TOP = 0.025, 0.0401
+#: Marker plate width: the top's plate fits inside the 50 mm circle with its corners clear of the rim.
+CAN_PLATE = 0.034
+
+
+def _add_can_markers(env: Any) -> None:
+    can = env.objects[env.object_id]
+    mark_object(env, can.root_body, np.array([CAN_RADIUS, CAN_RADIUS, CAN_TOP]), CAN_PLATE, PERCEPTION_CAMERA, "can")
+
+
 class CanEnv(RobosuiteTaskEnv):
     name = "can"
     robosuite_env = "PickPlace"
     object_dim = 14
     plot_limits = ((-0.2, 0.4), (-0.55, 0.55), (0.78, 1.2))
+    #: The object's body and the camera ``--perception`` estimates it from.
+    object_body = "Can_main"
+    perception_camera = "perception"
 
     def __init__(self, **kwargs: Any):
+        self.robosuite_env = marked_env("PickPlace", _add_can_markers)
         super().__init__(**kwargs)
         self.arm._object_fn = _can_object
+
+    def marker_config(self) -> MarkerConfig:
+        """The can's markers as the estimator needs them (the model is built on first use)."""
+        return self.sim_env.robolearn_markers
 
     def robosuite_kwargs(self) -> dict[str, Any]:
         return {"single_object_mode": 2, "object_type": "can"}

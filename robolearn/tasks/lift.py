@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from robolearn.perception.config import MarkerConfig
-from robolearn.perception.sim_markers import add_camera, add_marker_plates, box_placements, marked_env, marker_size_for
+from robolearn.perception.sim_markers import mark_object, marked_env
 from robolearn.tasks.base import register_env, register_operator
 from robolearn.tasks.manip_operators import Scene, scripted_operator_for
 from robolearn.tasks.robosuite_common import RobosuiteTaskEnv
@@ -33,17 +33,13 @@ _PLATE_SHARE = 0.96
 
 
 def _add_cube_markers(env: Any) -> None:
-    """robosuite's Lift model plus markers on the cube (sized from the cube robosuite drew)
-    and the perception camera; the markers' placements are kept on the env for the estimator."""
+    """robosuite's Lift model plus markers on the cube (sized from the cube robosuite drew) and
+    the perception camera."""
     half = np.asarray(env.cube.size, dtype=np.float64)
-    plate = 2.0 * float(np.min(half)) * _PLATE_SHARE
-    dictionary = "DICT_4X4_50"
-    config = MarkerConfig(markers=box_placements(half), size_m=marker_size_for(plate, dictionary), dictionary=dictionary)
-    add_marker_plates(env.model, env.cube.root_body, config, "cube")
     table = np.asarray(env.table_offset, dtype=np.float64)
-    add_camera(env.model, "perception", table + PERCEPTION_CAMERA["position"], table + PERCEPTION_CAMERA["target"],
-               PERCEPTION_CAMERA["fovy_deg"])
-    env.robolearn_markers = config
+    camera = {"position": table + PERCEPTION_CAMERA["position"], "target": table + PERCEPTION_CAMERA["target"],
+              "fovy_deg": PERCEPTION_CAMERA["fovy_deg"]}
+    mark_object(env, env.cube.root_body, half, 2.0 * float(np.min(half)) * _PLATE_SHARE, camera, "cube")
 
 
 class LiftEnv(RobosuiteTaskEnv):

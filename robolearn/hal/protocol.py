@@ -16,6 +16,14 @@ are bounded before anything is computed from them, so a malformed frame raises
 ``ProtocolError`` (and is answered with an ERROR message) rather than allocating
 gigabytes, overflowing an integer or exhausting the recursion limit.
 
+Limits, checked from the header before any body byte is read: ``MAX_JSON`` (64 KiB) of JSON
+and ``MAX_BLOB`` (16 MiB) of array data per frame, ``MAX_ARRAYS`` arrays of at most
+``MAX_NDIM`` dimensions. Camera frames are arrays of an observation like any other, so one
+observation with all its views must fit ``MAX_BLOB``: raw RGB is H x W x 3 bytes (640x480:
+0.9 MiB, 1280x720: 2.6 MiB, so 6 raw 720p views fit), JPEG (``frame_codec``) a few percent
+of that. A server refuses to send a larger observation (``frame_too_large``); a receiver
+refuses a larger header (``too_large``) and closes, never waiting for the body.
+
 Authentication. A server that has a shared secret accepts nothing
 but ESTOP from a connection until it has passed this challenge-response; the secret
 itself never crosses the wire, only HMAC-SHA256 values over fresh random nonces:

@@ -7,6 +7,12 @@ a loop blocked forever. Observations are re-stamped with this host's monotonic c
 on arrival (the server's clock is a different one); the server's stamp is kept under
 ``server_timestamp``.
 
+Camera frames of a ``CameraArm`` served on the robot host arrive in the observations, as
+``frame_encoding`` asks (``raw``: bit-exact uint8; ``jpeg`` at ``jpeg_quality``: smaller,
+lossy; ``robolearn/hal/frame_codec.py``), each with its ``<view>_image_age_s`` as the robot
+host measured it: the frame's age when the arm state beside it was read. An observation too
+large for one protocol frame fails with code ``frame_too_large``; the connection stays up.
+
 There is deliberately no background heartbeat thread: if the policy stalls, the server
 must notice, stop the arm and revoke control. Call ``heartbeat()`` explicitly during long
 pauses that are intended (e.g. while an operator confirms). After a revocation every
@@ -34,6 +40,7 @@ import numpy as np
 
 from robolearn.hal import protocol as P
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
+from robolearn.hal.frame_codec import FrameCodec, FrameError
 
 
 class RemoteArmError(ArmError):
@@ -60,7 +67,9 @@ class RemoteArm:
     concurrent_stop_safe = True
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5555, timeout_s: float = 1.0, connect_timeout_s: float = 3.0,
-                 spec: ArmSpec | None = None, secret_file: str | Path | None = None, secret: bytes | None = None):
+                 spec: ArmSpec | None = None, secret_file: str | Path | None = None, secret: bytes | None = None,
+                 frame_encoding: str = "raw", jpeg_quality: int = 90):
+        self.frame_codec = FrameCodec.checked(frame_encoding, jpeg_quality, "RemoteArm")
         self.host, self.port = host, int(port)
         self.timeout_s, self.connect_timeout_s = float(timeout_s), float(connect_timeout_s)
         self._spec = spec
@@ -199,7 +208,7 @@ class RemoteArm:
             return
         self._sock, self._frame_auth = self._open()
         try:
-            meta, _ = self._call(P.HELLO, {"client": "robolearn.RemoteArm"})
+            meta, _ = self._call(P.HELLO, {"client": "robolearn.RemoteArm", "frames": self.frame_codec.to_json()})
         except BaseException:
             self._drop()
             raise
@@ -211,6 +220,11 @@ class RemoteArm:
                 f"{self.where}: served arm {server_spec.name!r} does not match the configured spec "
                 f"(action dim {server_spec.action_spec.dim} vs {self._spec.action_spec.dim}, "
                 f"obs keys {sorted(server_spec.obs_spec)} vs {sorted(self._spec.obs_spec)})", "spec_mismatch")
+        frames = meta.get("frames") or {"encoding": "raw"}
+        if not isinstance(frames, dict) or frames.get("encoding") != self.frame_codec.encoding:
+            self.close()
+            raise RemoteArmError(f"{self.where}: asked for {self.frame_codec.encoding} frames, the server applies "
+                                 f"{frames!r}", "frames_unavailable")
         self._spec = server_spec
         self.server_heartbeat_ms = meta.get("heartbeat_ms")
 
@@ -222,7 +236,11 @@ class RemoteArm:
     def _obs(self, meta, arrays) -> Observation:
         self.last_server_timestamp = meta.get("timestamp")
         self._success = meta.get("success")
-        return Observation(time.monotonic(), {k: np.array(v) for k, v in arrays.items()})
+        try:
+            data = FrameCodec.decode(arrays, meta.get("jpeg"), self.spec.obs_spec)
+        except FrameError as exc:
+            raise RemoteArmError(f"{self.where}: {exc}", exc.code) from None
+        return Observation(time.monotonic(), data)
 
     def observe(self) -> Observation:
         return self._obs(*self._call(P.OBSERVE))

@@ -33,6 +33,12 @@ safe). Clearing a latch takes two keys: the operator acknowledges it on the robo
 controlling client sends RESET_ESTOP. Holding control alone is not enough, so a
 safety monitor's e-stop cannot be cleared by the policy it stopped.
 
+Camera frames: when the served arm is a ``CameraArm`` its observations carry the cameras'
+newest frames and their ages (measured on this host, against the arm state read with them).
+The controller chooses in HELLO how frames travel (``frames: {encoding: raw|jpeg, quality}``,
+``robolearn/hal/frame_codec.py``); an observation that would not fit one protocol frame is
+refused with ``frame_too_large`` and the connection stays usable.
+
 Hostile or broken peers: every connection that has not taken control must finish within
 one overall ``handshake_timeout_s`` from its accept (however slowly its bytes trickle
 in); at most ``max_connections`` are served at once (extras get ``too_many_connections``);
@@ -59,6 +65,7 @@ import numpy as np
 from robolearn.config import ConfigError, from_dict, positive
 from robolearn.hal import protocol as P
 from robolearn.hal.arm import Arm, ArmError
+from robolearn.hal.frame_codec import FrameCodec, FrameError
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +143,7 @@ class ServerStats:
     control_revoked: int = 0
     disconnect_stops: int = 0
     commands: int = 0
+    frames_refused: int = 0  # observations too large for one protocol frame
     arm_errors: int = 0
     estops: int = 0
     estop_resets: int = 0
@@ -154,6 +162,7 @@ class _Connection:
         self.authenticated = authenticated
         self.nonces: tuple[bytes, bytes] | None = None  # (client, server) once CHALLENGE was answered
         self.frame_auth: P.FrameAuth | None = None  # tags every frame after a successful AUTH
+        self.frame_codec = FrameCodec()  # how this connection's observations carry camera frames
         self.lost_control = False
         self.in_request = False  # the server is working on this connection's request (not client silence)
         self.last_seen = time.monotonic()
@@ -509,7 +518,7 @@ class ArmServer:
             self._reply(conn, P.OK, self.info())
             return True
         if msg_type == P.HELLO:
-            return self._hello(conn)
+            return self._hello(conn, meta)
         if self._controller is not conn:
             return self._refuse_uncontrolled(conn, name, msg_type)
         return self._control_request(conn, name, msg_type, arrays)
@@ -546,7 +555,12 @@ class ArmServer:
         return True
 
     # -- control ------------------------------------------------------------------------
-    def _hello(self, conn: _Connection) -> bool:
+    def _hello(self, conn: _Connection, meta: dict) -> bool:
+        try:
+            codec = FrameCodec.from_request(meta.get("frames"))
+        except FrameError as exc:
+            self._error(conn, exc.code, str(exc))
+            return False
         with self._ctl_lock:
             if self._controller not in (None, conn):
                 self.stats.refused_busy += 1
@@ -554,10 +568,11 @@ class ArmServer:
                 return False
             self._controller = conn
             conn.lost_control = False
+            conn.frame_codec = codec
             conn.deadline.at = None  # silence is now the heartbeat watchdog's business
-        log.info("client %s took control", conn.peer)
+        log.info("client %s took control (%s frames)", conn.peer, codec.encoding)
         self._reply(conn, P.OK, {"spec": P.spec_to_json(self.arm.spec), "version": P.PROTOCOL_VERSION,
-                                 "heartbeat_ms": self.heartbeat_ms})
+                                 "heartbeat_ms": self.heartbeat_ms, "frames": codec.to_json()})
         return True
 
     def _refuse_uncontrolled(self, conn: _Connection, name: str, msg_type: int) -> bool:
@@ -629,11 +644,11 @@ class ArmServer:
                 meta = {"timestamp": obs.timestamp}
                 if self._success is not None:  # simulated task arms can tell success; real arms cannot
                     meta["success"] = bool(self._success())
-            self._reply(conn, P.OK, meta, obs.data)
+            self._reply_observation(conn, meta, obs.data)
         elif msg_type == P.HOME:
             with self._arm_lock:
                 obs = self.arm.home()
-            self._reply(conn, P.OK, {"timestamp": obs.timestamp}, obs.data)
+            self._reply_observation(conn, {"timestamp": obs.timestamp}, obs.data)
         elif msg_type == P.STOP:
             self._stop_arm()
             self._reply(conn, P.OK)
@@ -649,6 +664,21 @@ class ArmServer:
             log.info("client %s released control", conn.peer)
             return False
         return True
+
+
+    def _reply_observation(self, conn: _Connection, meta: dict[str, Any], data: Mapping[str, np.ndarray]) -> None:
+        """An observation, its frames encoded as the connection asked (outside the arm lock: a
+        JPEG takes milliseconds); one too large for a frame is refused, never sent."""
+        try:
+            arrays, jpeg = conn.frame_codec.encode(data)
+        except FrameError as exc:
+            self.stats.frames_refused += 1
+            log.error("observation for %s not sent: %s", conn.peer, exc)
+            self._error(conn, exc.code, str(exc))
+            return
+        if jpeg:
+            meta["jpeg"] = jpeg
+        self._reply(conn, P.OK, meta, arrays)
 
 
 def _close_quietly(sock: socket.socket) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -47,6 +48,20 @@ class DataConfig:
 
 
 LR_SCHEDULES = ("constant", "cosine")
+AMP_DTYPES = ("bfloat16", "float16")
+#: ``train.device`` spellings: a kind, optionally ``:index`` for CUDA.
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+_DEVICE = re.compile(rf"({'|'.join(DEVICE_KINDS)})(?::(\d+))?")
+
+
+def parse_device(text: object, source: str | os.PathLike, field_name: str = "train.device") -> tuple[str, int | None]:
+    """``train.device`` as (kind, CUDA index or None); anything else is a ConfigError naming the field.
+    Whether the device exists is decided where training starts (``robolearn.distributed``)."""
+    match = _DEVICE.fullmatch(text) if isinstance(text, str) else None
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise ConfigError(source, field_name, f"expected auto, cpu, cuda, cuda:N or mps; got {text!r}")
+    index = match.group(2)
+    return match.group(1), None if index is None else int(index)
 
 
 @dataclass
@@ -54,8 +69,19 @@ class TrainConfig:
     steps: int = positive(5000)
     log_every: int = positive(50)
     checkpoint_every: int = positive(1000)
-    #: torch intra-op threads; fixed so the same seed gives the same weights.
-    threads: int = positive(1)
+    #: torch intra-op threads per process (None: the cores this process may run on,
+    #: ``os.sched_getaffinity``, divided between the local ranks). CPU reductions split their
+    #: work by thread count, so the same seed and the same thread count give the same weights;
+    #: a different count may differ in the last bits.
+    threads: int | None = positive(None)
+    #: where training runs: ``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``,
+    #: ``cuda``, ``cuda:N`` or ``mps``. With several ranks, ``cuda`` gives each rank the GPU of
+    #: its local rank. Checkpoints hold CPU tensors and load on any device.
+    device: str = "auto"
+    #: mixed precision (CUDA only: refused on any other device rather than silently ignored):
+    #: autocast in ``amp_dtype``; float16 also scales the losses (GradScaler) against underflow.
+    amp: bool = False
+    amp_dtype: str = checked("bfloat16", choices=AMP_DTYPES)
     #: learning-rate schedule over ``steps``: ``constant``, or ``cosine`` (every optimiser's lr
     #: falls from its configured value to 0 at the last step). At a constant 1e-3 a policy's final
     #: checkpoint is wherever the last noisy updates left it; annealed, the last updates settle.
@@ -227,5 +253,6 @@ def load_launch(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     defaults = task_defaults(own["task"]) if isinstance(own["task"], str) else {}
     cfg = from_dict(LaunchConfig, merged(defaults, own), str(path))
     cfg.source = str(path)
+    parse_device(cfg.train.device, cfg.source)
     _deploy_at_task_rate(cfg)
     return cfg

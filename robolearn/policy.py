@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ CHECKPOINT_JSON = "checkpoint.json"
 CHECKPOINT_FORMAT = "robolearn-checkpoint-2"
 FORMAT_V1 = "robolearn-checkpoint-1"
 LATEST = "latest.json"
+#: The sampler generator's state in ``optim.safetensors`` (rank 0's, in a run of several ranks).
+RNG_TRAIN = "rng/train"
 
 
 class Policy:
@@ -40,6 +42,8 @@ class Policy:
 
     def __init__(self, algo: Algo, meta: dict[str, Any], source: str = "policy"):
         self.algo = algo.eval()
+        #: Where the networks are (``load_policy(..., device=...)``): observations go there, actions come back as numpy.
+        self.device = next((t.device for t in algo.state_dict().values()), torch.device("cpu"))
         self.encoder = algo.encoder
         self.obs_keys = list(self.encoder.keys)
         self.obs_spec: ObsSpec = dict(self.encoder.spec)
@@ -79,7 +83,7 @@ class Policy:
         out = {}
         for k, spec in self.obs_spec.items():
             dtype = np.float32 if spec.kind == "low_dim" else np.dtype(spec.dtype)
-            out[k] = torch.from_numpy(np.array(obs[k], dtype=dtype, copy=True).reshape(spec.shape))
+            out[k] = torch.from_numpy(np.array(obs[k], dtype=dtype, copy=True).reshape(spec.shape)).to(self.device)
         return out
 
     def reset(self, seed: int = 0) -> None:
@@ -92,7 +96,7 @@ class Policy:
 
     @staticmethod
     def _command(a: torch.Tensor) -> np.ndarray:
-        return a.numpy().astype(np.float32).clip(-1.0, 1.0)
+        return a.detach().cpu().numpy().astype(np.float32).clip(-1.0, 1.0)
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         x = self.features(obs)
@@ -150,7 +154,7 @@ def _flatten_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict[str,
     for pid, st in sd["state"].items():
         for k, v in st.items():
             t = v if isinstance(v, torch.Tensor) else torch.tensor(v)
-            tensors[f"{name}/{pid}/{k}"] = t.detach().clone().contiguous()
+            tensors[f"{name}/{pid}/{k}"] = t.detach().cpu().clone().contiguous()
     return {"param_groups": sd["param_groups"]}
 
 
@@ -193,16 +197,24 @@ def save_checkpoint(
     step: int,
     meta: dict[str, Any],
     gen: torch.Generator | None = None,
+    training: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically (temp folder, then rename). A failed write removes
-    the temp folder (freeing what a full disk had taken) and names the checkpoint's own path."""
+    the temp folder (freeing what a full disk had taken) and names the checkpoint's own path.
+
+    Every tensor is written from the CPU, whatever device trained it, so the checkpoint loads
+    anywhere. ``gen`` is the sampler's generator (``rng/train``); ``training`` holds further
+    tensors a resumed run needs (other ranks' generators, mixed-precision loss scales), saved
+    beside the optimiser state under their own names."""
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
-    state = {k: v.detach().clone().contiguous() for k, v in algo.state_dict().items()}
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in algo.state_dict().items()}
     opt_tensors: dict[str, torch.Tensor] = {}
     opt_meta = {name: _flatten_optimizer(name, opt, opt_tensors) for name, opt in algo.optimizers().items()}
     if gen is not None:
-        opt_tensors["rng/train"] = gen.get_state()
+        opt_tensors[RNG_TRAIN] = gen.get_state()
+    for name, t in (training or {}).items():
+        opt_tensors[name] = t.detach().cpu().clone().contiguous()
     info = {
         "format": CHECKPOINT_FORMAT,
         "algo": algo.name,
@@ -609,14 +621,16 @@ def _build_algo(ckpt: Path, info: dict[str, Any], device: str | None = None) -> 
     return algo
 
 
-def load_algo(path: str | os.PathLike) -> tuple[Algo, dict[str, Any], Path]:
+def load_algo(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Algo, dict[str, Any], Path]:
+    """The checkpoint's algorithm with its weights, on ``device`` (checkpoints hold CPU tensors,
+    whatever device trained them)."""
     ckpt, info = read_checkpoint_info(path)
     weights = ckpt / "model.safetensors"
     skeleton = _build_algo(ckpt, info, device="meta")
     check_tensors_match(weights, read_safetensors_header(weights), skeleton.state_dict())
     algo = _build_algo(ckpt, info)
     algo.load_state_dict(load_tensors(weights), strict=True)
-    return algo, info, ckpt
+    return algo.to(device), info, ckpt
 
 
 def _check_optimizer_state(ckpt: Path, name: str, opt: torch.optim.Optimizer, meta: Any,
@@ -644,7 +658,10 @@ def _check_optimizer_state(ckpt: Path, name: str, opt: torch.optim.Optimizer, me
             raise CheckpointError(state_path, key, f"shape {list(t.shape)}, its parameter has {list(params[int(pid)].shape)}")
 
 
-def restore_training_state(algo: Algo, ckpt: Path, info: dict[str, Any], gen: torch.Generator) -> int:
+def restore_training_state(algo: Algo, ckpt: Path, info: dict[str, Any], gen: torch.Generator,
+                           rng_key: str = RNG_TRAIN) -> int:
+    """The optimisers' state (moved to their parameters' device) and the sampler generator's
+    (``rng_key``: this rank's) from a checkpoint; returns its step."""
     path = ckpt / "optim.safetensors"
     tensors = load_tensors(path)
     opt_meta = info.get("optimizers")
@@ -658,17 +675,20 @@ def restore_training_state(algo: Algo, ckpt: Path, info: dict[str, Any], gen: to
             _restore_optimizer(name, opt, tensors, opt_meta[name])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(ckpt / CHECKPOINT_JSON, f"optimizers.{name}", f"does not fit the optimiser ({exc})") from None
-    if "rng/train" in tensors:
-        state, want = tensors["rng/train"], gen.get_state()
+    if rng_key in tensors:
+        state, want = tensors[rng_key], gen.get_state()
         if state.dtype != want.dtype or state.shape != want.shape:
-            raise CheckpointError(path, "rng/train", f"expected a {want.dtype} tensor of shape {list(want.shape)}")
+            raise CheckpointError(path, rng_key, f"expected a {want.dtype} tensor of shape {list(want.shape)}")
         gen.set_state(state)
+    elif rng_key != RNG_TRAIN:
+        raise CheckpointError(path, rng_key, "missing: this checkpoint has no sampler state for this rank")
     step = info.get("step")
     if not _is_count(step):
         raise CheckpointError(ckpt / CHECKPOINT_JSON, "step", f"expected a non-negative integer, got {step!r}")
     return int(step)
 
 
-def load_policy(path: str | os.PathLike) -> Policy:
-    algo, info, ckpt = load_algo(path)
+def load_policy(path: str | os.PathLike, device: torch.device | str = "cpu") -> Policy:
+    """A checkpoint as a runtime policy on ``device`` (the CPU unless asked)."""
+    algo, info, ckpt = load_algo(path, device)
     return Policy(algo, info.get("meta", {}), source=str(ckpt / CHECKPOINT_JSON))

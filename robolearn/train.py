@@ -2,10 +2,19 @@
 
 The run folder holds everything a person needs to look at afterwards: ``launch.json``
 (the resolved config), ``metrics.jsonl``, TensorBoard scalars under ``tb/``, a PNG of the
-loss curves, ``train_summary.json`` and periodic checkpoints under ``checkpoints/``.
+loss curves, ``train_summary.json`` (with the device, threads and ranks it ran on) and
+periodic checkpoints under ``checkpoints/``.
+
+Training runs on ``train.device`` (the dataset's tensors and the networks live there; the
+samplers' generators stay on the CPU, so a seed draws the same batches on any device and their
+saved states resume anywhere), optionally in mixed precision (``train.amp``, CUDA only), with
+``train.threads`` CPU threads (default: the available cores, divided between local ranks). With
+several ranks (``--nproc N`` or torchrun; ``robolearn.distributed``) every rank trains on its
+share of each global batch with averaged gradients, and rank 0 alone writes the run folder.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,12 +27,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robolearn.algos.base import algo_class
-from robolearn.config import ConfigError
+from robolearn.algos.base import OptimizerStep, algo_class, optimizer_steps
+from robolearn.config import ConfigError, from_dict
 from robolearn.data.dataset import DemoDataset
 from robolearn.data.format import load_folder
 from robolearn.launch import LaunchConfig, load_launch, lr_factor
-from robolearn.policy import LATEST, load_algo, restore_training_state, save_checkpoint
+from robolearn.distributed import (GradientAverage, RankShare, Ranks, autocast, average_metrics, barrier,
+                                   broadcast_state, generator_states, gradient_scalers, process_group,
+                                   rank_generator, ranks_from_environment, resolve_device, spawn_ranks,
+                                   training_threads)
+from robolearn.policy import LATEST, RNG_TRAIN, load_algo, load_tensors, restore_training_state, save_checkpoint
 
 
 class TrainingDivergedError(ConfigError):
@@ -133,24 +146,110 @@ def check_run_folder(out: Path, resume: bool) -> None:
         raise ConfigError(out, "--out", "run folder already has checkpoints; pass --resume to continue it or choose a new folder")
 
 
-def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = False, progress: bool = True) -> Path:
-    out = Path(out)
-    ckpt_dir = out / "checkpoints"
+def check_training(cfg: LaunchConfig, out: Path, resume: bool, ranks: Ranks) -> torch.device:
+    """Everything about a run that can be refused before it starts: the run folder, and this
+    rank's device (one that exists here; mixed precision only on CUDA)."""
+    device = resolve_device(cfg.train, cfg.source, ranks)
     check_run_folder(out, resume)
-    torch.set_num_threads(cfg.train.threads)
-    gen = seed_everything(seed)
+    if ranks.parallel:
+        cls = algo_class(cfg.algo_name, cfg.source)
+        source = f"{cfg.source}: algo"
+        batch = from_dict(cls.Config, cls.without_retired(cfg.algo_params, source), source).batch_size
+        if batch < ranks.world:
+            raise ConfigError(cfg.source, "algo.batch_size", f"{batch} is less than the {ranks.world} ranks; the global "
+                              "batch gives every rank a share of at least one")
+    return device
+
+
+def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = False, progress: bool = True) -> Path:
+    """Train one run; several ranks when the environment says so (torchrun, or ``train_ranks``)."""
+    out = Path(out)
+    ranks = ranks_from_environment()
+    device = check_training(cfg, out, resume, ranks)
+    torch.set_num_threads(training_threads(cfg.train, ranks))
+    with process_group(ranks, device):
+        return _train(cfg, out, seed, resume, progress and ranks.main, ranks, device)
+
+
+def train_ranks(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = False, progress: bool = True,
+                nproc: int = 1) -> Path:
+    """``--nproc N``: the run checked once here, then trained by N local ranks (``spawn_ranks``)."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError("--nproc", "nproc", f"expected a positive integer, got {nproc!r}")
+    if nproc == 1:
+        return train(cfg, out, seed=seed, resume=resume, progress=progress)
+    if ranks_from_environment().parallel:
+        raise ConfigError("--nproc", "WORLD_SIZE", "this process is already one of several ranks (torchrun); "
+                          "let the launcher start the ranks and drop --nproc")
+    for rank in range(nproc):
+        check_training(cfg, Path(out), resume, Ranks(rank, nproc, rank, nproc))
+    return spawn_ranks(train, (cfg, Path(out), seed, resume, progress), nproc)
+
+
+def resume_world(out: Path, info: dict[str, Any], ranks: Ranks) -> None:
+    """A run resumes on as many ranks as it was trained on: each rank's sampler state is saved,
+    and another count would split the global batches another way."""
+    trained_on = int(info.get("meta", {}).get("world_size", 1))
+    if trained_on != ranks.world:
+        raise ConfigError(out, "--nproc", f"the run was trained on {trained_on} rank(s); resume it on {trained_on} "
+                          f"(--nproc {trained_on}, or torchrun with {trained_on} processes), not {ranks.world}")
+
+
+def rank_rng_key(rank: int) -> str:
+    """Where rank ``rank``'s sampler state lies in ``optim.safetensors`` (rank 0: ``rng/train``)."""
+    return RNG_TRAIN if rank == 0 else f"{RNG_TRAIN}/rank_{rank}"
+
+
+def training_state(gen: torch.Generator, device: torch.device, scalers: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds for ``--resume`` besides the optimisers: every other rank's sampler
+    state (a collective: every rank calls it) and each float16 loss scale."""
+    states = generator_states(gen, device)
+    out = {rank_rng_key(r): s for r, s in enumerate(states) if r > 0}
+    for name, scaler in scalers.items():
+        out[f"amp/{name}/scale"] = torch.tensor([scaler.get_scale()], dtype=torch.float64)
+        out[f"amp/{name}/growth_tracker"] = torch.tensor([scaler.state_dict()["_growth_tracker"]], dtype=torch.int64)
+    return out
+
+
+def restore_scalers(ckpt: Path, scalers: dict[str, Any]) -> None:
+    if not scalers:
+        return
+    tensors = load_tensors(ckpt / "optim.safetensors")
+    for name, scaler in scalers.items():
+        if f"amp/{name}/scale" in tensors:
+            state = scaler.state_dict()
+            state.update(scale=float(tensors[f"amp/{name}/scale"][0]),
+                         _growth_tracker=int(tensors[f"amp/{name}/growth_tracker"][0]))
+            scaler.load_state_dict(state)
+
+
+def _train(cfg: LaunchConfig, out: Path, seed: int, resume: bool, progress: bool, ranks: Ranks,
+           device: torch.device) -> Path:
+    ckpt_dir = out / "checkpoints"
+    seed_everything(seed)
+    gen = rank_generator(seed, ranks)
     meta, episodes, obs_keys, data = load_dataset(cfg)
+    data.to(device)
     cls = algo_class(cfg.algo_name, cfg.source)
     algo = cls.build(cfg.algo_params, data.obs_spec, data.normalizers, data.action_dim, f"{cfg.source}: algo")
+    algo.to(device)
     scheduled = scheduled_optimizers(cfg, algo)
+    scalers = gradient_scalers(cfg.train, algo.optimizers())
     start = 0
     if resume and (ckpt_dir / LATEST).exists():
         loaded, info, ckpt = load_algo(out)
         if info["algo"] != cfg.algo_name:
             raise ConfigError(out, "algo.name", f"run was trained with {info['algo']!r}, launch file says {cfg.algo_name!r}")
+        resume_world(out, info, ranks)
         algo.load_state_dict(loaded.state_dict())
-        start = restore_training_state(algo, ckpt, info, gen)
-    out.mkdir(parents=True, exist_ok=True)
+        start = restore_training_state(algo, ckpt, info, gen, rng_key=rank_rng_key(ranks.rank))
+        restore_scalers(ckpt, scalers)
+    broadcast_state(algo, device)
+    sampled, weight = data, 1.0
+    if ranks.parallel:
+        sampled, weight = RankShare(data, ranks), ranks.share(algo.cfg.batch_size) / algo.cfg.batch_size
+    stepper = OptimizerStep(GradientAverage(weight) if ranks.parallel else None,
+                            {opt: scalers[name] for name, opt in algo.optimizers().items() if name in scalers})
     lengths = [ep.length for ep in episodes]
     run_meta: dict[str, Any] = {
         "task": cfg.task,
@@ -160,16 +259,23 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
         "env": {**dict(meta.extra.get("env", {})), **cfg.env},
         "eval_horizon": cfg.eval.horizon,
         "seed": seed,
+        "world_size": ranks.world,
         "data": {"path": str(cfg.data_path()), "episodes": len(episodes), "median_length": float(np.median(lengths)),
                  "success_rate": float(np.mean([ep.success for ep in episodes]))},
     }
-    (out / "launch.json").write_text(json.dumps({**dataclasses.asdict(cfg), "seed": seed}, indent=2, default=str))
+    writes = ranks.main  # rank 0 alone writes the run folder
+    if writes:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "launch.json").write_text(json.dumps({**dataclasses.asdict(cfg), "seed": seed}, indent=2, default=str))
+
     def checkpoint(step: int) -> None:
-        save_checkpoint(ckpt_dir / f"step_{step:07d}", algo, step=step, meta=run_meta, gen=gen)
+        extra = training_state(gen, device, scalers)
+        if writes:
+            save_checkpoint(ckpt_dir / f"step_{step:07d}", algo, step=step, meta=run_meta, gen=gen, training=extra)
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None)
+    writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None) if writes else None
     metrics_path = out / "metrics.jsonl"
     t0 = time.perf_counter()
     algo.train()
@@ -177,43 +283,51 @@ def train(cfg: LaunchConfig, out: str | Path, seed: int = 0, resume: bool = Fals
                initial=start, total=cfg.train.steps)
     last: dict[str, float] = {}
     last_checkpoint = start or None
-    with metrics_path.open("a") as mf:
+    with contextlib.ExitStack() as files:
+        mf = files.enter_context(metrics_path.open("a")) if writes else None
+        if writer is not None:
+            files.callback(writer.close)
         for step in bar:
             factor = lr_factor(cfg.train.lr_schedule, step, cfg.train.steps)
             for opt, base in scheduled:
                 # opt.param_groups, not groups saved earlier: loading a resumed state replaces them
                 for group, lr in zip(opt.param_groups, base):
                     group["lr"] = lr * factor
-            m = algo.train_step(data, gen)
+            with optimizer_steps(stepper), autocast(cfg.train, device):
+                m = algo.train_step(sampled, gen)
+            m = average_metrics(m, weight, device)
             done = step + 1
             bad = first_nonfinite(m)
             if bad:
-                writer.close()
                 raise TrainingDivergedError(cfg.source, done, *bad, last_checkpoint)
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 last = m
                 m = {**m, "train/lr_factor": factor}
-                for k, v in m.items():
-                    writer.add_scalar(k, v, done)
-                mf.write(json.dumps({"step": done, "wall_s": round(time.perf_counter() - t0, 3), **m}) + "\n")
-                mf.flush()
+                if writes:
+                    for k, v in m.items():
+                        writer.add_scalar(k, v, done)
+                    mf.write(json.dumps({"step": done, "wall_s": round(time.perf_counter() - t0, 3), **m}) + "\n")
+                    mf.flush()
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in list(m.items())[:3]})
             if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
                 bad = first_nonfinite_weight(algo)
                 if bad:
-                    writer.close()
                     raise TrainingDivergedError(cfg.source, done, *bad, last_checkpoint)
                 checkpoint(done)
                 last_checkpoint = done
-    writer.close()
-    wall = time.perf_counter() - t0
-    plot_losses(metrics_path, out / "losses.png")
-    summary = {"algo": cfg.algo_name, "steps": cfg.train.steps, "resumed_from": start, "wall_s": round(wall, 2),
-               "steps_per_s": round((cfg.train.steps - start) / max(wall, 1e-9), 2), "final": last, "seed": seed}
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    if writes:
+        wall = time.perf_counter() - t0
+        plot_losses(metrics_path, out / "losses.png")
+        summary = {"algo": cfg.algo_name, "steps": cfg.train.steps, "resumed_from": start, "wall_s": round(wall, 2),
+                   "steps_per_s": round((cfg.train.steps - start) / max(wall, 1e-9), 2), "final": last, "seed": seed,
+                   "device": str(device), "threads": torch.get_num_threads(), "world_size": ranks.world}
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    # No rank returns before the run folder is complete (a resume started next would miss files).
+    barrier()
     return out
 
 
 def train_from_launch(launch_path: str | Path, out_dir: str | Path, seed: int = 0, overrides: list[str] | None = None,
-                      resume: bool = False, progress: bool = True) -> Path:
-    return train(load_launch(launch_path, overrides), out_dir, seed=seed, resume=resume, progress=progress)
+                      resume: bool = False, progress: bool = True, nproc: int = 1) -> Path:
+    return train_ranks(load_launch(launch_path, overrides), out_dir, seed=seed, resume=resume, progress=progress,
+                       nproc=nproc)

@@ -27,9 +27,11 @@ its encoder, so checkpoints store weights, config, the observation spec and the 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -178,13 +180,57 @@ class Algo(nn.Module):
         return self.act_on_plan(obs)
 
 
+class OptimizerStep:
+    """One update of one optimiser from a loss: backward, the gradients made ready, clip, step.
+
+    Every algorithm updates its networks through ``step_optimizer`` and so through this one
+    path, which training fills in (``optimizer_steps``): ``average_gradients`` (data-parallel
+    training: ``robolearn.distributed.GradientAverage``) runs between ``backward()`` and
+    ``step()`` on the parameters that have gradients, and ``scalers`` (float16 mixed
+    precision: a GradScaler per optimiser) scale the loss and unscale the gradients before
+    clipping. Without either it is the plain zero_grad / backward / clip / step."""
+
+    def __init__(self, average_gradients: Callable[[list[torch.Tensor]], None] | None = None,
+                 scalers: Mapping[torch.optim.Optimizer, Any] | None = None):
+        self.average_gradients = average_gradients
+        self.scalers = dict(scalers or {})
+
+    def __call__(self, opt: torch.optim.Optimizer, loss: torch.Tensor, clip: float | None = None) -> None:
+        opt.zero_grad(set_to_none=True)
+        scaler = self.scalers.get(opt)
+        # Backward outside autocast (training steps run inside it): its ops follow the forward's dtypes.
+        with torch.autocast(loss.device.type, enabled=False):
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        if self.average_gradients is not None:
+            self.average_gradients([p for g in opt.param_groups for p in g["params"] if p.grad is not None])
+        if scaler is not None:
+            scaler.unscale_(opt)
+        if clip:
+            for group in opt.param_groups:
+                nn.utils.clip_grad_norm_(group["params"], clip)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+
+
+_OPTIMIZER_STEP: ContextVar[OptimizerStep] = ContextVar("optimizer_step", default=OptimizerStep())
+
+
+@contextlib.contextmanager
+def optimizer_steps(step: OptimizerStep) -> Iterator[None]:
+    """``step_optimizer`` takes its updates through ``step`` inside this block."""
+    token = _OPTIMIZER_STEP.set(step)
+    try:
+        yield
+    finally:
+        _OPTIMIZER_STEP.reset(token)
+
+
 def step_optimizer(opt: torch.optim.Optimizer, loss: torch.Tensor, clip: float | None = None) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip:
-        for group in opt.param_groups:
-            nn.utils.clip_grad_norm_(group["params"], clip)
-    opt.step()
+    """The one way an algorithm updates a network: through the training's ``OptimizerStep``."""
+    _OPTIMIZER_STEP.get()(opt, loss, clip)
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -109,22 +109,34 @@ class DemoDataset:
         self.num_episodes = len(episodes)
         self._returns: dict[float, torch.Tensor] = {}
         self._bounds: tuple[float, float, bool] | None = None
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "DemoDataset":
+        """Every per-row tensor moved to ``device`` (the training device), so batches are gathered
+        there; returns the dataset."""
+        self.device = torch.device(device)
+        self.obs = {k: v.to(self.device) for k, v in self.obs.items()}
+        for name in ("actions", "rewards", "dones", "lengths", "ep_start", "ep_end", "step_rows", "step_episode"):
+            setattr(self, name, getattr(self, name).to(self.device))
+        self._returns = {g: r.to(self.device) for g, r in self._returns.items()}
+        return self
 
     def _rows(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        i = torch.randint(len(self.step_rows), (batch,), generator=gen)
+        # Drawn on the CPU (training generators live there: the same draws on any device), then moved.
+        i = torch.randint(len(self.step_rows), (batch,), generator=gen).to(self.device)
         return self.step_rows[i], self.step_episode[i]
 
     def discounted_returns(self, gamma: float) -> torch.Tensor:
         """Per-row discounted return-to-go of the demo itself (0 on final-observation rows)."""
         if gamma not in self._returns:
-            r, d = self.rewards.numpy(), self.dones.numpy()
+            r, d = self.rewards.cpu().numpy(), self.dones.cpu().numpy()
             g = np.zeros_like(r)
             for start, end in zip(self.ep_start.tolist(), self.ep_end.tolist()):
                 acc = 0.0
                 for i in range(end - 1, start - 1, -1):
                     acc = r[i] + gamma * (1.0 - d[i]) * acc
                     g[i] = acc
-            self._returns[gamma] = torch.from_numpy(g)
+            self._returns[gamma] = torch.from_numpy(g).to(self.device)
         return self._returns[gamma]
 
     def return_bounds(self, gamma: float) -> tuple[float, float]:
@@ -135,7 +147,7 @@ class DemoDataset:
         Otherwise the loose bound for an infinite stream of rewards, r / (1 - gamma), holds.
         """
         if self._bounds is None:
-            r, d = self.rewards.numpy(), self.dones.numpy()
+            r, d = self.rewards.cpu().numpy(), self.dones.cpu().numpy()
             lo, hi = min(float(r.min()), 0.0), max(float(r.max()), 0.0)
             self._bounds = (lo, hi, bool(np.any((r != 0) & (d == 0))))
         lo, hi, dense = self._bounds
@@ -160,7 +172,7 @@ class DemoDataset:
         return {k: v[rows] for k, v in self.obs.items()}
 
     def _window(self, rows: torch.Tensor, ep: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
-        idx = rows[:, None] + torch.arange(length)[None, :]
+        idx = rows[:, None] + torch.arange(length, device=rows.device)[None, :]
         last = (self.ep_end[ep] - 1)[:, None]
         mask = (idx <= last).float()
         idx = torch.minimum(idx, last)

@@ -46,7 +46,8 @@ class ConditionalVAE(nn.Module):
 
     def loss(self, x: torch.Tensor, cond: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None):
         mu, logvar = self.encode(x, cond)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+        # Drawn on the generator's device (training generators live on the CPU), then moved.
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
         z = mu + eps * (0.5 * logvar).exp()
         recon = self.decode(z, cond)
         recon_loss = F.mse_loss(recon, x, reduction="none").sum(-1).mean()
@@ -57,7 +58,7 @@ class ConditionalVAE(nn.Module):
     def sample(self, cond: torch.Tensor, n: int, generator: torch.Generator | None = None, clip_z: float | None = None):
         """``n`` samples per row of ``cond``: returns (B, n, x_dim)."""
         B = cond.shape[0]
-        z = torch.randn((B, n, self.latent_dim), generator=generator, dtype=cond.dtype)
+        z = torch.randn((B, n, self.latent_dim), generator=generator, dtype=cond.dtype).to(cond.device)
         if clip_z is not None:
             z = z.clamp(-clip_z, clip_z)
         c = cond.unsqueeze(1).expand(B, n, cond.shape[-1])

@@ -100,7 +100,8 @@ def test_direct_motions_gripper_stop_and_home_move_the_simulated_arm(sim_host):
 
 def test_follower_through_the_shield_streams_inside_the_box(sim_host, tmp_path):
     cfg = yaml.safe_load((CONTROLLERS_DIR / "franka.yaml").read_text())
-    cfg["params"].update(host=sim_host, realtime=False, relative_dynamics_factor=0.5)
+    cfg["params"].update(host=sim_host, realtime=False, relative_dynamics_factor=0.5,
+                         follower={"rate_hz": 100, "max_target_age_ms": 150})
     cfg["shield"]["workspace_high"][2] = 0.53  # 1 cm above franky-sim's start pose (z = 0.521)
     path = tmp_path / "franka_sim.yaml"
     path.write_text(yaml.safe_dump(cfg))

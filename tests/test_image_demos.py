@@ -70,6 +70,16 @@ def test_image_episode_round_trip_is_bit_exact_and_compact(tmp_path):
     assert meta["obs_spec"]["agentview_image"] == {"shape": [H, W, 3], "dtype": "uint8"}
 
 
+def test_folders_without_image_keys_are_written_as_before(tmp_path):
+    meta = DemoMeta(task="lift", control_hz=20.0, action_spec=ActionSpec(dim=2), obs_spec={"pos": ObsFieldSpec((2,))})
+    ep = image_episode(T=5)
+    with DemoWriter(tmp_path / "d", meta) as w:
+        path = w.write_episode({"pos": ep["obs"]["pos"]}, ep["actions"], success=True)
+    with zipfile.ZipFile(path) as z:
+        assert [i.filename for i in z.infolist()] == ["actions.npy", "rewards.npy", "dones.npy", "success.npy", "obs/pos.npy"]
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}  # np.savez_compressed's file
+
+
 def test_raw_uint8_image_arrays_still_load(tmp_path):
     """A file holding its frames as a plain obs/<key> array (a converter's, or an older writer's) reads the same."""
     ep = image_episode(T=5)

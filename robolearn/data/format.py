@@ -434,7 +434,8 @@ def episode_bytes(arrays: Mapping[str, np.ndarray], meta: DemoMeta) -> bytes:
     if not images:
         np.savez_compressed(buf, **arrays)
         return buf.getvalue()
-    members = {name: a for name, a in arrays.items() if name[len("obs/"):] not in images or not name.startswith("obs/")}
+    raw = {f"obs/{k}" for k in images}
+    members = {name: a for name, a in arrays.items() if name not in raw}
     for k in images:
         for part, a in image_codec.encode(arrays[f"obs/{k}"]).items():
             members[image_codec.member(k, part)] = a

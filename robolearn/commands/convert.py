@@ -2,7 +2,8 @@
 
 The direction follows from what SRC is:
 
-* a demo folder -> a new robomimic HDF5 file (DST ends in .hdf5);
+* a demo folder -> a new robomimic HDF5 file (DST ends in .hdf5), image keys as uint8 frame
+  datasets compressed with ``--compression`` (gzip, robomimic's own, by default);
 * a LeRobot dataset folder (v2.1 or v3.0, recognised by its ``meta/info.json``) -> a new demo
   folder (``--task`` and ``--success`` apply to this import only);
 * a robomimic HDF5 file -> a new demo folder;
@@ -18,6 +19,8 @@ from pathlib import Path
 
 HELP = "convert between demo folders and robomimic, robosuite raw and LeRobot datasets"
 LEROBOT_ONLY = ("task", "success")
+#: robolearn.data.robomimic.COMPRESSIONS, repeated so that --help does not import h5py.
+COMPRESSIONS = ("gzip", "lzf", "none")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--success", choices=("auto", "all", "none", "reward"), default=None,
                    help="LeRobot: episode success: next.success when recorded else all (auto, the default), all, none, "
                         "or final next.reward >= 1")
+    p.add_argument("--compression", choices=COMPRESSIONS, default=None,
+                   help="folder -> robomimic: compression of the image datasets (default gzip, as robomimic's --compress; "
+                        "lzf is faster and larger)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -38,7 +44,8 @@ def is_lerobot_dataset(path: Path) -> bool:
 
 
 def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None, progress: bool = True,
-            obs_dtype: str | None = None, task: str | None = None, success: str | None = None) -> tuple[str, Path]:
+            obs_dtype: str | None = None, task: str | None = None, success: str | None = None,
+            compression: str | None = None) -> tuple[str, Path]:
     """Run the conversion SRC implies; returns (kind, output path)."""
     from robolearn.config import ConfigError
     from robolearn.data.format import DemoFormatError
@@ -47,9 +54,9 @@ def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None,
     if is_lerobot_dataset(src):
         from robolearn.data.lerobot import LeRobotImportConfig, import_lerobot
 
-        for flag, value in (("--obs-keys", obs_keys), ("--obs-dtype", obs_dtype)):
+        for flag, value in (("--obs-keys", obs_keys), ("--obs-dtype", obs_dtype), ("--compression", compression)):
             if value is not None:
-                raise ConfigError("convert", flag, "applies to HDF5 imports; a LeRobot import takes every numeric observation.* feature")
+                raise ConfigError("convert", flag, "applies to HDF5 conversions; a LeRobot import takes every observation.* feature")
         cfg = LeRobotImportConfig(task=task, success=success or "auto")
         return "lerobot->folder", import_lerobot(src, dst, cfg, progress=progress)
     for flag, value in (("--task", task), ("--success", success)):
@@ -60,7 +67,9 @@ def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None,
     if src.is_dir():
         if dst.suffix.lower() not in (".hdf5", ".h5"):
             raise DemoFormatError(dst, "<output>", "exporting a folder writes a robomimic file: give DST a .hdf5 name")
-        return "folder->robomimic", export_robomimic(src, dst, progress=progress)
+        return "folder->robomimic", export_robomimic(src, dst, progress=progress, compression=compression or "gzip")
+    if compression is not None:
+        raise ConfigError("convert", "--compression", f"applies to exports of a demo folder to robomimic HDF5; {src} is not a folder")
     if not src.exists():
         raise DemoFormatError(src, "<input>", "no such file or folder")
     kind = detect_hdf5_kind(src)
@@ -73,7 +82,7 @@ def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None,
 
 def run(args: argparse.Namespace) -> int:
     kind, out = convert(args.src, args.dst, obs_keys=args.obs_keys, progress=not args.quiet, obs_dtype=args.obs_dtype,
-                        task=args.task, success=args.success)
+                        task=args.task, success=args.success, compression=args.compression)
     if out.is_dir():
         from robolearn.data.format import DemoReader
 

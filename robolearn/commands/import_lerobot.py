@@ -24,5 +24,5 @@ def run(args: argparse.Namespace) -> int:
         from robolearn.data.lerobot import read_info
 
         read_info(Path(args.src))  # the error that names the missing meta/info.json
-    args.obs_keys = args.obs_dtype = None
+    args.obs_keys = args.obs_dtype = args.compression = None
     return convert.run(args)

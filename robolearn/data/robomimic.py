@@ -1,6 +1,6 @@
 """robomimic HDF5 <-> demo folder, lossless on the fields both formats share.
 
-robomimic layout (what its ``SequenceDataset`` reads)::
+robomimic layout (what its ``SequenceDataset`` reads, as ``dataset_states_to_obs.py`` writes it)::
 
     data/                 attrs: total (int), env_args (JSON: env_name, type, env_kwargs)
       demo_N/             attrs: num_samples (int), optional model_file (MJCF XML)
@@ -10,6 +10,12 @@ robomimic layout (what its ``SequenceDataset`` reads)::
         rewards, dones    (N,)
         states            (N, S)      optional flattened MuJoCo states
     mask/<name>           array of demo names (bytes), e.g. train / valid
+
+Camera frames are observation keys like any other: ``obs/agentview_image`` and
+``obs/robot0_eye_in_hand_image`` are uint8 (N, H, W, 3) datasets, which become image keys of
+the folder (uint8 H x W x C, stored compressed by ``image_codec``). On export they are written
+chunked (about 1 MiB of frames per chunk) and compressed with gzip (robomimic's
+``--compress``) or lzf; numbers are unchanged by either, so the round trip is bit-exact.
 
 A demo folder stores T+1 observation rows, so ``obs = obs ++ next_obs[-1]``. Whatever a
 folder has that robomimic does not (timestamps, the final simulator state, the success
@@ -22,7 +28,6 @@ The one narrowing: the folder format stores actions and rewards as float32.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -31,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from robolearn.data import image_codec
 from robolearn.data.errors import DemoWriteError
 from robolearn.data.format import (
     ActionSpec,
@@ -50,6 +56,12 @@ NEXT_OBS_EXTRA = "next_obs/"
 DEMO_NAME_EXTRA = "robomimic_demo"
 MODEL_FILE_EXTRA = "model_file"
 SPLIT_MASKS = ("train", "valid")
+#: Compression of exported image datasets: robomimic's ``--compress`` writes gzip (h5py's level 4);
+#: lzf is faster to write and read and larger; "none" stores them chunked but uncompressed.
+COMPRESSIONS = ("gzip", "lzf", "none")
+#: Exported image datasets are chunked to about this many bytes of whole frames: HDF5's default
+#: chunk cache per dataset is 1 MiB, so a reader stepping through frames inflates each chunk once.
+IMAGE_CHUNK_BYTES = 1 << 20
 
 
 def task_from_env_name(env_name: str) -> str:
@@ -326,7 +338,9 @@ def import_robomimic(
             ds = first["obs"][k]
             if not isinstance(ds, _h5py().Dataset) or ds.dtype.kind not in "biuf":
                 _read_dataset(src, first["obs"], k, f"data/{names[0]}/obs")  # raises, naming the dataset
-            obs_spec[k] = ObsFieldSpec(shape=tuple(int(s) for s in ds.shape[1:]), dtype=obs_dtype or np.dtype(ds.dtype).name)
+            shape, dtype = tuple(int(s) for s in ds.shape[1:]), np.dtype(ds.dtype).name
+            # Camera frames stay uint8 whatever --obs-dtype says: it sets the low-dimensional keys' dtype.
+            obs_spec[k] = ObsFieldSpec(shape=shape, dtype=dtype if image_codec.is_image(shape, dtype) else obs_dtype or dtype)
         meta = _meta_from_file(src, data, obs_spec, int(a_shape[1]))
         masks = _read_masks(src, f)
         with staged_dir(dst) as tmp:
@@ -380,82 +394,176 @@ def _apply_masks(folder: Path, meta: DemoMeta, masks: dict[str, list[str]], inde
 # --------------------------------------------------------------------------- export
 
 
-def export_robomimic(src: str | os.PathLike, dst: str | os.PathLike, progress: bool = True) -> Path:
-    """Write a demo folder as a new robomimic HDF5 file (written to a temp file, renamed at the end)."""
+class _GuardedFile:
+    """The file object HDF5 writes the export through (h5py's file-object driver).
+
+    Why: HDF5 meeting a failed write (a full disk) raises from its destructors and can leave
+    the interpreter in a state where it crashes. Here the first OS error is kept and every
+    later write is dropped, so HDF5 never sees a failure; the exporter checks ``failure``
+    after each demo and stops with one ``DemoWriteError``, and the half-written temporary file
+    is deleted. Writes go straight to the file (no Python buffer), so a failure shows at once
+    and memory stays at one demo whatever the size of the file.
+    """
+
+    def __init__(self, path: Path):
+        self._f = open(path, "r+b", buffering=0)
+        self.failure: OSError | None = None
+
+    def _guard(self, op, *args):
+        if self.failure is None:
+            try:
+                return op(*args)
+            except OSError as exc:
+                self.failure = exc
+        return None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        while self.failure is None and view.nbytes:
+            written = self._guard(self._f.write, view)
+            view = view[written or 0:] if written else view[:0]
+        return size
+
+    def read(self, size: int = -1) -> bytes:
+        return self._f.read(size)
+
+    def readinto(self, buf) -> int:
+        return self._f.readinto(buf)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        self._guard(self._f.truncate, size)
+        return self._f.tell() if size is None else size
+
+    def flush(self) -> None:
+        self._guard(self._f.flush)
+
+    def finish(self) -> None:
+        """Flush the finished file to disk; the first failure of the whole write, if any, is raised."""
+        self._guard(os.fsync, self._f.fileno())
+        self.close()
+        if self.failure is not None:
+            raise self.failure
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._guard(self._f.close)
+
+
+def _default_env_args(meta: DemoMeta) -> dict[str, Any]:
+    """robomimic's env metadata for a folder recorded here: the robosuite env, its rate, and for
+    image keys named ``<camera>_image`` the cameras robomimic must render at evaluation."""
+    kwargs: dict[str, Any] = {"control_freq": meta.control_hz}
+    cameras = [(k[:-len("_image")], spec.shape) for k, spec in meta.obs_spec.items() if spec.is_image and k.endswith("_image")]
+    if cameras:
+        kwargs.update(use_camera_obs=True, has_offscreen_renderer=True, camera_names=[c for c, _ in cameras],
+                      camera_heights=cameras[0][1][0], camera_widths=cameras[0][1][1])
+    return {"env_name": ENV_FROM_TASK.get(meta.task, meta.task), "type": 1, "env_kwargs": kwargs}  # type 1: EnvType.ROBOSUITE_TYPE
+
+
+def _obs_dataset(group, name: str, data: np.ndarray, image: bool, compression: str) -> None:
+    """One obs/next_obs dataset: camera frames chunked by whole frames and compressed, the rest as robomimic stores them."""
+    if not image:
+        group.create_dataset(name, data=data)
+        return
+    rows = max(1, min(data.shape[0], IMAGE_CHUNK_BYTES // max(1, int(np.prod(data.shape[1:])))))
+    group.create_dataset(name, data=data, chunks=(rows,) + data.shape[1:],
+                         compression=None if compression == "none" else compression)
+
+
+def _write_demo(data, src: Path, i: int, ep, meta: DemoMeta, compression: str) -> str:
+    name = str(ep.extra.get(DEMO_NAME_EXTRA, f"demo_{i}"))
+    if not DEMO_RE.match(name) or name in data:
+        name = f"demo_{i}"
+    if name in data:
+        raise DemoFormatError(src, f"episode {i}", f"demo name {name} used twice")
+    g = data.create_group(name)
+    T = ep.length
+    g.attrs["num_samples"] = T
+    g.attrs["success"] = bool(ep.success)
+    og, ng = g.create_group("obs"), g.create_group("next_obs")
+    for k, v in ep.obs.items():
+        image = meta.obs_spec[k].is_image
+        _obs_dataset(og, k, v[:-1], image, compression)
+        nxt = ep.extra.get(NEXT_OBS_EXTRA + k)
+        _obs_dataset(ng, k, nxt if nxt is not None else v[1:], image, compression)
+    g.create_dataset("actions", data=ep.actions)
+    g.create_dataset("rewards", data=ep.rewards)
+    g.create_dataset("dones", data=ep.dones.astype(np.int64))
+    rl = g.create_group("robolearn")
+    if ep.states is not None:
+        g.create_dataset("states", data=ep.states[:T])
+        if ep.states.shape[0] == T + 1:
+            rl.create_dataset("final_state", data=ep.states[T])
+    if ep.timestamps is not None:
+        rl.create_dataset("timestamps", data=ep.timestamps)
+    ex = rl.create_group("extra")
+    for k, v in ep.extra.items():
+        if k == MODEL_FILE_EXTRA:
+            g.attrs["model_file"] = str(v)
+        elif k.startswith(NEXT_OBS_EXTRA) or k == DEMO_NAME_EXTRA:
+            continue
+        elif v.dtype.kind == "U":
+            ex.create_dataset(k, data=np.char.encode(v, "utf-8"))
+        else:
+            ex.create_dataset(k, data=v)
+    return name
+
+
+def export_robomimic(src: str | os.PathLike, dst: str | os.PathLike, progress: bool = True, compression: str = "gzip") -> Path:
+    """Write a demo folder as a new robomimic HDF5 file, one episode at a time (so image folders
+    larger than memory export too) into a temporary file that is renamed at the end.
+
+    ``compression``: of the image datasets, one of ``COMPRESSIONS``."""
     from tqdm import tqdm
 
+    if compression not in COMPRESSIONS:
+        raise DemoFormatError("--compression", "compression", f"expected one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     h5py = _h5py()
     src, dst = Path(src), Path(dst)
     check_new_output(dst)  # before any work; checked again when the file is put in place
     reader = DemoReader(src)
     meta = reader.meta
-    env_args = meta.extra.get("env_args") or {
-        "env_name": ENV_FROM_TASK.get(meta.task, meta.task),
-        "type": 1,  # robomimic EnvType.ROBOSUITE_TYPE
-        "env_kwargs": {"control_freq": meta.control_hz},
-    }
-    # The file is built in memory and written out by Python: HDF5's own writes on a full
-    # disk raise from destructors and can crash the interpreter; a Python write fails cleanly.
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
-        data = f.create_group("data")
-        names: dict[int, str] = {}
-        total = 0
-        for i in tqdm(reader.indices, desc=f"export {src.name}", disable=not progress, unit="ep"):
-            ep = reader.load(i)
-            name = str(ep.extra.get(DEMO_NAME_EXTRA, f"demo_{i}"))
-            if not DEMO_RE.match(name) or name in data:
-                name = f"demo_{i}"
-            if name in data:
-                raise DemoFormatError(src, f"episode {i}", f"demo name {name} used twice")
-            names[i] = name
-            g = data.create_group(name)
-            T = ep.length
-            g.attrs["num_samples"] = T
-            g.attrs["success"] = bool(ep.success)
-            total += T
-            og, ng = g.create_group("obs"), g.create_group("next_obs")
-            for k, v in ep.obs.items():
-                og.create_dataset(k, data=v[:-1])
-                nxt = ep.extra.get(NEXT_OBS_EXTRA + k)
-                ng.create_dataset(k, data=nxt if nxt is not None else v[1:])
-            g.create_dataset("actions", data=ep.actions)
-            g.create_dataset("rewards", data=ep.rewards)
-            g.create_dataset("dones", data=ep.dones.astype(np.int64))
-            rl = g.create_group("robolearn")
-            if ep.states is not None:
-                g.create_dataset("states", data=ep.states[:T])
-                if ep.states.shape[0] == T + 1:
-                    rl.create_dataset("final_state", data=ep.states[T])
-            if ep.timestamps is not None:
-                rl.create_dataset("timestamps", data=ep.timestamps)
-            ex = rl.create_group("extra")
-            for k, v in ep.extra.items():
-                if k == MODEL_FILE_EXTRA:
-                    g.attrs["model_file"] = str(v)
-                elif k.startswith(NEXT_OBS_EXTRA) or k == DEMO_NAME_EXTRA:
-                    continue
-                elif v.dtype.kind == "U":
-                    ex.create_dataset(k, data=np.char.encode(v, "utf-8"))
-                else:
-                    ex.create_dataset(k, data=v)
-        data.attrs["total"] = total
-        data.attrs["env_args"] = json.dumps(env_args)
-        meta_json = meta.to_json()
-        meta_json["split"] = None
-        data.attrs["robolearn_meta"] = json.dumps(meta_json)
-        masks: dict[str, list[int]] = dict(meta.extra.get("robomimic_masks") or {})
-        masks.update(meta.split or {})
-        if masks:
-            mg = f.create_group("mask")
-            for mname, idx in masks.items():
-                demo_names = [names[j] for j in idx if j in names]
-                mg.create_dataset(mname, data=np.array(demo_names, dtype="S"))
+    env_args = meta.extra.get("env_args") or _default_env_args(meta)
     try:
-        with staged_file(dst) as tmp, open(tmp, "wb") as out:
-            out.write(buf.getbuffer())
-            out.flush()
-            os.fsync(out.fileno())
+        with staged_file(dst) as tmp:
+            out = _GuardedFile(tmp)
+            try:
+                with h5py.File(out, "w") as f:
+                    data = f.create_group("data")
+                    names: dict[int, str] = {}
+                    total = 0
+                    for i in tqdm(reader.indices, desc=f"export {src.name}", disable=not progress, unit="ep"):
+                        ep = reader.load(i)
+                        names[i] = _write_demo(data, src, i, ep, meta, compression)
+                        total += ep.length
+                        del ep
+                        if out.failure is not None:
+                            raise out.failure
+                    data.attrs["total"] = total
+                    data.attrs["env_args"] = json.dumps(env_args)
+                    meta_json = meta.to_json()
+                    meta_json["split"] = None
+                    data.attrs["robolearn_meta"] = json.dumps(meta_json)
+                    masks: dict[str, list[int]] = dict(meta.extra.get("robomimic_masks") or {})
+                    masks.update(meta.split or {})
+                    if masks:
+                        mg = f.create_group("mask")
+                        for mname, idx in masks.items():
+                            mg.create_dataset(mname, data=np.array([names[j] for j in idx if j in names], dtype="S"))
+                out.finish()
+            except Exception:
+                if out.failure is not None:  # what HDF5 did after a dropped write is only a consequence
+                    raise out.failure from None
+                raise
+            finally:
+                out.close()
     except DemoFormatError:
         raise
     except OSError as exc:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import robolearn.sim_compat  # noqa: F401  (sets MUJOCO_GL=osmesa before importorskip imports robosuite and MuJoCo)
+import robolearn.sim_compat  # sets MUJOCO_GL=osmesa before robosuite and MuJoCo are imported
 from robolearn.data import image_codec
 from robolearn.data.dataset import DemoDataset
 from robolearn.data.format import (ActionSpec, DemoFormatError, DemoMeta, DemoReader, DemoWriter, Episode, ObsFieldSpec,
@@ -312,12 +312,20 @@ def test_recorder_refuses_a_bad_frame_at_the_step_that_brings_it(tmp_path):
 
 
 # -- robolearn collect / inspect / replay on Lift -------------------------------------------------------
+def needs_robosuite() -> None:
+    """Skip without robosuite; import it quietly as the tasks do (its import warnings are not the errors tested)."""
+    try:
+        robolearn.sim_compat.import_robosuite()
+    except ImportError as exc:
+        pytest.skip(f"robosuite not installed: {exc}")
+
+
 LIFT_CAMERAS = ["--cameras", "agentview,robot0_eye_in_hand", "--image-size", "16"]
 
 
 @pytest.fixture(scope="module")
 def lift_folder(tmp_path_factory):
-    pytest.importorskip("robosuite")
+    needs_robosuite()
     from robolearn.cli import main
 
     out = tmp_path_factory.mktemp("lift") / "demos"
@@ -374,7 +382,7 @@ def test_replay_video_puts_the_recorded_cameras_beside_the_resimulation(lift_fol
 
 
 def test_bad_camera_names_are_one_line_errors(tmp_path, capsys):
-    pytest.importorskip("robosuite")
+    needs_robosuite()
     from robolearn.cli import main
 
     code = main(["collect", "lift", "--operator", "proficient", "--episodes", "1", "--horizon", "2", "--no-progress",
@@ -389,3 +397,21 @@ def test_bad_camera_names_are_one_line_errors(tmp_path, capsys):
     assert main(["collect", "lift", "--operator", "proficient", "--episodes", "1", "--no-progress",
                  "--out", str(tmp_path / "d"), "--cameras", "agent view"]) == 2
     assert "field 'cameras'" in capsys.readouterr().err
+
+
+def test_collect_pybullet_lift_records_its_named_views(tmp_path, capsys):
+    pytest.importorskip("pybullet")
+    from robolearn.cli import main
+
+    out = tmp_path / "pb"
+    assert main(["collect", "pybullet_lift", "--operator", "proficient", "--episodes", "1", "--horizon", "3", "--keep-failed",
+                 "--no-progress", "--out", str(out), "--cameras", "agentview,sideview", "--image-size", "24"]) == 0
+    ep = DemoReader(out).load(0)
+    for key in ("agentview_image", "sideview_image"):
+        assert ep.obs[key].dtype == np.uint8 and ep.obs[key].shape == (4, 24, 24, 3) and ep.obs[key].std() > 5
+    capsys.readouterr()
+    assert main(["collect", "pybullet_lift", "--operator", "proficient", "--episodes", "1", "--no-progress",
+                 "--out", str(tmp_path / "bad"), "--cameras", "robot0_eye_in_hand"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("field 'cameras': no camera 'robot0_eye_in_hand'; this task has ['agentview', 'sideview']")
+    assert "\n" not in err and not (tmp_path / "bad").exists()

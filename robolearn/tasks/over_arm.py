@@ -22,10 +22,25 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from robolearn.config import ConfigError
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, Observation
 from robolearn.hal.cameras.base import Camera
 from robolearn.tasks.base import StepResult
+
+
+def check_camera_names(source: str, names: list[str], available: Sequence[str] | None = None) -> list[str]:
+    """The task setting ``cameras``: distinct names usable as key prefixes (``<name>_image``),
+    each among ``available`` when the task knows its cameras before building its scene."""
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(source, "cameras", f"camera name {name!r} becomes an observation key prefix; "
+                              "use letters, digits and _ (e.g. agentview, robot0_eye_in_hand)")
+        if available is not None and name not in available:
+            raise ConfigError(source, "cameras", f"no camera {name!r}; this task has {list(available)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(source, "cameras", f"a camera is named twice in {names}")
+    return list(names)
 
 
 class TaskOverArm:

@@ -28,11 +28,12 @@ import numpy as np
 from robolearn.config import ConfigError, from_dict, non_negative, positive
 from robolearn.data.format import ObsFieldSpec
 from robolearn.hal.arm import Observation
+from robolearn.hal.cameras.pybullet_camera import PyBulletCamera, pybullet_client
 from robolearn.hal.factory import controller_file, controller_scales, load_controller
 from robolearn.hal.pybullet_arm import PyBulletArm
 from robolearn.tasks.base import register_env, register_operator
 from robolearn.tasks.manip_operators import Scene, scripted_operator_for
-from robolearn.tasks.over_arm import TaskOverArm
+from robolearn.tasks.over_arm import TaskOverArm, check_camera_names
 
 CUBE_HALF = 0.02
 TABLE_Z = 0.0
@@ -50,6 +51,19 @@ class PyBulletLiftConfig:
     cube_y: list[float] = field(default_factory=lambda: [-0.12, 0.12])
     cube_yaw: list[float] = field(default_factory=lambda: [-math.pi / 4, math.pi / 4])
     done_on_success: bool = True
+    #: Fixed views of CAMERA_VIEWS rendered into every observation as ``<name>_image`` (uint8
+    #: image_size x image_size x 3, PyBullet's TinyRenderer).
+    cameras: list[str] = field(default_factory=list)
+    image_size: int = positive(84)
+
+
+#: The scene's named views (PyBullet has no cameras of its own): in front of the arm looking back
+#: at the gripper over the cube's area, and from the arm's right; both keep the hand and the cube
+#: in view from home to a lift.
+CAMERA_VIEWS = {
+    "agentview": {"eye": [1.1, 0.0, 0.65], "target": [0.4, 0.0, 0.18], "fov_deg": 55.0},
+    "sideview": {"eye": [0.45, -0.85, 0.5], "target": [0.45, 0.0, 0.2], "fov_deg": 55.0},
+}
 
 
 class LiftScene:
@@ -132,7 +146,9 @@ class PyBulletLiftEnv(TaskOverArm):
         self.scene = LiftScene(c.cube_x, c.cube_y, c.cube_yaw)
         arm = PyBulletArm(control_hz=c.control_hz, pos_scale=pos, rot_scale=rot, scene=self.scene, seed=c.seed,
                           name="pybullet_panda_lift")
-        super().__init__(arm, c.horizon, c.control_hz, c.done_on_success)
+        cameras = [PyBulletCamera(pybullet_client(arm), c.image_size, c.image_size, c.control_hz, name=name, **CAMERA_VIEWS[name])
+                   for name in check_camera_names(source, c.cameras, list(CAMERA_VIEWS))]
+        super().__init__(arm, c.horizon, c.control_hz, c.done_on_success, cameras=cameras)
         self._marker: int | None = None
 
     def reset_arm(self, seed: int | None) -> Observation:

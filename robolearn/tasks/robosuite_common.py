@@ -17,7 +17,7 @@ from robolearn.hal.arm import Observation
 from robolearn.hal.cameras.mujoco_camera import MujocoCamera, robosuite_handles
 from robolearn.hal.robosuite_arm import RobosuiteArm
 from robolearn.paths import ENVS_DIR
-from robolearn.tasks.over_arm import TaskOverArm
+from robolearn.tasks.over_arm import TaskOverArm, check_camera_names
 
 
 @dataclass
@@ -117,14 +117,8 @@ class RobosuiteTaskEnv(TaskOverArm):
 def task_cameras(source: str, arm: RobosuiteArm, names: list[str], size: int) -> list[MujocoCamera]:
     """One offscreen ``MujocoCamera`` per name (square ``size`` pixels, rendered synchronously).
     A name the model lacks is refused when the model is built (first reset), naming the ones it has."""
-    for name in names:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ConfigError(source, "cameras", f"camera name {name!r} becomes an observation key prefix; "
-                              "use letters, digits and _ (e.g. agentview, robot0_eye_in_hand)")
-    if len(set(names)) != len(names):
-        raise ConfigError(source, "cameras", f"a camera is named twice in {names}")
     handles = robosuite_handles(arm)
-    return [MujocoCamera(handles, name, width=size, height=size) for name in names]
+    return [MujocoCamera(handles, name, width=size, height=size) for name in check_camera_names(source, names)]
 
 
 def render_frame(

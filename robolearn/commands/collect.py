@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=int, default=None, help="override the task's episode horizon")
     parser.add_argument("--cameras", default=None, metavar="NAMES",
                         help="record these cameras of the scene as image keys <name>_image, comma-separated "
-                             "(robosuite tasks: e.g. agentview,robot0_eye_in_hand)")
+                             "(robosuite tasks: e.g. agentview,robot0_eye_in_hand; pybullet_lift: agentview,sideview)")
     parser.add_argument("--image-size", type=int, default=None, metavar="PIXELS",
                         help="square size of the recorded camera images (default 84; needs --cameras)")
     parser.add_argument(

@@ -25,7 +25,9 @@ communication with the backward pass, which on these networks (one flat buffer o
 million numbers per optimiser and step) costs little.
 
 Since every rank applies the same averaged gradient to the same weights, the weights stay
-identical on every rank; rank 0 alone writes checkpoints, TensorBoard scalars and metrics
+identical on every rank (so do target networks moved towards them; a buffer that training
+updates from each rank's own batch, like BatchNorm's statistics, would not, and the image
+encoders use GroupNorm, which has none); rank 0 alone writes checkpoints, TensorBoard scalars and metrics
 (``robolearn.train``), with every rank's generator state, so ``--resume`` restores each rank.
 The backend is gloo on the CPU and NCCL on CUDA.
 """
@@ -280,6 +282,16 @@ def generator_states(gen: torch.Generator, device: torch.device) -> list[torch.T
     gathered = [torch.empty_like(state, device=via) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, state.to(via))
     return [t.cpu() for t in gathered]
+
+
+def every_rank(value: int, device: torch.device) -> list[int]:
+    """``value`` as each rank has it, in rank order ([value] for one process)."""
+    if not dist.is_initialized():
+        return [int(value)]
+    mine = torch.tensor([int(value)], dtype=torch.int64, device=_collective_device(device))
+    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, mine)
+    return [int(t.item()) for t in gathered]
 
 
 class RankShare:

@@ -31,11 +31,11 @@ from robolearn.algos.base import OptimizerStep, algo_class, optimizer_steps
 from robolearn.config import ConfigError, from_dict
 from robolearn.data.dataset import DemoDataset
 from robolearn.data.format import load_folder
-from robolearn.launch import LaunchConfig, load_launch, lr_factor
 from robolearn.distributed import (GradientAverage, RankShare, Ranks, autocast, average_metrics, barrier,
-                                   broadcast_state, generator_states, gradient_scalers, process_group,
+                                   broadcast_state, every_rank, generator_states, gradient_scalers, process_group,
                                    rank_generator, ranks_from_environment, resolve_device, spawn_ranks,
                                    training_threads)
+from robolearn.launch import LaunchConfig, load_launch, lr_factor
 from robolearn.policy import LATEST, RNG_TRAIN, load_algo, load_tensors, restore_training_state, save_checkpoint
 
 
@@ -244,6 +244,10 @@ def _train(cfg: LaunchConfig, out: Path, seed: int, resume: bool, progress: bool
         algo.load_state_dict(loaded.state_dict())
         start = restore_training_state(algo, ckpt, info, gen, rng_key=rank_rng_key(ranks.rank))
         restore_scalers(ckpt, scalers)
+    starts = every_rank(start, device)
+    if len(set(starts)) > 1:
+        raise ConfigError(out, "--resume", f"the ranks resumed from different steps {starts}: every rank must see "
+                          "the same run folder (a shared filesystem across nodes)")
     broadcast_state(algo, device)
     sampled, weight = data, 1.0
     if ranks.parallel:

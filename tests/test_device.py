@@ -62,11 +62,14 @@ def one_error_line(capsys) -> str:
 
 @pytest.mark.parametrize("device", ["cpu", "auto"])
 def test_cpu_and_auto_train_here(device, demos, tmp_path):
+    """``auto`` with the default thread count: the summary records the threads it used."""
     run = tmp_path / device
-    assert main(train_argv("bc_rnn", demos, run, f"train.device={device}", "train.threads=1")) == 0
+    sets = ("train.device=cpu", "train.threads=1") if device == "cpu" else ()
+    assert main(train_argv("bc_rnn", demos, run, *sets, steps=3)) == 0
     expected = "cuda:0" if device == "auto" and torch.cuda.is_available() else "cpu"
     assert summary(run)["device"] == expected
-    assert all(t.device.type == "cpu" for t in weights(run).values())
+    assert summary(run)["threads"] == (1 if device == "cpu" else training_threads(TrainConfig(), Ranks()))
+    assert all(t.device.type == "cpu" for t in weights(run, step=3).values())
     assert load_policy(run).device.type == "cpu"
 
 
@@ -123,8 +126,11 @@ def test_amp_dtype_is_one_of_the_two():
 def test_the_dataset_moves_with_every_tensor_its_samplers_touch(demos):
     """On ``meta``, any CPU tensor left behind (an index range, a lookup table) fails the gather,
     as it would on a GPU; batches come out on the dataset's device."""
-    data = DemoDataset(load_folder(demos)[1], ["pos"]).to("meta")
-    data.discounted_returns(0.9)  # computed before or after the move alike
+    data = DemoDataset(load_folder(demos)[1], ["pos"])
+    bounds = data.return_bounds(0.99)
+    data.discounted_returns(0.99)  # cached before the move (meta tensors hold no data to compute them from)
+    data.to("meta")
+    assert data.device.type == "meta" and data.discounted_returns(0.99).device.type == "meta"
     gen = torch.Generator().manual_seed(0)
     batches = [data.transitions(4, gen, gamma=0.99), data.sequences(4, 3, gen), data.goal_windows(4, 3, gen),
                data.goal_pairs(4, 3, gen)]
@@ -132,7 +138,7 @@ def test_the_dataset_moves_with_every_tensor_its_samplers_touch(demos):
         for value in batch.values():
             for t in (value.values() if isinstance(value, dict) else [value]):
                 assert t.device.type == "meta"
-    assert data.return_bounds(0.99) == (0.0, 1.0)
+    assert data.return_bounds(0.99) == bounds
 
 
 # --- threads -----------------------------------------------------------------------------------
@@ -149,16 +155,10 @@ def test_threads_default_to_the_available_cores_shared_between_local_ranks():
 def test_the_same_seed_and_thread_count_give_the_same_weights(demos, tmp_path):
     runs = [tmp_path / "a", tmp_path / "b"]
     for run in runs:
-        assert main(train_argv("iris", demos, run, "train.threads=1")) == 0
+        assert main(train_argv("iris", demos, run, "train.threads=1", steps=3)) == 0
         assert summary(run)["threads"] == 1
-    a, b = weights(runs[0]), weights(runs[1])
+    a, b = weights(runs[0], step=3), weights(runs[1], step=3)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_a_default_run_records_the_threads_it_used(demos, tmp_path):
-    run = tmp_path / "run"
-    assert main(train_argv("bc_rnn", demos, run, steps=3)) == 0
-    assert summary(run)["threads"] == training_threads(TrainConfig(), Ranks())
 
 
 # --- CUDA (skipped without a GPU) --------------------------------------------------------------

@@ -6,9 +6,9 @@ demo folder, ``robolearn split``) and names the checkpoint each criterion would 
 
 - ``valid_loss/<part>``, lower is better: the algorithm's own training objective, each of its
   ``loss/*`` parts, on validation batches. It is computed by the algorithm's ``train_step``
-  itself (so a new algorithm is scored without further code) with every learning rate set to 0
-  and the weights restored after each batch: the loss a step would have seen, with no step
-  taken. Every checkpoint sees the same batches (one generator seed), so the scores differ only
+  itself (so a new algorithm is scored without further code), with ``step_optimizer`` taking
+  no step and the weights restored after each batch (a target network's soft update is no
+  optimiser step): the loss a step would have seen, with no step taken. Every checkpoint sees the same batches (one generator seed), so the scores differ only
   by the weights. ``valid_loss/total`` is the sum of the parts.
 - ``start_value``, higher is better (value-based algorithms: BCQ, IRIS): the mean learned value
   V(s0) = max over data-supported actions of Q(s0, a) over the validation episodes' start
@@ -36,7 +36,7 @@ from robolearn.data.dataset import DemoDataset
 from robolearn.data.format import META_NAME, DemoFormatError, DemoReader, Episode, atomic_write_bytes
 from robolearn.launch import resolve_path
 from robolearn.policy import CHECKPOINT_JSON, CheckpointError, load_algo, read_checkpoint_info
-from robolearn.algos.base import Algo
+from robolearn.algos.base import Algo, OptimizerStep, optimizer_steps
 
 START_VALUE = "start_value"
 TOTAL_LOSS = "valid_loss/total"
@@ -82,19 +82,24 @@ def held_out_episodes(folder: str | os.PathLike, split: str) -> tuple[DemoReader
 # --------------------------------------------------------------------------- the scores
 
 
+class NoUpdate(OptimizerStep):
+    """An optimiser step that takes none: no backward pass, no change to the weights."""
+
+    def __call__(self, opt: torch.optim.Optimizer, loss: torch.Tensor, clip: float | None = None) -> None:
+        return None
+
+
 def validation_losses(algo: Algo, data: DemoDataset, batches: int, seed: int) -> dict[str, float]:
     """Mean of each ``loss/*`` the algorithm's ``train_step`` reports, on ``batches`` batches of
-    ``data``, without changing the algorithm (lr 0 for the step, weights restored after it)."""
+    ``data``, without changing the algorithm (no optimiser step, weights restored after each batch)."""
     snapshot = {k: v.detach().clone() for k, v in algo.state_dict().items()}
-    for opt in algo.optimizers().values():
-        for group in opt.param_groups:
-            group["lr"] = 0.0
     gen = torch.Generator().manual_seed(seed)
     sums: dict[str, float] = {}
     algo.train()
     try:
         for _ in range(batches):
-            metrics = algo.train_step(data, gen)
+            with optimizer_steps(NoUpdate()), torch.no_grad():
+                metrics = algo.train_step(data, gen)
             algo.load_state_dict(snapshot)
             for key, value in metrics.items():
                 if key.startswith("loss/"):

@@ -159,3 +159,223 @@ def test_bad_image_dataset_in_robomimic_file_is_one_line(tmp_path):
         convert(src, tmp_path / "f", progress=False)
     assert exc.value.field == "data/demo_1/next_obs/agentview_image" and "expected shape" in str(exc.value)
     assert not (tmp_path / "f").exists()
+
+
+# -- LeRobot videos -----------------------------------------------------------------------------
+VH, VW = 48, 64  # SVT-AV1 (LeRobot's default encoder) wants frames of at least 64 pixels across
+FPS = 15
+LENGTHS = (6, 9, 5)
+VIDEO_KEYS = ("observation.images.top", "observation.images.wrist")
+
+
+def _lerobot_features(kind: str = "video") -> dict:
+    cam = {"dtype": kind, "shape": [VH, VW, 3], "names": ["height", "width", "channels"]}
+    if kind == "video":
+        cam["info"] = {"video.fps": FPS, "video.height": VH, "video.width": VW, "video.codec": "h264", "video.pix_fmt": "yuv444p"}
+    return {
+        "observation.state": {"dtype": "float32", "shape": [4], "names": None},
+        **{k: dict(cam) for k in VIDEO_KEYS},
+        "action": {"dtype": "float32", "shape": [4], "names": None},
+        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+        "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+        "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+        "index": {"dtype": "int64", "shape": [1], "names": None},
+        "task_index": {"dtype": "int64", "shape": [1], "names": None},
+    }
+
+
+def camera_frames(ep: int, cam: int, n: int) -> np.ndarray:
+    return scene(n, 100 * cam + ep, VH, VW)
+
+
+def encode_video(path: Path, frames: np.ndarray, fps: int = FPS, codec: str = "libx264") -> None:
+    """An mp4 as LeRobot writes one (frame i at i / fps); libx264 in YUV 4:4:4 at crf 0 keeps frames
+    within 2 grey levels, SVT-AV1 in YUV 4:2:0 (LeRobot's default) is lossy."""
+    av = pytest.importorskip("av")
+    from fractions import Fraction
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options, pix = ({"crf": "0"}, "yuv444p") if codec == "libx264" else ({"crf": "10"}, "yuv420p")
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps, options=options)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], pix
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
+def _rows(ep: int, n: int, start: int, shift_s: float = 0.0) -> dict:
+    rng = np.random.default_rng(ep)
+    return {"observation.state": rng.normal(size=(n, 4)).astype(np.float32).tolist(),
+            "action": rng.uniform(-1, 1, (n, 4)).astype(np.float32).tolist(),
+            "timestamp": [t / FPS + shift_s for t in range(n)], "frame_index": list(range(n)), "episode_index": [ep] * n,
+            "index": list(range(start, start + n)), "task_index": [0] * n}
+
+
+def _table(d: dict):
+    pa = pytest.importorskip("pyarrow")
+    cols = {}
+    for k, v in d.items():
+        if k in ("observation.state", "action"):
+            cols[k] = pa.array(v, type=pa.list_(pa.float32(), 4))
+        elif k == "timestamp":
+            cols[k] = pa.array(v, type=pa.float32())
+        else:
+            cols[k] = pa.array(v)
+    return pa.table(cols)
+
+
+def write_lerobot(root: Path, version: str, codec: str = "libx264", shift_s: float = 0.0, kind: str = "video") -> Path:
+    """A LeRobot dataset with two cameras. v2.1: one mp4 per camera and episode; v3.0: episodes 0 and
+    1 back to back in file-000.mp4 (episode 1 starting at from_timestamp 6 / fps), episode 2 in file-001."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    (root / "meta").mkdir(parents=True)
+    info = {"codebase_version": version, "robot_type": "koch", "fps": FPS, "chunks_size": 1000, "total_episodes": len(LENGTHS),
+            "features": _lerobot_features(kind)}
+    starts = np.concatenate([[0], np.cumsum(LENGTHS)])
+    tables = []
+    for ep, n in enumerate(LENGTHS):
+        t = _table(_rows(ep, n, int(starts[ep]), shift_s))
+        if kind == "image":
+            for c, key in enumerate(VIDEO_KEYS):
+                cells = []
+                for f in camera_frames(ep, c, n):
+                    from PIL import Image
+
+                    buf = io.BytesIO()
+                    Image.fromarray(f).save(buf, format="PNG")
+                    cells.append({"bytes": buf.getvalue(), "path": f"frame_{ep}_{c}.png"})
+                t = t.append_column(key, pa.array(cells, type=pa.struct([("bytes", pa.binary()), ("path", pa.string())])))
+        tables.append(t)
+    if version == "v2.1":
+        info["data_path"] = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+        info["video_path"] = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4" if kind == "video" else None
+        (root / "meta" / "tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": "Stack the cups."}) + "\n")
+        lines = []
+        for ep, n in enumerate(LENGTHS):
+            p = root / "data" / "chunk-000" / f"episode_{ep:06d}.parquet"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(tables[ep], p)
+            lines.append(json.dumps({"episode_index": ep, "tasks": ["Stack the cups."], "length": n}))
+            if kind == "video":
+                for c, key in enumerate(VIDEO_KEYS):
+                    encode_video(root / "videos" / "chunk-000" / key / f"episode_{ep:06d}.mp4", camera_frames(ep, c, n), codec=codec)
+        (root / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    else:
+        info["data_path"] = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+        info["video_path"] = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+        pq.write_table(pa.table({"task_index": [0], "task": ["Stack the cups."]}), root / "meta" / "tasks.parquet")
+        (root / "data" / "chunk-000").mkdir(parents=True)
+        pq.write_table(pa.concat_tables(tables[:2]), root / "data" / "chunk-000" / "file-000.parquet")
+        pq.write_table(tables[2], root / "data" / "chunk-000" / "file-001.parquet")
+        files, offsets = [0, 0, 1], [0.0, LENGTHS[0] / FPS, 0.0]
+        ep_meta = {"episode_index": [0, 1, 2], "tasks": [["Stack the cups."]] * 3, "length": list(LENGTHS),
+                   "data/chunk_index": [0, 0, 0], "data/file_index": files,
+                   "dataset_from_index": starts[:-1].tolist(), "dataset_to_index": starts[1:].tolist()}
+        for c, key in enumerate(VIDEO_KEYS):
+            ep_meta[f"videos/{key}/chunk_index"] = [0, 0, 0]
+            ep_meta[f"videos/{key}/file_index"] = files
+            ep_meta[f"videos/{key}/from_timestamp"] = offsets
+            ep_meta[f"videos/{key}/to_timestamp"] = [o + n / FPS for o, n in zip(offsets, LENGTHS)]
+            encode_video(root / "videos" / key / "chunk-000" / "file-000.mp4",
+                         np.concatenate([camera_frames(0, c, LENGTHS[0]), camera_frames(1, c, LENGTHS[1])]), codec=codec)
+            encode_video(root / "videos" / key / "chunk-000" / "file-001.mp4", camera_frames(2, c, LENGTHS[2]), codec=codec)
+        (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+        pq.write_table(pa.table(ep_meta), root / "meta" / "episodes" / "chunk-000" / "file-000.parquet")
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    return root
+
+
+def assert_frames_match(got: np.ndarray, want: np.ndarray, max_err: int, mean_err: float) -> None:
+    """Within the codec's error, and each frame nearer its own source frame than any other (a frame
+    taken from the wrong time differs by about 20 grey levels on average here)."""
+    assert got.shape == want.shape and got.dtype == np.uint8
+    err = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    assert err.max() <= max_err and err.mean() <= mean_err, (err.max(), err.mean())
+    dist = np.abs(got[:, None].astype(np.int16) - want[None].astype(np.int16)).mean(axis=(2, 3, 4))
+    np.testing.assert_array_equal(dist.argmin(1), np.arange(len(want)))
+
+
+@pytest.mark.parametrize("version,codec", [("v2.1", "libx264"), ("v3.0", "libx264"), ("v3.0", "libsvtav1")])
+def test_lerobot_videos_import_with_their_frames(tmp_path, capsys, version, codec):
+    pytest.importorskip("av")
+    src = write_lerobot(tmp_path / "ds", version, codec)
+    assert main(["convert", str(src), str(tmp_path / "out"), "--quiet"]) == 0
+    assert "top_image[48, 64, 3]" in capsys.readouterr().out
+    r = DemoReader(tmp_path / "out")
+    assert r.meta.obs_spec["top_image"] == ObsFieldSpec((VH, VW, 3), "uint8") and r.meta.obs_spec["wrist_image"].is_image
+    assert r.meta.extra["lerobot"]["cameras"]["top_image"]["feature"] == "observation.images.top"
+    max_err, mean_err = (2, 0.6) if codec == "libx264" else (255, 8.0)
+    for ep, n in enumerate(LENGTHS):
+        e = r.load(ep)
+        assert e.length == n - 1
+        for c, key in enumerate(("top_image", "wrist_image")):
+            assert_frames_match(e.obs[key], camera_frames(ep, c, n), max_err, mean_err)
+        np.testing.assert_array_equal(e.obs["state"], np.array(_rows(ep, n, 0)["observation.state"], np.float32))
+
+
+def test_lerobot_video_frames_resized_to_training_size(tmp_path):
+    pytest.importorskip("av")
+    src = write_lerobot(tmp_path / "ds", "v3.0")
+    assert main(["convert", str(src), str(tmp_path / "out"), "--image-size", "24x32", "--quiet"]) == 0
+    r = DemoReader(tmp_path / "out")
+    assert r.meta.obs_spec["top_image"].shape == (24, 32, 3)
+    want = camera_frames(1, 0, LENGTHS[1]).reshape(LENGTHS[1], 24, 2, 32, 2, 3).mean(axis=(2, 4))  # a 2x2 box average
+    got = r.load(1).obs["top_image"]
+    assert got.shape == (LENGTHS[1], 24, 32, 3) and np.abs(got - want).mean() < 2.0
+    assert main(["convert", str(src), str(tmp_path / "sq"), "--image-size", "16", "--quiet"]) == 0
+    assert DemoReader(tmp_path / "sq").meta.obs_spec["wrist_image"].shape == (16, 16, 3)
+
+
+def test_lerobot_png_image_features_import_bit_exact(tmp_path):
+    pytest.importorskip("PIL")
+    src = write_lerobot(tmp_path / "ds", "v3.0", kind="image")
+    assert main(["convert", str(src), str(tmp_path / "out"), "--quiet"]) == 0
+    r = DemoReader(tmp_path / "out")
+    for ep, n in enumerate(LENGTHS):
+        np.testing.assert_array_equal(r.load(ep).obs["wrist_image"], camera_frames(ep, 1, n))
+
+
+def _one_line_failure(capsys, tmp_path, src, *flags) -> str:
+    assert main(["convert", str(src), str(tmp_path / "out"), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    return err
+
+
+def test_short_or_missing_video_is_one_line_naming_file_and_feature(tmp_path, capsys):
+    pytest.importorskip("av")
+    src = write_lerobot(tmp_path / "ds", "v2.1")
+    video = src / "videos" / "chunk-000" / "observation.images.wrist" / "episode_000001.mp4"
+    encode_video(video.with_name("short.mp4"), camera_frames(1, 1, LENGTHS[1] - 2))
+    video.with_name("short.mp4").replace(video)
+    err = _one_line_failure(capsys, tmp_path, src)
+    assert str(video) in err and "field 'observation.images.wrist'" in err and "video too short" in err
+    video.unlink()
+    err = _one_line_failure(capsys, tmp_path, src)
+    assert str(video) in err and "missing video file" in err
+
+
+def test_video_at_another_rate_than_the_dataset_is_refused(tmp_path, capsys):
+    pytest.importorskip("av")
+    src = write_lerobot(tmp_path / "ds", "v3.0")
+    video = src / "videos" / "observation.images.top" / "chunk-000" / "file-001.mp4"
+    video.unlink()
+    encode_video(video, camera_frames(2, 0, LENGTHS[2]), fps=30)
+    err = _one_line_failure(capsys, tmp_path, src)
+    assert str(video) in err and "runs at 30 fps but meta/info.json says fps 15" in err
+
+
+def test_timestamps_that_miss_the_frames_are_refused_unless_within_the_tolerance(tmp_path, capsys):
+    pytest.importorskip("av")
+    src = write_lerobot(tmp_path / "ds", "v3.0", shift_s=0.3 / FPS)  # rows 0.3 frame after their frames
+    err = _one_line_failure(capsys, tmp_path, src)
+    assert "file-000.mp4" in err and "no frame within 0.0001 s of timestamp" in err
+    assert main(["convert", str(src), str(tmp_path / "ok"), "--quiet", "--video-tolerance-s", str(0.5 / FPS)]) == 0
+    assert_frames_match(DemoReader(tmp_path / "ok").load(1).obs["top_image"], camera_frames(1, 0, LENGTHS[1]), 2, 0.6)

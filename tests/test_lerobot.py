@@ -1,4 +1,8 @@
-"""LeRobot v2.1 and v3.0 folders written here with pyarrow, imported into demo folders."""
+"""LeRobot v2.1 and v3.0 folders written here with pyarrow, imported into demo folders.
+
+The datasets here declare a camera video (as real LeRobot datasets do) but ship no mp4 files:
+these tests import the numeric features (``cameras=False`` / ``--no-cameras``); the camera import
+with real videos is tested in ``tests/test_image_convert.py``."""
 from __future__ import annotations
 
 import json
@@ -12,10 +16,11 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from robolearn.cli import main  # noqa: E402
 from robolearn.data.format import DemoFormatError, DemoReader  # noqa: E402
-from robolearn.data.lerobot import import_lerobot  # noqa: E402
+from robolearn.data.lerobot import LeRobotImportConfig, import_lerobot  # noqa: E402
 
 LENGTHS = (5, 8, 3)
 FPS = 15
+NUMBERS_ONLY = LeRobotImportConfig(cameras=False)
 
 
 def features():
@@ -104,7 +109,7 @@ def write_v30(root: Path) -> Path:
 @pytest.mark.parametrize("writer", [write_v21, write_v30])
 def test_import_lerobot(tmp_path, writer):
     src = writer(tmp_path / "ds")
-    out = import_lerobot(src, tmp_path / "out", progress=False)
+    out = import_lerobot(src, tmp_path / "out", NUMBERS_ONLY, progress=False)
     r = DemoReader(out)
     m = r.meta
     assert m.task == "pick_up_the_cube" and m.control_hz == FPS and m.robot == "so100"
@@ -129,16 +134,16 @@ def test_import_lerobot(tmp_path, writer):
 
 def test_cli_task_override(tmp_path, capsys):
     src = write_v30(tmp_path / "ds")
-    assert main(["import-lerobot", str(src), str(tmp_path / "o"), "--task", "so100_pick", "--success", "all", "--quiet"]) == 0
+    assert main(["import-lerobot", str(src), str(tmp_path / "o"), "--task", "so100_pick", "--success", "all", "--no-cameras", "--quiet"]) == 0
     r = DemoReader(tmp_path / "o")
     assert r.meta.task == "so100_pick" and all(e.success for e in r)
 
 
 def test_convert_imports_lerobot_and_the_old_name_is_the_same_command(tmp_path, capsys):
     src = write_v30(tmp_path / "ds")
-    assert main(["convert", str(src), str(tmp_path / "a"), "--task", "so100_pick", "--quiet"]) == 0
+    assert main(["convert", str(src), str(tmp_path / "a"), "--task", "so100_pick", "--no-cameras", "--quiet"]) == 0
     assert "lerobot->folder" in capsys.readouterr().out
-    assert main(["import-lerobot", str(src), str(tmp_path / "b"), "--task", "so100_pick", "--quiet"]) == 0
+    assert main(["import-lerobot", str(src), str(tmp_path / "b"), "--task", "so100_pick", "--no-cameras", "--quiet"]) == 0
     a, b = DemoReader(tmp_path / "a"), DemoReader(tmp_path / "b")
     assert len(a) == len(b) == len(LENGTHS) and a.meta.to_json() == b.meta.to_json()
     for i in a.indices:
@@ -193,6 +198,36 @@ def test_corrupt_dataset_fails_clearly(tmp_path, how):
         info_p.write_text("{not json")
         expect = dict(path="info.json", match="invalid JSON")
     with pytest.raises(DemoFormatError, match=expect["match"]) as exc:
-        import_lerobot(src, tmp_path / "out", progress=False)
+        import_lerobot(src, tmp_path / "out", NUMBERS_ONLY, progress=False)
     assert expect["path"] in str(exc.value)
     assert _no_output(tmp_path)
+
+
+@pytest.mark.parametrize("writer,path,field", [
+    (write_v21, "videos/chunk-000/observation.images.top/episode_000000.mp4", "observation.images.top"),
+    (write_v30, "meta/episodes/chunk-000/file-000.parquet", "videos/observation.images.top/chunk_index"),
+])
+def test_cameras_are_imported_by_default_so_a_missing_video_is_one_line(tmp_path, capsys, writer, path, field):
+    """A dataset whose info.json lists a video: the import brings the frames in, and a missing mp4
+    (v2.1) or missing video columns in the episode metadata (v3.0) is a one-line error, no output."""
+    src = writer(tmp_path / "ds")
+    assert main(["convert", str(src), str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(src / path) in err and f"field '{field}'" in err
+    assert _no_output(tmp_path)
+
+
+def test_lerobot_camera_flags_are_refused_for_other_sources(tmp_path, capsys):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for flags in (["--no-cameras"], ["--image-size", "84"], ["--video-tolerance-s", "0.01"]):
+        assert main(["convert", str(folder), str(tmp_path / "x.hdf5"), *flags]) == 2
+        assert "LeRobot imports only" in capsys.readouterr().err
+    assert main(["convert", str(write_v30(tmp_path / "ds")), str(tmp_path / "a"), "--compression", "lzf"]) == 2
+    assert "--compression" in capsys.readouterr().err
+    for bad in (["--image-size", "0"], ["--image-size", "84x"], ["--video-tolerance-s", "-1"], ["--video-tolerance-s", "nan"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["convert", str(folder), str(tmp_path / "y"), *bad])
+        assert exc.value.code == 2
+        assert bad[0] in capsys.readouterr().err

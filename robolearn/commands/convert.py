@@ -5,7 +5,8 @@ The direction follows from what SRC is:
 * a demo folder -> a new robomimic HDF5 file (DST ends in .hdf5), image keys as uint8 frame
   datasets compressed with ``--compression`` (gzip, robomimic's own, by default);
 * a LeRobot dataset folder (v2.1 or v3.0, recognised by its ``meta/info.json``) -> a new demo
-  folder (``--task`` and ``--success`` apply to this import only);
+  folder, camera features (mp4 videos, PNG images) as image keys (``--task``, ``--success``,
+  ``--no-cameras``, ``--image-size`` and ``--video-tolerance-s`` apply to this import only);
 * a robomimic HDF5 file -> a new demo folder;
 * robosuite's raw ``demo.hdf5`` -> a new demo folder, by replaying its states in simulation.
 
@@ -18,7 +19,6 @@ import argparse
 from pathlib import Path
 
 HELP = "convert between demo folders and robomimic, robosuite raw and LeRobot datasets"
-LEROBOT_ONLY = ("task", "success")
 #: robolearn.data.robomimic.COMPRESSIONS, repeated so that --help does not import h5py.
 COMPRESSIONS = ("gzip", "lzf", "none")
 
@@ -29,14 +29,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--obs-keys", nargs="+", default=None, help="observation keys to import from HDF5 (default: all / robomimic low-dim keys)")
     p.add_argument("--obs-dtype", default=None, choices=("float32", "float64"),
                    help="observation dtype of a folder imported from HDF5 (default: robomimic keeps the file's, robosuite raw uses float32)")
-    p.add_argument("--task", default=None, help="LeRobot: robolearn task name (default: the dataset's first task text, slugified)")
-    p.add_argument("--success", choices=("auto", "all", "none", "reward"), default=None,
-                   help="LeRobot: episode success: next.success when recorded else all (auto, the default), all, none, "
-                        "or final next.reward >= 1")
+    add_lerobot_arguments(p, "LeRobot: ")
     p.add_argument("--compression", choices=COMPRESSIONS, default=None,
                    help="folder -> robomimic: compression of the image datasets (default gzip, as robomimic's --compress; "
                         "lzf is faster and larger)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``84`` -> (84, 84); ``96x128`` -> (96, 128) (height x width)."""
+    parts = text.lower().split("x")
+    if len(parts) in (1, 2) and all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        h = int(parts[0])
+        return h, int(parts[-1])
+    raise argparse.ArgumentTypeError(f"expected N or HxW in pixels (e.g. 84 or 96x128), got {text!r}")
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def add_lerobot_arguments(p: argparse.ArgumentParser, label: str = "") -> None:
+    """The LeRobot import's options, shared with ``robolearn import-lerobot``."""
+    p.add_argument("--task", default=None, help=f"{label}robolearn task name (default: the dataset's first task text, slugified)")
+    p.add_argument("--success", choices=("auto", "all", "none", "reward"), default=None,
+                   help=f"{label}episode success: next.success when recorded else all (auto, the default), all, none, "
+                        "or final next.reward >= 1")
+    p.add_argument("--no-cameras", dest="cameras", action="store_false", default=None,
+                   help=f"{label}import the numeric features only, not the camera videos and images")
+    p.add_argument("--image-size", type=image_size, default=None, metavar="N|HxW",
+                   help=f"{label}resize camera frames to N x N (or H x W) pixels, area-averaged (default: as recorded)")
+    p.add_argument("--video-tolerance-s", dest="tolerance_s", type=seconds, default=None, metavar="S",
+                   help=f"{label}how far a video frame may lie from its row's timestamp (default 1e-4 s, LeRobot's)")
 
 
 def is_lerobot_dataset(path: Path) -> bool:
@@ -45,8 +75,10 @@ def is_lerobot_dataset(path: Path) -> bool:
 
 def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None, progress: bool = True,
             obs_dtype: str | None = None, task: str | None = None, success: str | None = None,
-            compression: str | None = None) -> tuple[str, Path]:
-    """Run the conversion SRC implies; returns (kind, output path)."""
+            compression: str | None = None, cameras: bool | None = None, image_size: tuple[int, int] | None = None,
+            tolerance_s: float | None = None) -> tuple[str, Path]:
+    """Run the conversion SRC implies; returns (kind, output path). The LeRobot options left None take
+    ``LeRobotImportConfig``'s defaults."""
     from robolearn.config import ConfigError
     from robolearn.data.format import DemoFormatError
 
@@ -57,9 +89,13 @@ def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None,
         for flag, value in (("--obs-keys", obs_keys), ("--obs-dtype", obs_dtype), ("--compression", compression)):
             if value is not None:
                 raise ConfigError("convert", flag, "applies to HDF5 conversions; a LeRobot import takes every observation.* feature")
-        cfg = LeRobotImportConfig(task=task, success=success or "auto")
+        cfg = LeRobotImportConfig(task=task, success=success or "auto", cameras=cameras is not False, image_size=image_size)
+        if tolerance_s is not None:
+            cfg.tolerance_s = tolerance_s
         return "lerobot->folder", import_lerobot(src, dst, cfg, progress=progress)
-    for flag, value in (("--task", task), ("--success", success)):
+    lerobot_only = (("--task", task), ("--success", success), ("--no-cameras", cameras), ("--image-size", image_size),
+                    ("--video-tolerance-s", tolerance_s))
+    for flag, value in lerobot_only:
         if value is not None:
             raise ConfigError("convert", flag, f"applies to LeRobot imports only; {src} is not a LeRobot dataset (no meta/info.json)")
     from robolearn.data.robomimic import detect_hdf5_kind, export_robomimic, import_robomimic
@@ -82,7 +118,8 @@ def convert(src: str | Path, dst: str | Path, obs_keys: list[str] | None = None,
 
 def run(args: argparse.Namespace) -> int:
     kind, out = convert(args.src, args.dst, obs_keys=args.obs_keys, progress=not args.quiet, obs_dtype=args.obs_dtype,
-                        task=args.task, success=args.success, compression=args.compression)
+                        task=args.task, success=args.success, compression=args.compression, cameras=args.cameras,
+                        image_size=args.image_size, tolerance_s=args.tolerance_s)
     if out.is_dir():
         from robolearn.data.format import DemoReader
 

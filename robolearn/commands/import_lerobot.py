@@ -13,9 +13,7 @@ HELP = "import a LeRobot dataset (v2.1/v3) into a demo folder (same as `robolear
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="LeRobot dataset folder (with meta/info.json)")
     p.add_argument("dst", help="new demo folder")
-    p.add_argument("--task", default=None, help="robolearn task name (default: the dataset's first task text, slugified)")
-    p.add_argument("--success", choices=("auto", "all", "none", "reward"), default="auto",
-                   help="episode success: next.success when recorded else all (auto), all, none, or final next.reward >= 1")
+    convert.add_lerobot_arguments(p)
     p.add_argument("--quiet", action="store_true")
 
 

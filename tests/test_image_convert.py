@@ -199,6 +199,7 @@ def encode_video(path: Path, frames: np.ndarray, fps: int = FPS, codec: str = "l
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=fps, options=options)
         s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], pix
+        s.codec_context.gop_size = 4  # keyframes every 4 frames: an episode inside a v3.0 file is reached by seeking
         for i, f in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(f, format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, fps)

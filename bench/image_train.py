@@ -7,7 +7,9 @@ synthetic one of the same keys and shapes (84 x 84 cameras, proprioception).
 Each launch file runs in its own process, so its peak resident memory (``ru_maxrss``) is its
 own: the dataset's uint8 frames, the networks, the optimiser state and the activations of one
 step. The table's ``budget min`` is the launch file's ``train.steps`` at the measured rate:
-what its stated budget (2 cores, 60 minutes) is checked against.
+what its stated budget (2 cores, 60 minutes) is checked against. ``cpu s/step`` (process CPU
+time, all threads) is the figure to read on a shared machine, where the wall-clock rate is
+whatever share of the cores the other processes leave.
 """
 from __future__ import annotations
 
@@ -57,11 +59,12 @@ def measure(launch: Path, steps: int, warmup: int, threads: int | None, episodes
 
     from robolearn.algos.base import algo_class
     from robolearn.data.dataset import DemoDataset
+    from robolearn.distributed import Ranks, training_threads
     from robolearn.launch import load_launch
     from robolearn.train import load_dataset
 
     cfg = load_launch(launch)
-    threads = threads or cfg.train.threads
+    threads = threads or training_threads(cfg.train, Ranks())
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     recorded = bool(cfg.data.path) and cfg.data_path().is_dir()
@@ -74,16 +77,16 @@ def measure(launch: Path, steps: int, warmup: int, threads: int | None, episodes
     gen = torch.Generator().manual_seed(0)
     for _ in range(warmup):
         algo.train_step(data, gen)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         algo.train_step(data, gen)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rate = steps / wall
     params = sum(p.numel() for p in algo.encoder.parameters())
     return {
         "launch": launch.name, "algo": cfg.algo_name, "data": "recorded" if recorded else "synthetic",
         "rows": int(data.obs[cfg.data.obs_keys[0]].shape[0]), "threads": threads, "steps": steps,
-        "steps_per_s": round(rate, 3), "s_per_step": round(1 / rate, 3),
+        "steps_per_s": round(rate, 3), "s_per_step": round(1 / rate, 3), "cpu_s_per_step": round(cpu / steps, 3),
         "train_steps": cfg.train.steps, "budget_min": round(cfg.train.steps / rate / 60, 1),
         "encoder_params": int(params), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -115,11 +118,12 @@ def main() -> int:
             print(f"{launch.name}: failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
             return 1
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    head = f"{'launch':28} {'algo':7} {'data':9} {'thr':>3} {'steps/s':>8} {'s/step':>7} {'steps':>6} {'budget min':>10} {'enc params':>10} {'peak MB':>8}"
+    head = (f"{'launch':28} {'algo':7} {'data':9} {'thr':>3} {'steps/s':>8} {'s/step':>7} {'cpu s/step':>10} {'steps':>6} "
+            f"{'budget min':>10} {'enc params':>10} {'peak MB':>8}")
     print(head)
     for r in rows:
         print(f"{r['launch']:28} {r['algo']:7} {r['data']:9} {r['threads']:>3} {r['steps_per_s']:>8.2f} {r['s_per_step']:>7.3f} "
-              f"{r['train_steps']:>6} {r['budget_min']:>10.1f} {r['encoder_params']:>10} {r['peak_rss_mb']:>8.0f}")
+              f"{r['cpu_s_per_step']:>10.3f} {r['train_steps']:>6} {r['budget_min']:>10.1f} {r['encoder_params']:>10} {r['peak_rss_mb']:>8.0f}")
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
               "load_average": os.getloadavg(), "timed_steps": args.steps, "results": rows}
     from robolearn.data.format import atomic_write_bytes

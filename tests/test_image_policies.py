@@ -223,7 +223,35 @@ def test_bad_image_encoder_settings_name_the_field():
     for setting, match in [({"crop_size": [30, 20]}, "image_encoder.crop_size': .* larger than 'cam'"),
                            ({"crop_size": [20]}, r"image_encoder.crop_size': expected \[height, width\]"),
                            ({"downsample": 3}, "image_encoder.downsample': 3 stride-2 layers"),
+                           ({"channels": []}, "image_encoder.channels': expected at least one convolution"),
+                           ({"crop": False}, "image_encoder.crop_size': \\[20, 20\\] is set but image_encoder.crop is false"),
                            ({"keypoints": 0}, "image_encoder.keypoints': expected a number greater than 0"),
                            ({"group_norm": 1}, "image_encoder.group_norm': expected bool")]:
         with pytest.raises(ConfigError, match=f"launch/x.yaml: algo: field '{match}"):
             build("bc", data, **setting)
+
+
+def test_training_from_an_image_demo_folder_writes_a_policy_that_acts_on_camera_frames(tmp_path):
+    """The whole path: a demo folder with a camera key on disk, ``robolearn train``'s entry point on
+    a launch file that names it, the checkpoint it writes, and that checkpoint acting on a frame."""
+    import yaml
+
+    from robolearn.data.format import ActionSpec, DemoMeta, DemoWriter, ObsFieldSpec
+    from robolearn.train import train_from_launch
+
+    meta = DemoMeta(task="lift", control_hz=20.0, action_spec=ActionSpec(dim=2),
+                    obs_spec={"pos": ObsFieldSpec((2,)), "cam": ObsFieldSpec((SIZE, SIZE, 3), "uint8")})
+    with DemoWriter(tmp_path / "demos", meta) as writer:
+        for ep in blob_episodes():
+            writer.write_episode(obs=ep.obs, actions=ep.actions, rewards=ep.rewards, dones=ep.dones, success=True)
+    algo = {"name": "bc_rnn", **PARAMS["bc_rnn"], "batch_size": 8, "lr": 3e-3, "image_encoder": TINY_IMAGE}
+    launch = tmp_path / "lift_bc_rnn_tiny_image.yaml"
+    launch.write_text(yaml.safe_dump({"task": "lift", "data": {"path": str(tmp_path / "demos"), "obs_keys": ["pos", "cam"]},
+                                      "algo": algo, "train": {"steps": 40, "log_every": 10, "checkpoint_every": 40}}))
+    run = train_from_launch(launch, tmp_path / "run", progress=False)
+    losses = [json.loads(line)["loss/policy"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    policy = load_policy(run)
+    assert policy.obs_spec["cam"].kind == "image"
+    action = policy.act(observation())
+    assert action.shape == (2,) and np.all(np.isfinite(action))

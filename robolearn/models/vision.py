@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from robolearn.config import ConfigError, positive
+from robolearn.config import ConfigError, non_negative, positive
 
 #: Share of each side a default crop keeps: 76 of 84 pixels, robomimic's crop for its 84 x 84 images.
 DEFAULT_CROP_SHARE = 0.9
@@ -43,7 +43,7 @@ class ImageEncoderConfig:
     #: about 12 M multiply-adds, so two cameras' 320 frames a step train on 2 CPU cores.
     channels: list[int] = positive(default_factory=lambda: [16, 32, 32, 64])
     #: how many of the first convolutions have stride 2 (each halves the feature map).
-    downsample: int = positive(2)
+    downsample: int = non_negative(2)
     #: GroupNorm (channels / 16 groups, at least 1) after each convolution.
     group_norm: bool = True
     #: random crops while training, the central crop at evaluation (False: the whole frame, always).
@@ -58,6 +58,8 @@ def crop_shape(cfg: ImageEncoderConfig, height: int, width: int, key: str) -> tu
     """The crop ``cfg`` asks for on ``height`` x ``width`` frames of ``key``; a crop larger than the
     frame, or a crop size that is not two numbers, is refused naming the field."""
     if not cfg.crop:
+        if cfg.crop_size is not None:
+            raise ConfigError("algo", "image_encoder.crop_size", f"{cfg.crop_size} is set but image_encoder.crop is false")
         return height, width
     if cfg.crop_size is None:
         return max(1, round(DEFAULT_CROP_SHARE * height)), max(1, round(DEFAULT_CROP_SHARE * width))
@@ -150,6 +152,8 @@ class VisualCore(nn.Module):
 
     def __init__(self, cfg: ImageEncoderConfig, in_channels: int, height: int, width: int):
         super().__init__()
+        if not cfg.channels:
+            raise ConfigError("algo", "image_encoder.channels", "expected at least one convolution")
         if cfg.downsample > len(cfg.channels):
             raise ConfigError("algo", "image_encoder.downsample",
                               f"{cfg.downsample} stride-2 layers, but image_encoder.channels has {len(cfg.channels)} convolutions")

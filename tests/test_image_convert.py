@@ -91,6 +91,49 @@ def test_image_folder_to_robomimic_and_back_is_bit_exact(tmp_path, compression):
         assert f"image/{CAMERAS[0]}/codec" in z.files and f"obs/{CAMERAS[0]}" not in z.files
 
 
+def test_image_export_streams_episode_by_episode(tmp_path):
+    """The export holds one episode at a time, never the whole file: Python's peak allocation while
+    writing a file of incompressible frames stays far below the file's size."""
+    import tracemalloc
+
+    from robolearn.data.robomimic import export_robomimic
+
+    export_robomimic(image_folder(tmp_path / "warm", lengths=(3,)), tmp_path / "warm.hdf5", progress=False)  # imports, caches
+    src = image_folder(tmp_path / "src", lengths=(40,) * 24)
+    tracemalloc.start()
+    try:
+        export_robomimic(src, tmp_path / "big.hdf5", progress=False, compression="lzf")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = (tmp_path / "big.hdf5").stat().st_size
+    assert size > 24 * 2 * 40 * H * W * 3  # obs and next_obs of the noise camera alone
+    assert peak < size / 4, (peak, size)
+
+
+def test_image_export_to_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """A file-size limit (RLIMIT_FSIZE, as a full disk) met while HDF5 writes compressed frame chunks."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    src = image_folder(tmp_path / "src")
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    out = tmp_path / "out" / "image.hdf5"
+    out.parent.mkdir()
+    done = subprocess.run([sys.executable, "-m", "robolearn", "convert", str(src), str(out), "--quiet"], capture_output=True,
+                          text=True, timeout=120, preexec_fn=limited, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode not in (0, -signal.SIGSEGV) and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "file too large" in lines[0].lower() and str(out) in lines[0], done.stderr
+    assert list(out.parent.iterdir()) == []
+
+
 def write_robomimic_images(path: Path, lengths=(5, 7), next_obs: bool = True) -> None:
     """An image file laid out as robomimic's dataset_states_to_obs.py --compress writes it."""
     rng = np.random.default_rng(3)

@@ -28,6 +28,7 @@ The one narrowing: the folder format stores actions and rewards as float32.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -422,7 +423,9 @@ class _GuardedFile:
         size = view.nbytes
         while self.failure is None and view.nbytes:
             written = self._guard(self._f.write, view)
-            view = view[written or 0:] if written else view[:0]
+            if written == 0:  # never for a regular file; a write that makes no progress is a failure all the same
+                self.failure = OSError(errno.EIO, "a write made no progress")
+            view = view[written or 0:]
         return size
 
     def read(self, size: int = -1) -> bytes:

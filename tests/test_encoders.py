@@ -113,7 +113,7 @@ def test_image_keys_get_a_convolutional_encoder_and_bad_crops_are_refused():
     norms = {"pos": Normalizer(np.zeros(2, np.float32), np.ones(2, np.float32))}
     algo = algo_class("bc").build({"hidden": [8], "image_encoder": {"feature_dim": 16}}, spec, norms, 2, "launch/x.yaml: algo")
     assert algo.obs_dim == 2 + 16 and algo.encoder.trainable
-    with pytest.raises(ConfigError, match=r"launch/x.yaml: algo: field 'image_encoder.crop_size'.*larger than 'agentview_image'"):
+    with pytest.raises(ConfigError, match=r"launch/x.yaml: algo: field 'image_encoder.crop_size'.*larger than the 84 x 84 frames of 'agentview_image'"):
         algo_class("bc").build({"hidden": [8], "image_encoder": {"crop_size": [90, 80]}}, spec, norms, 2, "launch/x.yaml: algo")
 
 

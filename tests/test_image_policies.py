@@ -220,7 +220,7 @@ def test_policy_refuses_frames_that_are_not_the_trained_uint8_hwc(tmp_path):
 
 def test_bad_image_encoder_settings_name_the_field():
     data = DemoDataset(blob_episodes(), ["pos", "cam"])
-    for setting, match in [({"crop_size": [30, 20]}, "image_encoder.crop_size': .* larger than 'cam'"),
+    for setting, match in [({"crop_size": [30, 20]}, "image_encoder.crop_size': .* larger than the 24 x 24 frames of 'cam'"),
                            ({"crop_size": [20]}, r"image_encoder.crop_size': expected \[height, width\]"),
                            ({"downsample": 3}, "image_encoder.downsample': 3 stride-2 layers"),
                            ({"channels": []}, "image_encoder.channels': expected at least one convolution"),

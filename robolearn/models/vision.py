@@ -67,7 +67,7 @@ def crop_shape(cfg: ImageEncoderConfig, height: int, width: int, key: str) -> tu
         raise ConfigError("algo", "image_encoder.crop_size", f"expected [height, width], got {cfg.crop_size}")
     h, w = cfg.crop_size
     if h > height or w > width:
-        raise ConfigError("algo", "image_encoder.crop_size", f"{[h, w]} is larger than {key!r}'s {height} x {width} frames")
+        raise ConfigError("algo", "image_encoder.crop_size", f"{[h, w]} is larger than the {height} x {width} frames of {key!r}")
     return int(h), int(w)
 
 

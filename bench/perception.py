@@ -35,7 +35,7 @@ def measure(task: str, episodes: int, operator: str, seed: int) -> dict:
     from robolearn.tasks.base import make_env
 
     env = make_env(task)
-    watcher = perceived_task(env, "marker", hold_s=0.0)  # only its camera, view and estimator are used
+    watcher = perceived_task(env, "marker", hold_s=0.0)  # only its cameras and estimator are used
     pos, rot, render_ms, estimate_ms, streaks, successes, frames = [], [], [], [], [], 0, 0
     try:
         for i in range(episodes):
@@ -45,15 +45,9 @@ def measure(task: str, episodes: int, operator: str, seed: int) -> dict:
             actor.reset(seeds.actor)
             streak, longest, prior = 0, 0, None
             for _ in range(env.horizon + 1):
-                t0 = time.perf_counter()
-                if not watcher.camera.connected:
-                    watcher.camera.connect()
-                frame = watcher.camera.read()
-                t1 = time.perf_counter()
-                e = watcher.estimator.estimate(frame, watcher.view(), prior=prior)
-                t2 = time.perf_counter()
-                render_ms.append(1e3 * (t1 - t0))
-                estimate_ms.append(1e3 * (t2 - t1))
+                e = watcher.estimate_now(prior)
+                render_ms.append(watcher.last_timing_ms[0])
+                estimate_ms.append(watcher.last_timing_ms[1])
                 frames += 1
                 if e.pose is None:
                     streak += 1

@@ -1,8 +1,9 @@
-"""``PerceivedTask``: a simulated task whose ``object`` observation comes from its camera.
+"""``PerceivedTask``: a simulated task whose ``object`` observation comes from its cameras.
 
 It wraps a task (``reset``/``step`` as ``robolearn.tasks.base.TaskEnv``) and, after every reset
-and step, renders the task's perception camera, estimates the object's pose, and writes the
-task's ``object`` vector from the estimate instead of the simulator's state. The simulator's
+and step, renders the task's perception cameras, estimates the object's pose in each frame,
+keeps the best estimate (the most markers seen, then the smallest reprojection error), and writes
+the task's ``object`` vector from it instead of the simulator's state. The simulator's
 own pose is read alongside, only to measure the estimator (``stats``).
 
 A frame without an estimate goes to the ``LostMarkerPolicy``: the last estimate is held for at
@@ -13,6 +14,7 @@ the policy's and ends the episode as a failure. The episode loop needs nothing n
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,11 +23,11 @@ import numpy as np
 from robolearn.config import ConfigError
 from robolearn.hal.cameras.base import Camera
 from robolearn.hal.shield import require_number
-from robolearn.perception.base import ObjectPoseEstimator
+from robolearn.perception.base import Estimate, ObjectPoseEstimator
 from robolearn.perception.ground_truth import GroundTruth
 from robolearn.perception.layouts import object_vector
 from robolearn.perception.lost import HELD, LOST, SEEN, LostMarkerPolicy
-from robolearn.perception.pose import CameraView
+from robolearn.perception.pose import CameraView, Pose
 
 
 @dataclass
@@ -45,6 +47,11 @@ class PerceptionStats:
         return dataclasses.asdict(self)
 
 
+def _better(a: Estimate, b: Estimate) -> bool:
+    """More markers pin a pose better than fewer; among equals, the smaller reprojection error."""
+    return (len(a.markers), -(a.reprojection_px or 0.0)) > (len(b.markers), -(b.reprojection_px or 0.0))
+
+
 def hold_command(dim: int, last_gripper: float) -> np.ndarray:
     """No motion, the gripper's last command: what an arm is sent while it holds."""
     cmd = np.zeros(dim, dtype=np.float32)
@@ -53,17 +60,18 @@ def hold_command(dim: int, last_gripper: float) -> np.ndarray:
 
 
 class PerceivedTask:
-    """``env``: the task; ``camera``: a connected-on-first-use ``Camera`` of its scene;
-    ``view``: -> the camera's ``CameraView`` now; ``estimator``; ``truth``: the simulator's pose
-    (for the errors; None on a cell without one); ``max_held``: the lost-marker bound."""
+    """``env``: the task; ``cameras``: (``Camera`` of its scene, connected on first use; -> its
+    ``CameraView`` now) pairs; ``estimator``; ``truth``: the simulator's pose (for the errors; None
+    on a cell without one); ``max_held``: the lost-marker bound."""
 
-    def __init__(self, env: Any, camera: Camera, view: Callable[[], CameraView], estimator: ObjectPoseEstimator,
+    def __init__(self, env: Any, cameras: list[tuple[Camera, Callable[[], CameraView]]], estimator: ObjectPoseEstimator,
                  truth: GroundTruth | None, max_held: int, layout: str | None = None):
-        self.env, self.camera, self.view, self.estimator, self.truth = env, camera, view, estimator, truth
+        self.env, self.cameras, self.estimator, self.truth = env, list(cameras), estimator, truth
         self.layout = layout or env.name
         self.lost = LostMarkerPolicy(max_held)
         self.stats = PerceptionStats()
         self._last_gripper = 0.0
+        self.last_timing_ms = (0.0, 0.0)
 
     def __getattr__(self, name: str) -> Any:  # horizon, action_spec, render, get_state, close, ...
         if name == "env":
@@ -87,10 +95,7 @@ class PerceivedTask:
         return dataclasses.replace(result, obs=self._perceive(result.obs))
 
     def _perceive(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self.camera.connected:
-            self.camera.connect()
-        estimate = self.estimator.estimate(self.camera.read(), self.view(), prior=self.lost.last)
-        tracked = self.lost.update(estimate)
+        tracked = self.lost.update(self.estimate_now(self.lost.last))
         s = self.stats
         s.frames += 1
         if tracked.status == SEEN and self.truth is not None:
@@ -107,6 +112,27 @@ class PerceivedTask:
         out["object"] = object_vector(self.layout, tracked.pose, obs)
         return out
 
+    def estimate_now(self, prior: Pose | None = None) -> Estimate:
+        """The best of the cameras' estimates of the current state (or the first camera's miss).
+        ``last_timing_ms``: (rendering, estimating) of this call, all cameras together. Ground
+        truth needs no picture, so that control renders nothing."""
+        if isinstance(self.estimator, GroundTruth):
+            return self.estimator.estimate(None, None)
+        best: Estimate | None = None
+        render_ms = estimate_ms = 0.0
+        for camera, view in self.cameras:
+            t0 = time.perf_counter()
+            if not camera.connected:
+                camera.connect()
+            frame = camera.read()
+            t1 = time.perf_counter()
+            e = self.estimator.estimate(frame, view(), prior=prior)
+            render_ms, estimate_ms = render_ms + 1e3 * (t1 - t0), estimate_ms + 1e3 * (time.perf_counter() - t1)
+            if best is None or (e.pose is not None and (best.pose is None or _better(e, best))):
+                best = e
+        self.last_timing_ms = (render_ms, estimate_ms)
+        return best
+
     @staticmethod
     def _blind(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The observation without the simulator's object state (nothing may steer by it)."""
@@ -116,15 +142,16 @@ class PerceivedTask:
 
     def close(self) -> None:
         try:
-            self.camera.close()
+            for camera, _ in self.cameras:
+                camera.close()
         finally:
             self.env.close()
 
 
 def perceived_task(env: Any, estimator: str, hold_s: float, width: int = 640, height: int = 480) -> PerceivedTask:
     """``env`` (a robosuite task with markers: ``marker_config()``, ``object_body``,
-    ``perception_camera``) with ``object`` from ``estimator`` ("marker" or "ground_truth")
-    on its perception camera's ``width`` x ``height`` frames."""
+    ``perception_cameras``) with ``object`` from ``estimator`` ("marker" or "ground_truth")
+    on its perception cameras' ``width`` x ``height`` frames."""
     import mujoco
 
     from robolearn.hal.cameras.mujoco_camera import MujocoCamera, robosuite_handles
@@ -135,13 +162,16 @@ def perceived_task(env: Any, estimator: str, hold_s: float, width: int = 640, he
     if not hasattr(env, "marker_config"):
         raise ConfigError("--perception", "perception", f"task {getattr(env, 'name', env)!r} has no markers or perception camera")
     handles = robosuite_handles(env.arm)
-    camera = MujocoCamera(handles, env.perception_camera, width=width, height=height)
     truth = GroundTruth(handles, env.object_body)
 
-    def view() -> CameraView:
-        model, data = handles()
-        cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, env.perception_camera)
-        return mujoco_view(model, data, cam_id, camera.spec.intrinsics)
+    def camera_and_view(name: str) -> tuple[MujocoCamera, Callable[[], CameraView]]:
+        camera = MujocoCamera(handles, name, width=width, height=height)
+
+        def view() -> CameraView:
+            model, data = handles()
+            return mujoco_view(model, data, mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name), camera.spec.intrinsics)
+
+        return camera, view
 
     if estimator == "marker":
         from robolearn.perception.marker import MarkerEstimator
@@ -149,7 +179,8 @@ def perceived_task(env: Any, estimator: str, hold_s: float, width: int = 640, he
         est: ObjectPoseEstimator = MarkerEstimator(env.marker_config())
     else:
         est = truth
-    return PerceivedTask(env, camera, view, est, truth, held_frames(hold_s, env.control_hz))
+    cameras = [camera_and_view(name) for name in env.perception_cameras]
+    return PerceivedTask(env, cameras, est, truth, held_frames(hold_s, env.control_hz))
 
 
 ESTIMATORS = ("marker", "ground_truth")

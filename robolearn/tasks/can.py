@@ -6,7 +6,7 @@ Success is robosuite's test: the can inside the target bin and the gripper away 
 position in the end-effector frame (3), can orientation in the end-effector frame (4).
 
 The can carries ArUco markers on its top and, as flat tags touching it, on four sides (visual
-plates, no physics), and the scene a 640 x 480 ``perception`` camera in front of the source bin, so
+plates, no physics), and the scene a 640 x 480 perception camera in front of each bin, so
 ``robolearn eval --perception marker`` estimates ``object`` from rendered frames.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from robolearn.perception.config import MarkerConfig
-from robolearn.perception.sim_markers import mark_object, marked_env
+from robolearn.perception.sim_markers import add_camera, mark_object, marked_env
 from robolearn.tasks.base import register_env, register_operator
 from robolearn.tasks.manip_operators import Scene, scripted_operator_for
 from robolearn.tasks.robosuite_common import RobosuiteTaskEnv
@@ -26,9 +26,10 @@ def _can_object(env: Any, raw: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([raw["Can_pos"], raw["Can_quat"], raw["Can_to_robot0_eef_pos"], raw["Can_to_robot0_eef_quat"]])
 
 
-#: The perception camera (world frame, m): in front of the source bin, where the can is found and
-#: grasped. The carry to the target bin leaves its view (the lost-marker bound then ends the episode).
+#: The perception cameras (world frame, m): one in front of each bin, about 0.45 m from its middle
+#: (one camera for both bins saw the can's 25 mm markers at 11-17 px, too few for a pose).
 PERCEPTION_CAMERA = {"position": (0.45, -0.25, 1.15), "target": (0.1, -0.25, 0.86), "fovy_deg": 45.0}
+TARGET_CAMERA = {"position": (0.45, 0.28, 1.15), "target": (0.1, 0.28, 0.86), "fovy_deg": 45.0}
 #: The can's radius and the height of its top above its centre (measured on robosuite's mesh).
 CAN_RADIUS, CAN_TOP = 0.025, 0.0401
 #: Marker plate width: the top's plate fits inside the 50 mm circle with its corners clear of the rim.
@@ -38,6 +39,7 @@ CAN_PLATE = 0.034
 def _add_can_markers(env: Any) -> None:
     can = env.objects[env.object_id]
     mark_object(env, can.root_body, np.array([CAN_RADIUS, CAN_RADIUS, CAN_TOP]), CAN_PLATE, PERCEPTION_CAMERA, "can")
+    add_camera(env.model, "perception_target", TARGET_CAMERA["position"], TARGET_CAMERA["target"], TARGET_CAMERA["fovy_deg"])
 
 
 class CanEnv(RobosuiteTaskEnv):
@@ -47,7 +49,7 @@ class CanEnv(RobosuiteTaskEnv):
     plot_limits = ((-0.2, 0.4), (-0.55, 0.55), (0.78, 1.2))
     #: The object's body and the camera ``--perception`` estimates it from.
     object_body = "Can_main"
-    perception_camera = "perception"
+    perception_cameras = ("perception", "perception_target")
 
     def __init__(self, **kwargs: Any):
         self.robosuite_env = marked_env("PickPlace", _add_can_markers)

@@ -51,7 +51,7 @@ class LiftEnv(RobosuiteTaskEnv):
     success_height = 0.04
     #: The object's body and the camera ``--perception`` estimates it from.
     object_body = "cube_main"
-    perception_camera = "perception"
+    perception_cameras = ("perception",)
 
     def __init__(self, **kwargs: Any):
         self.robosuite_env = marked_env("Lift", _add_cube_markers)

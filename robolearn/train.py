@@ -36,7 +36,8 @@ from robolearn.distributed import (GradientAverage, RankShare, Ranks, autocast, 
                                    rank_generator, ranks_from_environment, resolve_device, spawn_ranks,
                                    training_threads)
 from robolearn.launch import LaunchConfig, load_launch, lr_factor
-from robolearn.policy import LATEST, RNG_TRAIN, load_algo, load_tensors, restore_training_state, save_checkpoint
+from robolearn.policy import (LATEST, RNG_TRAIN, load_algo, load_tensors, read_checkpoint_info, restore_training_state,
+                              save_checkpoint)
 
 
 class TrainingDivergedError(ConfigError):
@@ -147,10 +148,13 @@ def check_run_folder(out: Path, resume: bool) -> None:
 
 
 def check_training(cfg: LaunchConfig, out: Path, resume: bool, ranks: Ranks) -> torch.device:
-    """Everything about a run that can be refused before it starts: the run folder, and this
-    rank's device (one that exists here; mixed precision only on CUDA)."""
+    """Everything about a run that can be refused before it starts: the run folder (and the ranks
+    a resumed run was trained on), this rank's device (one that exists here; mixed precision only
+    on CUDA) and a global batch that every rank has a share of."""
     device = resolve_device(cfg.train, cfg.source, ranks)
     check_run_folder(out, resume)
+    if resume and (out / "checkpoints" / LATEST).exists():
+        resume_world(out, read_checkpoint_info(out)[1], ranks)
     if ranks.parallel:
         cls = algo_class(cfg.algo_name, cfg.source)
         source = f"{cfg.source}: algo"
@@ -191,8 +195,8 @@ def resume_world(out: Path, info: dict[str, Any], ranks: Ranks) -> None:
     and another count would split the global batches another way."""
     trained_on = int(info.get("meta", {}).get("world_size", 1))
     if trained_on != ranks.world:
-        raise ConfigError(out, "--nproc", f"the run was trained on {trained_on} rank(s); resume it on {trained_on} "
-                          f"(--nproc {trained_on}, or torchrun with {trained_on} processes), not {ranks.world}")
+        raise ConfigError(out, "--nproc", f"the run was trained on {trained_on} rank(s); resume it with --nproc "
+                          f"{trained_on} (or {trained_on} torchrun processes), not on {ranks.world}")
 
 
 def rank_rng_key(rank: int) -> str:
@@ -240,7 +244,6 @@ def _train(cfg: LaunchConfig, out: Path, seed: int, resume: bool, progress: bool
         loaded, info, ckpt = load_algo(out)
         if info["algo"] != cfg.algo_name:
             raise ConfigError(out, "algo.name", f"run was trained with {info['algo']!r}, launch file says {cfg.algo_name!r}")
-        resume_world(out, info, ranks)
         algo.load_state_dict(loaded.state_dict())
         start = restore_training_state(algo, ckpt, info, gen, rng_key=rank_rng_key(ranks.rank))
         restore_scalers(ckpt, scalers)

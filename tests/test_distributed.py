@@ -193,7 +193,16 @@ def test_resuming_on_another_number_of_ranks_is_refused(demos, two_ranks, capsys
     root, _ = two_ranks
     assert main(train_argv("bc_rnn", demos, root / "bc_rnn", steps=40) + ["--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "trained on 2 rank(s); resume it on 2" in err[0], err
+    assert len(err) == 1 and "trained on 2 rank(s); resume it with --nproc 2 (or 2 torchrun processes), not on 1" in err[0], err
+
+
+def test_a_single_process_run_resumes_only_in_one_process(demos, tmp_path, capsys):
+    """Refused before any rank starts."""
+    run = tmp_path / "run"
+    assert main(train_argv("bc_rnn", demos, run, steps=2)) == 0
+    assert main(train_argv("bc_rnn", demos, run, steps=4) + ["--resume", "--nproc", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on 1 rank(s); resume it with --nproc 1" in err[0], err
 
 
 def test_a_failing_rank_stops_the_others(two_ranks):

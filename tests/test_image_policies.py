@@ -247,7 +247,7 @@ def test_training_from_an_image_demo_folder_writes_a_policy_that_acts_on_camera_
     algo = {"name": "bc_rnn", **PARAMS["bc_rnn"], "batch_size": 8, "lr": 3e-3, "image_encoder": TINY_IMAGE}
     launch = tmp_path / "lift_bc_rnn_tiny_image.yaml"
     launch.write_text(yaml.safe_dump({"task": "lift", "data": {"path": str(tmp_path / "demos"), "obs_keys": ["pos", "cam"]},
-                                      "algo": algo, "train": {"steps": 40, "log_every": 10, "checkpoint_every": 40}}))
+                                      "algo": algo, "train": {"steps": 40, "log_every": 10, "checkpoint_every": 40, "threads": 1}}))
     run = train_from_launch(launch, tmp_path / "run", progress=False)
     losses = [json.loads(line)["loss/policy"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 4 and losses[-1] < losses[0], losses

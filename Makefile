@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml
 	  || echo "warning: libosmesa6 missing and could not be installed; videos will be skipped"; fi
 	@touch $(STAMP)
 
+# Suboptimal Lift in MuJoCo, about 10 minutes on 2 cores; `make quickstart QUICKSTART_TASK=graph_reach`
+# runs the fast teaching task instead. Everything lands under runs/quickstart/<task>/.
+QUICKSTART_TASK ?= lift
 quickstart: setup
-	$(VPY) -m robolearn.quickstart --out runs/quickstart
+	$(VPY) -m robolearn.quickstart --task $(QUICKSTART_TASK)
 
 test: setup
 	$(VPY) -m pytest -q tests

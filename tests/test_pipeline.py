@@ -146,9 +146,10 @@ def test_quickstart_runs_end_to_end_on_a_tiny_budget(tmp_path):
     from robolearn.quickstart import main as quickstart
 
     out = tmp_path / "qs"
-    assert quickstart(["--out", str(out), "--episodes", "6", "--steps", "10", "--eval-episodes", "2"]) == 0
+    assert quickstart(["--task", "graph_reach", "--out", str(out), "--episodes", "6", "--steps", "10",
+                       "--eval-episodes", "2"]) == 0
     report = (out / "report.md").read_text()
-    assert "| bc_rnn |" in report and "| iris |" in report
+    assert "| BC-RNN |" in report and "| IRIS |" in report
     for algo in ("bc_rnn", "iris"):
         assert (out / algo / "eval.png").exists()
         assert sorted(p.name for p in (out / algo / "videos").glob("*.mp4")) == ["episode_0000.mp4", "episode_0001.mp4"]

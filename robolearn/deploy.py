@@ -11,6 +11,17 @@ controller's rate). The arm must run at it and the policy must have been trained
 policy's actions are motions per step, so at another rate they mean other motions. Either
 mismatch is refused before anything moves.
 
+Cameras and perception: ``deploy.cameras`` adds camera views to the controller file's (one
+``CameraArm`` inside the shield); ``deploy.perception`` (``robolearn.launch.DeployPerception``)
+has the policy's ``object`` estimated from one view's frames (``robolearn.perceived``), never
+read from the arm. Before the arm is built, deploy refuses in one line a perception view that
+is not configured and a calibration file that is missing, unreadable, stale, of another camera
+or resolution; once it is built (not connected), a policy whose observation keys the arm, its
+cameras and perception do not all produce, naming what produces each key there is.
+
+Seeds: episode ``i`` of a run with ``deploy.seed`` S follows the runtime's one rule,
+``deployment_seeds(S, i)``: a simulated task's reset and the policy's own sampling.
+
 While it runs: Ctrl-C stops the loop cleanly (arm stopped, the partial episode written, exit
 130); Ctrl-\\ (SIGQUIT) latches the shield's e-stop (every further command refused, exit 3).
 ``checkpoint="scripted:KIND"`` drives the arm with the task's scripted operator instead of a
@@ -26,8 +37,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from robolearn.collect import OperatorActor
 from robolearn.config import ConfigError, from_dict, load_yaml
-from robolearn.launch import DeployConfig, load_launch
+from robolearn.hal.cameras.config import CamerasConfig
+from robolearn.launch import DeployConfig, load_launch, resolve_path
 
 log = logging.getLogger("robolearn.deploy")
 
@@ -37,17 +50,21 @@ EXIT_SHIELD, EXIT_ARM, EXIT_INTERRUPT = 3, 4, 130
 
 @dataclass
 class DeployLaunch:
-    """A launch file as deploy reads it: the task is optional (else the policy's meta names it)."""
+    """A launch file as deploy reads it: the task is optional (else the policy's meta names it).
+    ``cameras``: its ``deploy.cameras`` section, typed (None when it names none)."""
 
     source: str
     deploy: DeployConfig
     task: str | None = None
     env: dict[str, Any] = field(default_factory=dict)
+    cameras: CamerasConfig | None = None
 
 
 def load_deploy(path: str) -> DeployLaunch:
     """The launch file's typed deploy section (over the task's defaults when it names a task);
-    an unknown arm is a ConfigError naming ``deploy.arm`` and the backends there are."""
+    an unknown arm is a ConfigError naming ``deploy.arm`` and the backends there are, a bad
+    ``deploy.cameras`` setting names its field under ``deploy.``."""
+    from robolearn.hal.cameras.config import cameras_config
     from robolearn.hal.factory import BACKENDS
 
     raw = load_yaml(path)
@@ -62,7 +79,41 @@ def load_deploy(path: str) -> DeployLaunch:
         raise ConfigError(path, "deploy", "missing: the launch file needs a deploy: {arm: ..., ...} section")
     if launch.deploy.arm not in BACKENDS:
         raise ConfigError(path, "deploy.arm", f"expected one of {', '.join(BACKENDS)}, got {launch.deploy.arm!r}")
+    if launch.deploy.cameras is not None:
+        try:
+            launch.cameras = cameras_config(launch.deploy.cameras, str(path))
+        except ConfigError as exc:
+            raise ConfigError(exc.source, f"deploy.{exc.field}", exc.problem) from None
     return launch
+
+
+def _absolute_calibration(view: Any, base: Path | None) -> Any:
+    """``view`` with its calibration path made absolute: relative to ``base`` (a controller
+    file's folder), or by the launch file rule (working directory, then repository root)."""
+    if view.calibration is None:
+        return view
+    path = Path(view.calibration).expanduser()
+    if not path.is_absolute():
+        path = base / path if base is not None else resolve_path(path)
+    return replace(view, calibration=str(path.absolute()))
+
+
+def deployment_cameras(launch: DeployLaunch, controller: dict, ctl_path: Path) -> CamerasConfig | None:
+    """The controller file's camera views and the launch file's as one section (the launch
+    file's frame-age settings win), each view's calibration path resolved by its own file's
+    rule; a view named in both files is refused. None when neither names a camera."""
+    from robolearn.hal.cameras.config import cameras_config
+
+    section = controller.get("cameras")
+    base = cameras_config(section, str(ctl_path)) if section else None
+    if launch.cameras is None and base is None:
+        return None
+    views = {name: _absolute_calibration(v, Path(ctl_path).parent) for name, v in (base.views if base else {}).items()}
+    for name, view in (launch.cameras.views if launch.cameras else {}).items():
+        if name in views:
+            raise ConfigError(launch.source, f"deploy.cameras.views.{name}", f"is also a view of {ctl_path}; name each camera once")
+        views[name] = _absolute_calibration(view, None)
+    return replace(launch.cameras or base, views=views)
 
 
 def with_command_line(cfg: DeployConfig, max_steps: int | None, episodes: int | None) -> DeployConfig:
@@ -73,23 +124,15 @@ def with_command_line(cfg: DeployConfig, max_steps: int | None, episodes: int | 
     return cfg
 
 
-class ScriptedPolicy:
-    """The task's scripted operator behind the Policy interface (for dry runs)."""
+class ScriptedPolicy(OperatorActor):
+    """The task's scripted operator behind the Policy interface (for dry runs): each episode's
+    operator is seeded with the episode's actor seed, as a policy's sampling is."""
 
-    def __init__(self, task: str, kind: str, env, seed: int):
-        import numpy as np
-
-        from robolearn.tasks.base import make_operator
-
-        self._op = make_operator(task, env, kind, np.random.default_rng(seed))
+    def __init__(self, task: str, kind: str, env):
+        super().__init__(task, kind, env)
+        self.reset(0)  # an unknown kind is refused here, before anything moves
         self.meta = {"task": task, "obs_keys": list(env.obs_spec), "action_dim": 7, "control_hz": float(env.control_hz), "env": {}}
         self.current_goal = None
-
-    def reset(self) -> None:
-        self._op.reset()
-
-    def act(self, obs):
-        return self._op.act(obs)
 
 
 def confirm_on_stdin(text: str) -> bool:
@@ -121,13 +164,50 @@ def check_policy_rate(source: str, checkpoint: str, hz: float, meta: dict) -> No
                           f"({source}): its actions would mean different motions")
 
 
-def check_policy_fits_arm(source: str, spec, meta: dict) -> None:
-    missing = [k for k in meta.get("obs_keys", []) if k not in spec.obs_spec]
+def producers(spec, cameras: CamerasConfig | None, perception: Any = None) -> dict[str, str]:
+    """Each observation key the configured arm, cameras and perception produce -> what produces it."""
+    camera_keys = {}
+    for name, view in (cameras.views.items() if cameras is not None else ()):
+        for key in (f"{name}_image", f"{name}_image_age_s") + ((f"{name}_depth",) if view.depth else ()):
+            camera_keys[key] = f"camera {name}"
+    out = {k: camera_keys.get(k, f"arm {spec.name}") for k in spec.obs_spec}
+    if perception is not None:
+        out["object"] = f"perception ({perception.estimator} on camera {perception.view})"
+    return out
+
+
+def _missing_field(key: str) -> str:
+    if key.endswith(("_image", "_depth", "_image_age_s")):
+        return "deploy.cameras"
+    return "deploy.perception" if key == "object" else "deploy.arm"
+
+
+def check_policy_fits_arm(source: str, spec, meta: dict, made: dict[str, str] | None = None,
+                          shapes: dict[str, tuple] | None = None) -> None:
+    """Every observation key the policy reads is produced by the arm, a camera or perception
+    (``made``: ``producers``), in the shape it was trained on (``shapes``: the checkpoint's own
+    keys and shapes; else the keys of ``meta``); the action sizes agree."""
+    made = made if made is not None else {k: f"arm {spec.name}" for k in spec.obs_spec}
+    missing = [k for k in (list(shapes) if shapes else meta.get("obs_keys", [])) if k not in made]
     if missing:
-        raise ConfigError(source, "deploy.arm", f"the policy needs observation keys {missing} that arm {spec.name!r} does not provide "
-                          f"(it has {sorted(spec.obs_spec)})")
+        by = {}
+        for key, who in made.items():
+            by.setdefault(who, []).append(key)
+        have = "; ".join(f"{who}: {', '.join(sorted(keys))}" for who, keys in by.items())
+        raise ConfigError(source, _missing_field(missing[0]), f"the policy needs observation keys {missing} that nothing "
+                          f"configured produces (available: {have})")
+    for key, want in (shapes or {}).items():
+        got = tuple(spec.obs_spec[key].shape) if key in spec.obs_spec else None
+        if got is not None and tuple(want) != got:
+            raise ConfigError(source, _missing_field(key), f"the policy reads {key!r} as shape {tuple(want)}, but {made[key]} "
+                              f"gives {got}")
     if int(meta.get("action_dim", spec.action_spec.dim)) != spec.action_spec.dim:
         raise ConfigError(source, "deploy.arm", f"policy action_dim {meta.get('action_dim')} != arm's {spec.action_spec.dim}")
+
+
+def recorded_spec(spec, record_images: bool) -> dict:
+    """The observation keys a deployment records: all of them, or all but the camera frames."""
+    return {k: v for k, v in spec.obs_spec.items() if record_images or not (v.is_image or k.endswith("_depth"))}
 
 
 def shield_words(shield) -> str:
@@ -138,18 +218,30 @@ def shield_words(shield) -> str:
             f"{c.max_step_rot} rad, watchdog {c.watchdog_ms:g} ms")
 
 
-def run_episodes(arm, loop, cfg: DeployConfig) -> tuple[list, int]:
-    """Episode after episode until done, a stop, or an error; the stats kept and the exit code."""
+def run_episodes(arm, loop, cfg: DeployConfig, policy: Any = None) -> tuple[list, int]:
+    """Episode after episode until done, a stop, or an error; the stats kept and the exit code.
+
+    Episode ``i``'s policy is reset with ``deployment_seeds(cfg.seed, i).actor`` (the loop is
+    built with ``reset_source=False``): the seeding rule that resets a simulated task arm's
+    episode ``i``. An arm with perception also ends an episode once its object is lost."""
     from robolearn.hal.arm import ArmError
     from robolearn.hal.shield import ShieldError
+    from robolearn.perceived import PerceivedArm
+    from robolearn.runtime.seeds import deployment_seeds
 
     results, code = [], 0
     success_fn = getattr(arm, "success", None) if cfg.stop_on_success else None
+    lost = arm.lost if isinstance(arm, PerceivedArm) else None
+    ends = [f for f in (success_fn if callable(success_fn) else None,
+                        (lambda: lost.lost) if lost is not None else None) if f is not None]
+    stop_when = (lambda o: any(f() for f in ends)) if ends else None
     for ep in range(cfg.episodes):
         arm.home()
+        if policy is not None:
+            policy.reset(deployment_seeds(cfg.seed, ep).actor)
         print(f"episode {ep}: running (Ctrl-C stops, Ctrl-\\ e-stops)", flush=True)
         try:
-            stats = loop.run(max_steps=cfg.max_steps, stop_when=(lambda o: success_fn()) if callable(success_fn) else None)
+            stats = loop.run(max_steps=cfg.max_steps, stop_when=stop_when)
         except ShieldError as exc:
             print(f"robolearn deploy: shield stopped the run: {exc}", flush=True)
             stats, code = None, EXIT_SHIELD
@@ -158,7 +250,10 @@ def run_episodes(arm, loop, cfg: DeployConfig) -> tuple[list, int]:
             stats, code = None, EXIT_ARM
         if stats is not None:
             results.append(stats)
-            print(f"episode {ep}: {stats.summary()}; success {stats.success}; recorded {stats.episode_path}", flush=True)
+            seen = getattr(arm, "perception_stats", None)
+            words = "" if seen is None else (f"; perception {seen.frames} frames, {seen.lost_frames} without a fresh estimate"
+                                             + (f", {seen.lost_reason}" if seen.lost_reason else ""))
+            print(f"episode {ep}: {stats.summary()}; success {stats.success}{words}; recorded {stats.episode_path}", flush=True)
         if stats is None or stats.stopped_by in ("interrupt", "request_stop"):
             if stats is not None and stats.stopped_by == "interrupt":
                 code = EXIT_INTERRUPT
@@ -183,7 +278,7 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
     from robolearn.data.format import DemoMeta, DemoWriter
     from robolearn.data.recorder import EpisodeRecorder
     from robolearn.hal.arm import ArmError
-    from robolearn.hal.factory import controller_file, load_controller
+    from robolearn.hal.factory import BACKENDS, controller_file, load_controller
     from robolearn.hal.loop import ControlLoop
     from robolearn.hal.shield import SafetyShield
     from robolearn.tasks.task_arm import make_task_arm
@@ -198,6 +293,7 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
     cfg = with_command_line(launch.deploy, max_steps, episodes)
     ctl_path = controller_file(cfg.arm, cfg.controller)
     ctl = load_controller(ctl_path)
+    cameras = deployment_cameras(launch, ctl, ctl_path)
 
     scripted = str(checkpoint).startswith("scripted:")
     policy = None
@@ -207,26 +303,40 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
         policy = load_policy(checkpoint)
     meta = dict(getattr(policy, "meta", None) or {})
     task = launch.task or meta.get("task")
+    sim_task = bool(task) and BACKENDS[cfg.arm].task_scene
+    perception = None
+    if cfg.perception is not None:  # every file it names is checked before the arm is built
+        from robolearn.perceived import plan_perception
+
+        perception = plan_perception(cfg.perception, cameras, launch_path, task, simulated=sim_task)
     env_overrides = {**dict(meta.get("env") or {}), **launch.env}
     params = {"host": cfg.host, "port": cfg.port} if cfg.arm == "remote" else {}
-    arm = make_task_arm(cfg.arm, ctl_path, task=task, env_overrides=env_overrides, seed=cfg.seed, **params)
+    arm = make_task_arm(cfg.arm, ctl_path, task=task, env_overrides=env_overrides, seed=cfg.seed,
+                        cameras=(cameras, launch_path) if cameras is not None else None, **params)
+    shield = arm if isinstance(arm, SafetyShield) else None
     hz = loop_rate(cfg, ctl, meta)
+    check_arm_rate(launch_path, hz, arm.spec, ctl_path)
+    made = producers(arm.spec, cameras, perception)
+    if perception is not None:
+        from robolearn.perceived import make_perceived_arm
+
+        arm = make_perceived_arm(arm, perception, hz, launch_path)
     spec = arm.spec
-    check_arm_rate(launch_path, hz, spec, ctl_path)
     if scripted:
         if not hasattr(arm, "env"):
             raise ConfigError(launch_path, "--checkpoint", "scripted:KIND needs a simulated task arm (pybullet or robosuite with a task)")
-        policy = ScriptedPolicy(task, str(checkpoint).split(":", 1)[1], arm.env, cfg.seed)
+        policy = ScriptedPolicy(task, str(checkpoint).split(":", 1)[1], arm.env)
         meta = policy.meta
     check_policy_rate(launch_path, str(checkpoint), hz, meta)
-    check_policy_fits_arm(launch_path, spec, meta)
+    check_policy_fits_arm(launch_path, spec, meta, made, getattr(policy, "obs_shapes", None))
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else Path("runs") / "deploy" / f"{Path(launch_path).stem}-{stamp}"
-    shield = arm if isinstance(arm, SafetyShield) else None
     plan = (f"deploy {checkpoint} ({meta.get('algo', 'policy') if not scripted else 'scripted operator'}) on arm {spec.name} "
             f"[{cfg.arm}, {ctl_path}]\n  {cfg.episodes} episode(s) x <= {cfg.max_steps} steps at {hz:g} Hz; "
-            f"shield: {shield_words(shield)}\n  recording to {out_dir}")
+            f"shield: {shield_words(shield)}\n"
+            + (f"  perception: {perception.words()}\n" if perception is not None else "")
+            + f"  recording to {out_dir}")
     if confirm is not None and not confirm(plan):
         print("robolearn deploy: not confirmed; nothing was moved")
         return 1
@@ -242,7 +352,7 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
             print("robolearn deploy: pipelined_replan ignored: this policy does not re-plan subgoals", flush=True)
         policy = pipe
     demo_meta = DemoMeta(
-        task=str(task or cfg.arm), control_hz=hz, obs_spec=dict(spec.obs_spec), action_spec=spec.action_spec,
+        task=str(task or cfg.arm), control_hz=hz, obs_spec=recorded_spec(spec, cfg.record_images), action_spec=spec.action_spec,
         robot=spec.name, controller=str(ctl_path), source=f"deploy:{checkpoint}",
         extra={"launch": str(launch_path), "deploy": asdict(cfg), "checkpoint": str(checkpoint)},
     )
@@ -267,8 +377,8 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
         arm.connect()
         # The recording folder is created once the arm answered: a busy or absent arm leaves none.
         recorder = EpisodeRecorder(DemoWriter(out_dir, demo_meta))
-        loop = ControlLoop(arm, policy, hz, recorder=recorder, realtime_priority=cfg.rt_priority or None)
-        results, code = run_episodes(arm, loop, cfg)
+        loop = ControlLoop(arm, policy, hz, recorder=recorder, realtime_priority=cfg.rt_priority or None, reset_source=False)
+        results, code = run_episodes(arm, loop, cfg, policy)
     finally:
         if pipe is not None:
             pipe.close()
@@ -286,5 +396,9 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
         "shield": shield.stats.to_dict() if shield is not None else {},
         "exit_code": code,
     }
+    if perception is not None:
+        summary["perception"] = {"estimator": perception.estimator, "view": perception.view, "hold_s": perception.hold_s,
+                                 "calibration": str(perception.calibration_path) if perception.calibration_path else None,
+                                 "episodes": [e.as_dict() for e in arm.episode_stats]}
     report(summary, results, out_dir)
     return code

@@ -111,6 +111,32 @@ class EvalConfig:
 
 
 @dataclass
+class DeployPerception:
+    """``deploy.perception``: the policy's ``object`` estimated from a camera's frames
+    (robolearn/perceived.py) instead of read from a simulator. ``marker`` is typed as
+    ``robolearn.perception.config.MarkerConfig`` and the calibration file by
+    ``robolearn.calibration.file`` when deploy loads the launch file (both sit above this module)."""
+
+    #: the camera view (a key of ``deploy.cameras.views`` or of the controller file's views) it reads.
+    view: str = checked()
+    #: marker: ArUco markers on the object; ground_truth: the simulator's own pose (simulated
+    #: tasks only: the control that runs the same loop on exact poses).
+    estimator: str = checked("marker", choices=("marker", "ground_truth"))
+    #: the object's markers (``MarkerConfig``: markers, size_m, dictionary, ...); None: the
+    #: simulated task's own (the markers its scene carries).
+    marker: dict[str, Any] | None = None
+    #: the view's calibration file (``robolearn calibrate``): its intrinsics, and its extrinsic
+    #: (``frame: base``) as the camera's pose in the arm's base frame. Needed by ``marker``.
+    calibration: str | None = None
+    #: how long the last estimate may stand in for an unseen marker; past it the arm holds and
+    #: the episode fails (0: fail at the first frame without an estimate).
+    hold_s: float = non_negative(0.5)
+    #: a calibration file (or its extrinsic) older than this is refused (None: no age limit,
+    #: for a simulated camera, which nothing can knock).
+    max_calibration_age_days: float | None = positive(30.0)
+
+
+@dataclass
 class DeployConfig:
     """``robolearn deploy``'s settings (robolearn/deploy.py). ``arm`` is checked there against the
     backend registry (robolearn/hal/factory.py), which sits above this module."""
@@ -136,6 +162,16 @@ class DeployConfig:
     #: IRIS/HBC: plan subgoals in a background thread a few steps early (no overruns at
     #: re-plans; the goal comes from a slightly older observation). See robolearn/hal/pipelined.py.
     pipelined_replan: bool = False
+    #: cameras of this deployment, a ``cameras:`` section as in controller files
+    #: (robolearn/hal/cameras/config.py; typed when deploy loads the file), built with the
+    #: controller file's views inside the shield. Calibration paths: from the working directory,
+    #: then the repository root, like every path of a launch file.
+    cameras: dict[str, Any] | None = None
+    #: estimate the policy's ``object`` from a camera (None: the arm's own observation).
+    perception: DeployPerception | None = None
+    #: keep the camera frames in the recorded demo folder (false: a simulated run keeps its
+    #: states, from which ``robolearn replay --video`` renders it again).
+    record_images: bool = True
 
 
 @dataclass

@@ -37,7 +37,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("hal", ("robolearn.hal", "robolearn.runtime", "robolearn.calibration", "robolearn.perception")),
     ("tasks", ("robolearn.tasks", "robolearn.algos", "robolearn.teleop")),
     ("runtime", ("robolearn.policy", "robolearn.train", "robolearn.evaluate", "robolearn.collect", "robolearn.deploy",
-                 "robolearn.selection", "robolearn.distributed")),
+                 "robolearn.selection", "robolearn.distributed", "robolearn.perceived")),
     ("commands", ("robolearn.commands", "robolearn.quickstart")),
     ("entry", ("robolearn.cli", "robolearn.__main__")),
 ]

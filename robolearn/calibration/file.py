@@ -14,7 +14,7 @@
       frame: gripper              # gripper (eye-in-hand) or base (eye-to-hand)
       position: [x, y, z]         # metres: T_frame_camera, the camera's pose in that frame,
       quaternion: [x, y, z, w]    # OpenCV camera axes (x right, y down, z forward)
-      method: horaud
+      method: horaud              # or model: a simulated camera's pose read from its scene
       samples: 15
       residual_mm: 0.4
       residual_deg: 0.05
@@ -108,7 +108,8 @@ class _ExtrinsicFields:
     frame: str = checked(choices=FRAMES)
     position: list[float] = checked()
     quaternion: list[float] = checked()
-    method: str = checked(choices=("tsai", "horaud"))
+    #: tsai or horaud (a hand-eye fit); model: read from a simulator's model, exact by construction.
+    method: str = checked(choices=("tsai", "horaud", "model"))
     samples: int = positive()
     residual_mm: float = non_negative()
     residual_deg: float = non_negative()

@@ -5,10 +5,13 @@
     robolearn calibrate hand-eye --mode eye-in-hand --samples runs/calib/handeye --board board.yaml \\
         --intrinsics calib/wrist.yaml --out calib/wrist.yaml
     robolearn calibrate intrinsics --sim --board board.yaml --out runs/sim_cam.yaml   # rendered MuJoCo views
+    robolearn calibrate sim-camera --task lift --view perception --out controllers/calibration/lift_perception.yaml
 
 The file written is what a controller view's ``calibration:`` key names
 (robolearn/calibration/file.py documents it). Hand-eye runs Tsai and Horaud on the same
-samples, prints both, and refuses to write when they disagree beyond the limits.
+samples, prints both, and refuses to write when they disagree beyond the limits. ``sim-camera``
+writes a simulated task camera's exact calibration from its scene (``method: model``), what a
+simulated deployment with perception names.
 """
 from __future__ import annotations
 
@@ -59,6 +62,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--max-disagreement-mm", type=float, default=5.0, help="refuse when Tsai and Horaud differ by more (mm)")
     h.add_argument("--max-disagreement-deg", type=float, default=1.0, help="refuse when they differ by more (degrees)")
     _fit_arguments(h)
+    s = sub.add_parser("sim-camera", help="a simulated task camera's exact calibration, read from its MuJoCo scene",
+                       description="K from the camera's field of view, its pose in the world (robosuite's arm frame) "
+                                   "as the base-frame extrinsic.")
+    s.add_argument("--task", required=True, help="the simulated task whose scene holds the camera (e.g. lift)")
+    s.add_argument("--view", required=True, help="the camera's name in the scene and in the file (e.g. perception)")
+    s.add_argument("--width", type=int, default=640, help="image width (pixels)")
+    s.add_argument("--height", type=int, default=480, help="image height (pixels)")
+    s.add_argument("--out", required=True, help="calibration YAML to write")
 
 
 def _positive(name: str, value: float) -> float:
@@ -162,5 +173,22 @@ def run_hand_eye(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sim_camera(args: argparse.Namespace) -> int:
+    from robolearn.calibration.file import write_calibration
+    from robolearn.config import ConfigError
+    from robolearn.perceived import sim_camera_calibration
+
+    if args.width < 1 or args.height < 1:
+        raise ConfigError("--width", "width", f"expected whole numbers >= 1, got --width {args.width} --height {args.height}")
+    cal = sim_camera_calibration(args.task, args.view, args.width, args.height)
+    write_calibration(args.out, cal)
+    k, t = cal.K, cal.extrinsic.transform
+    print(f"camera {cal.camera} of task {args.task}: {cal.width}x{cal.height}, fx {k[0, 0]:.3f} cx {k[0, 2]:.2f} cy {k[1, 2]:.2f}; "
+          f"at {', '.join(f'{v:.4f}' for v in t[:3, 3])} m in the arm frame")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    return run_intrinsics(args) if args.step == "intrinsics" else run_hand_eye(args)
+    steps = {"intrinsics": run_intrinsics, "hand-eye": run_hand_eye, "sim-camera": run_sim_camera}
+    return steps[args.step](args)

@@ -11,7 +11,8 @@ actor's own sampling: a scripted operator's NumPy generator takes the ``SeedSequ
 trained policy's torch generator an int (the child's first word, ``EpisodeSeeds.with_int_actor``).
 
 ``stream`` names what the episodes are for, so that ``collect --seed 3`` and ``eval --seed 3``
-never replay each other's reset states: demonstrations are stream 0, evaluation episodes stream 1.
+never replay each other's reset states: demonstrations are stream 0, evaluation episodes stream 1,
+episodes on an arm over a simulated task (``deploy``, ``teleop``, ``serve-arm``) stream 2.
 Stream 0 is also the demonstrations' rule of the recorded demo folders
 (``SeedSequence(base_seed).spawn`` children): ``SeedSequence`` pads its entropy with zero words,
 so ``[base_seed, 0]`` and ``base_seed`` are the same entropy, and a folder's ``extra.seed``
@@ -30,6 +31,7 @@ from robolearn.config import ConfigError
 #: What the episodes of a stream are for (a fixed small integer each; never renumber one).
 DEMONSTRATION_STREAM = 0
 EVALUATION_STREAM = 1
+DEPLOYMENT_STREAM = 2
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,9 @@ def evaluation_seeds(base_seed: int, index: int) -> EpisodeSeeds:
 def demonstration_seeds(base_seed: int, index: int) -> EpisodeSeeds:
     """Episode ``index`` of a demo folder (counting the episodes already there when appending)."""
     return episode_seeds(base_seed, DEMONSTRATION_STREAM, index)
+
+
+def deployment_seeds(base_seed: int, index: int) -> EpisodeSeeds:
+    """Episode ``index`` on an arm (``robolearn deploy``, teleop): the simulated task's reset
+    (``TaskBoundArm.home``) and the policy's sampling; a policy's actor seed is an int."""
+    return episode_seeds(base_seed, DEPLOYMENT_STREAM, index).with_int_actor()

@@ -15,6 +15,7 @@ import numpy as np
 from robolearn.config import ConfigError
 from robolearn.hal.arm import Arm, ArmSpec, Observation
 from robolearn.hal.factory import BACKENDS, build_backend, resolve_controller, shield_arm, with_cameras
+from robolearn.runtime.seeds import EpisodeSeeds, deployment_seeds
 from robolearn.tasks.base import make_env
 from robolearn.tasks.over_arm import TaskOverArm
 
@@ -22,7 +23,12 @@ from robolearn.tasks.over_arm import TaskOverArm
 class TaskBoundArm:
     """An arm that belongs to a simulated task: ``home()`` starts a new episode through the
     task's reset distribution and ``success()`` and ``reward()`` ask the task. Everything
-    else goes to the arm."""
+    else goes to the arm.
+
+    Episode ``i`` of a run seeded ``seed`` resets with ``deployment_seeds(seed, i).reset``, the
+    runtime's one seeding rule (stream 2: episodes on an arm), so ``deploy`` with seed 3 never
+    replays the reset states of ``collect --seed 3`` or ``eval --seed 3``; deploy seeds episode
+    ``i``'s policy with the same rule's actor seed."""
 
     def __init__(self, env: TaskOverArm, seed: int | None = None):
         self.env = env
@@ -35,6 +41,8 @@ class TaskBoundArm:
         self._entropy = np.random.default_rng()
         #: The seed of the current episode's reset (object placement, joint noise).
         self.last_reset_seed: int | None = None
+        #: The current episode's seeds under the seeding rule (None in an unseeded run).
+        self.last_seeds: EpisodeSeeds | None = None
 
     @property
     def connected(self) -> bool:
@@ -56,9 +64,11 @@ class TaskBoundArm:
 
     def home(self) -> Observation:
         if self._seed is None:
+            self.last_seeds = None
             seed = int(self._entropy.integers(0, 2**31 - 1))
         else:
-            seed = self._seed + self._episode
+            self.last_seeds = deployment_seeds(self._seed, self._episode)
+            seed = self.last_seeds.reset
         self._episode += 1
         self.env.reset(seed=seed)
         self.last_reset_seed = seed
@@ -89,24 +99,34 @@ def make_task_arm(
     env_overrides: dict[str, Any] | None = None,
     seed: int | None = None,
     shield: bool = True,
+    cameras: tuple[Any, str] | None = None,
     **params: Any,
 ) -> Arm:
     """``make_arm`` for a launch that may name a task.
 
     With a task and a simulated backend whose scene a task supplies (``Backend.task_scene``:
     pybullet, robosuite), the arm is the task's own arm in the task's scene, bound to the task
-    (``TaskBoundArm``; episode ``i`` resets with ``seed + i``) and configured from the same
-    controller file as its shield. Otherwise the task is not the arm's business and this is
-    ``make_arm``'s arm.
+    (``TaskBoundArm``: episode ``i`` resets with ``deployment_seeds(seed, i)``) and configured
+    from the same controller file as its shield. Otherwise the task is not the arm's business
+    and this is ``make_arm``'s arm.
 
     env_overrides: task settings over ``envs/<task>.yaml`` (e.g. from a policy's meta).
+    cameras: ``(CamerasConfig, source)`` built instead of the controller file's ``cameras:``
+        section (a deploy launch file's views merged with the controller's), inside the shield
+        all the same.
     """
     choice = resolve_controller(name, controller_yaml, params)
     if task and BACKENDS[choice.backend].task_scene:
         arm: Arm = _bound_task_arm(task, choice.path, env_overrides, seed, choice.backend)
     else:
         arm = build_backend(choice)
-    arm = with_cameras(arm, choice)
+    if cameras is None:
+        arm = with_cameras(arm, choice)
+    else:
+        from robolearn.hal.cameras.config import wrap_with_cameras
+
+        section, source = cameras
+        arm = wrap_with_cameras(arm, section, source=str(source), sim=BACKENDS[choice.backend].task_scene)
     return shield_arm(arm, choice.cfg, choice.path) if shield else arm
 
 

@@ -30,7 +30,7 @@ from robolearn.data.format import DemoMeta, DemoWriter
 from robolearn.paths import ENVS_DIR
 from robolearn.runtime.rollout import rollout
 from robolearn.runtime.seeds import demonstration_seeds
-from robolearn.runtime.workers import run_jobs
+from robolearn.runtime.workers import Backend, pool_backend, run_jobs
 from robolearn.tasks.base import env_spec, make_env, make_operator
 from robolearn.tasks.operator_failures import check_failure_rate, draw_failure, operator_failure_modes
 
@@ -50,6 +50,9 @@ class CollectConfig:
     #: Env overrides on top of envs/<task>.yaml (e.g. {"horizon": 200}); recorded in meta.extra["env"].
     env: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    #: "auto" or a Ray cluster's address: the episodes run on ``workers`` Ray actors there
+    #: (robolearn.runtime.ray_pool); the folder is the same as with local workers.
+    ray: str | None = None
 
     def validate(self) -> None:
         if self.episodes < 1:
@@ -141,12 +144,14 @@ def _record(w: dict[str, Any], index: int) -> dict[str, Any]:
     return record_episode(w["env"], w["task"], w["kind"], w["seed"], index, w["failure_rate"])
 
 
-def _rollouts(cfg: CollectConfig, env, indices: range, episode_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _rollouts(cfg: CollectConfig, env, indices: range, episode_env: dict[str, Any],
+              backend: Backend | None = None) -> Iterator[dict[str, Any]]:
     # imap keeps episode order; chunks of a few episodes amortise the inter-process round trip.
     chunk = max(1, min(8, len(indices) // (4 * cfg.workers)))
     local = {"env": env, "task": cfg.task, "kind": cfg.operator, "seed": cfg.seed, "failure_rate": cfg.failure_rate}
     return run_jobs(indices, cfg.workers, _init_state, _record,
-                    init_args=(cfg.task, cfg.operator, episode_env, cfg.seed, cfg.failure_rate), local_state=local, chunksize=chunk)
+                    init_args=(cfg.task, cfg.operator, episode_env, cfg.seed, cfg.failure_rate), local_state=local, chunksize=chunk,
+                    backend=backend)
 
 
 def build_meta(env, cfg: CollectConfig) -> DemoMeta:
@@ -194,6 +199,8 @@ def collect(cfg: CollectConfig) -> CollectStats:
         operator = make_operator(cfg.task, env, cfg.operator, np.random.default_rng(0))
         if cfg.failure_rate > 0:
             operator_failure_modes(operator, cfg.task)
+        # A Ray cluster that is not there is reported before the folder is created.
+        backend = pool_backend(cfg.ray, cfg.progress)
         # The writer holds the folder's lock until the end: a second collect into this folder is
         # refused here, before it rolls out episodes under the seeds this one is using.
         writer = DemoWriter(cfg.out, build_meta(env, cfg))
@@ -207,7 +214,7 @@ def collect(cfg: CollectConfig) -> CollectStats:
         # closing(): when a write fails (a full disk), the worker pool is stopped right away
         # rather than whenever the suspended generator is garbage collected.
         try:
-            with writer, contextlib.closing(_rollouts(cfg, env, indices, episode_env)) as rollouts:
+            with writer, contextlib.closing(_rollouts(cfg, env, indices, episode_env, backend)) as rollouts:
                 for ep in rollouts:
                     T = int(ep["actions"].shape[0])
                     steps += T

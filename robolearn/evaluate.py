@@ -20,7 +20,7 @@ from robolearn.config import ConfigError
 from robolearn.data.format import atomic_write_bytes
 from robolearn.policy import load_policy, read_checkpoint_info
 from robolearn.runtime.rollout import evaluation_rollout
-from robolearn.runtime.workers import run_jobs
+from robolearn.runtime.workers import Backend, pool_backend, run_jobs
 from robolearn.tasks.base import TaskEnv, make_env
 
 
@@ -66,10 +66,12 @@ def _run_episode(w: dict[str, Any], job: tuple[int, int]) -> dict[str, Any]:
     return result
 
 
-def _results(jobs: list[tuple[int, int]], workers: int, init_args: tuple, local_state: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
-    """Episode results in job order, from this process (``local_state``, closed at the end) or a worker pool."""
+def _results(jobs: list[tuple[int, int]], workers: int, init_args: tuple, local_state: dict[str, Any] | None,
+             backend: Backend | None = None) -> Iterator[dict[str, Any]]:
+    """Episode results in job order, from this process (``local_state``, closed at the end), a worker pool or a ``backend``."""
     try:
-        yield from run_jobs(jobs, workers, _init_state, _run_episode, init_args=init_args, local_state=local_state)
+        yield from run_jobs(jobs, workers, _init_state, _run_episode, init_args=init_args, local_state=local_state,
+                            backend=backend)
     finally:
         if local_state is not None:
             local_state["env"].close()
@@ -79,8 +81,10 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, 
                  video_dir: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
                  horizon: int | None = None, progress: bool = True, json_out: str | os.PathLike | None = None,
                  plot_path: str | os.PathLike | None = None, video_episodes: int | None = None,
-                 perception: str | None = None, perception_hold_s: float = 0.5) -> dict[str, Any]:
+                 perception: str | None = None, perception_hold_s: float = 0.5, ray: str | None = None) -> dict[str, Any]:
     """Roll ``episodes`` episodes out; videos for the first ``video_episodes`` (all when None).
+    ``ray`` ("auto" or a cluster address): the episodes run on ``workers`` Ray actors there
+    (``robolearn.runtime.ray_pool``), with the same per-episode results.
     ``perception`` ("marker", "ground_truth"): the policy's ``object`` is estimated from the task's
     perception camera (``robolearn.perception.episode``); a lost object held past
     ``perception_hold_s`` holds the arm and fails the episode."""
@@ -101,13 +105,14 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, 
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     local_state = None
-    if workers <= 1:
+    if workers <= 1 and ray is None:
         local_state = _init_state(*init_args)
     else:
         load_policy(ckpt)  # a bad checkpoint fails here, once, before any worker starts
+    backend = pool_backend(ray, progress)
     bar = tqdm(total=episodes, desc="eval", disable=not progress, dynamic_ncols=True)
     try:
-        for r in _results(jobs, workers, init_args, local_state):
+        for r in _results(jobs, workers, init_args, local_state, backend):
             results.append(r)
             bar.update(1)
             bar.set_postfix(success=f"{np.mean([x['success'] for x in results]):.2f}")
@@ -130,6 +135,7 @@ def evaluate_run(run_dir: str | os.PathLike, episodes: int = 50, seed: int = 0, 
         "successful_mean_length": float(np.mean(ok_lengths)) if ok_lengths else None,
         "demo_median_length": (meta.get("data") or {}).get("median_length"),
         "workers": workers,
+        **({"ray": ray} if ray is not None else {}),
         "wall_s": round(wall, 3),
         "episodes_per_s": round(episodes / max(wall, 1e-9), 3),
         "per_episode": [{"index": r["index"], "seed": r["seed"], "success": r["success"], "length": r["length"],

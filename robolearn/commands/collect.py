@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed; episode i uses a seed derived from (seed, i)")
     parser.add_argument("--out", required=True, help="demo folder to create or append to")
     parser.add_argument("--workers", type=int, default=1, help="worker processes rolling out episodes (default 1)")
+    parser.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                        help="run the episodes on a Ray cluster: auto (RAY_ADDRESS or a head started here, else a local "
+                             "instance) or the head's address; --workers actors there; needs the distributed extra")
     parser.add_argument("--keep-failures", "--keep-failed", dest="keep_failed", action="store_true",
                         help="also write episodes that did not succeed (their sparse rewards and success: false)")
     parser.add_argument("--failure-rate", type=float, default=0.0, metavar="P",
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         failure_rate=args.failure_rate,
         env=_env_overrides(args),
         progress=not args.no_progress,
+        ray=args.ray,
     )
     stats = collect(cfg)
     print(stats.summary())

@@ -4,7 +4,9 @@
 where ``state = init(*init_args)`` is built once per process (a policy and an environment, say).
 With one worker everything runs here; with more, in a spawn-context pool. Job order is kept, so
 a caller that writes results (a demo folder, an eval JSON) writes the same thing whatever the
-number of workers.
+number of workers. A ``backend`` runs the same jobs elsewhere: ``pool_backend("auto")`` gives the
+Ray one (``robolearn.runtime.ray_pool``: one actor per worker, on a cluster), with the same order
+and the same errors, so the caller's code is the same for both.
 
 Errors: a worker never prints a traceback for an expected error. An ``init`` that raises is kept
 (an initializer that raises kills its worker, prints a traceback and makes the pool start another
@@ -15,19 +17,24 @@ Workers ignore Ctrl-C: it is the parent's to handle, by terminating the pool.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
-from typing import Any, Callable, Iterable, Iterator, Sequence
+import sys
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from robolearn.errors import portable
 
 _WORKER: dict[str, Any] = {}
 
 
-def _quiet_torch_threads() -> None:
-    """One intra-op thread per worker: W workers with a thread per core each oversubscribe the machine."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a core dependency
+def quiet_torch_threads() -> None:
+    """One intra-op thread per worker: W workers with a thread per core each oversubscribe the
+    machine. A worker that has not imported torch gets ``OMP_NUM_THREADS=1``, which torch reads
+    when its ``init`` imports it, so a job that never needs torch (collecting with a scripted
+    operator) does not pay for importing it."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        os.environ["OMP_NUM_THREADS"] = "1"
         return
     torch.set_num_threads(1)
 
@@ -36,7 +43,7 @@ def _init_pool_worker(init: Callable[..., Any], init_args: tuple, work: Callable
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["work"] = work
     try:
-        _quiet_torch_threads()
+        quiet_torch_threads()
         _WORKER["state"] = init(*init_args)
     except Exception as exc:  # noqa: BLE001 - every failure travels to the parent
         _WORKER["error"] = portable(exc)
@@ -60,6 +67,25 @@ def close_state(state: Any) -> None:
             close()
 
 
+class Backend(Protocol):
+    """Somewhere else to run the jobs (a Ray cluster): ``work(state, job)`` in job order, on
+    ``workers`` workers that each build their state with ``init(*init_args)`` once."""
+
+    def run(self, jobs: Iterable[Any], workers: int, init: Callable[..., Any], work: Callable[[Any, Any], Any],
+            init_args: tuple = ()) -> Iterator[Any]: ...
+
+
+def pool_backend(ray_address: str | None, progress: bool = True) -> Backend | None:
+    """The backend for ``--ray ADDRESS`` (checked now: Ray installed, something listening at the
+    address, so a missing cluster fails before any work), or None for local worker processes.
+    Ray is imported only here, only when asked for."""
+    if ray_address is None:
+        return None
+    from robolearn.runtime.ray_pool import RayBackend
+
+    return RayBackend(ray_address, progress=progress)
+
+
 def run_jobs(
     jobs: Sequence[Any] | Iterable[Any],
     workers: int,
@@ -68,10 +94,16 @@ def run_jobs(
     init_args: tuple = (),
     local_state: Any = None,
     chunksize: int = 1,
+    backend: Backend | None = None,
 ) -> Iterator[Any]:
     """``work(state, job)`` for each job, in order. ``init``, ``work`` and ``init_args`` must be
-    picklable (module-level functions) when ``workers > 1``. ``local_state``: a state already built
-    in this process, used (and left open) when ``workers <= 1``; otherwise one is built and closed."""
+    picklable (module-level functions) when ``workers > 1`` or a ``backend`` is given.
+    ``local_state``: a state already built in this process, used (and left open) when
+    ``workers <= 1`` and there is no backend; otherwise one is built and closed. ``backend``: run
+    the jobs there (``pool_backend``) on ``workers`` workers instead of local processes."""
+    if backend is not None:
+        yield from backend.run(jobs, workers, init, work, init_args)
+        return
     if workers <= 1:
         state = local_state if local_state is not None else init(*init_args)
         try:

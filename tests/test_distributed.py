@@ -270,3 +270,15 @@ def test_nproc_is_checked_before_any_rank_starts(argv, env, words, demos, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_nproc_trains_on_two_gpus_with_nccl(demos, tmp_path):
+    """``--nproc 2`` on CUDA: one GPU per rank, NCCL; the checkpoint is in CPU layout."""
+    run = tmp_path / "run"
+    argv = [a if a != "train.device=cpu" else "train.device=cuda" for a in train_argv("bc_rnn", demos, run, steps=4)]
+    assert main(argv + ["--nproc", "2"]) == 0
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["device"] == "cuda:0"
+    state = load_file(str(run / "checkpoints" / "step_0000004" / "optim.safetensors"))
+    assert "rng/train/rank_1" in state

@@ -169,7 +169,7 @@ def test_results_come_in_job_order_and_a_remote_failure_names_its_episode(cluste
     for jobs, offset, name, message in (([12, 13, 14], 0, "episode 13", "13 is refused"),
                                         ([4], -1, "episode 4", "non-negative offset")):
         with pytest.raises(Exception) as caught:
-            list(run_jobs(jobs, 2, _init_offset, _square, init_args=(offset,), backend=RayBackend(cluster)))
+            list(run_jobs(jobs, 1, _init_offset, _square, init_args=(offset,), backend=RayBackend(cluster)))
         line, code = error_line("collect", caught.value)
         assert line.startswith(f"robolearn collect: error: {name}: ") and message in line
         assert "\n" not in line and code == 2

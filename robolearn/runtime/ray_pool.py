@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from robolearn.config import ConfigError
 from robolearn.errors import EXIT_FAILED, WorkerError, classify, one_line, portable
-from robolearn.runtime.workers import close_state, quiet_torch_threads
+from robolearn.runtime.worker_state import close_state, quiet_torch_threads
 
 AUTO = "auto"
 EXTRA = "pip install 'robolearn[distributed]'"
@@ -140,19 +140,16 @@ class EpisodeActor:
 
 
 def _job_error(name: str, exc: BaseException) -> WorkerError:
-    """The one-line error of job ``name`` for what ``ray.get`` raised."""
+    """The one-line error of job ``name`` for what ``ray.get`` raised: the remote exception's own
+    line (and exit code) for a failing job, a short one for an actor that died. Raised from
+    ``exc``, whose text is the remote traceback that ``--debug`` shows."""
     import ray.exceptions
 
     if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = getattr(exc, "cause", None) or exc
-        f = classify(cause)
-        err = WorkerError(f.type_name, f"{name}: {f.message}", f.exit_code, f.expected)
-        err.__cause__ = cause
-        return err
+        f = classify(getattr(exc, "cause", None) or exc)
+        return WorkerError(f.type_name, f"{name}: {f.message}", f.exit_code, f.expected)
     first = one_line(str(exc)).split(". ")[0][:300]
-    err = WorkerError(type(exc).__name__, f"{name}: the Ray actor running it failed ({first})", EXIT_FAILED, True)
-    err.__cause__ = exc
-    return err
+    return WorkerError(type(exc).__name__, f"{name}: the Ray actor running it failed ({first})", EXIT_FAILED, True)
 
 
 class RayBackend:
@@ -272,7 +269,7 @@ class RayBackend:
             try:
                 done[position] = ray.get(ready[0])
             except ray.exceptions.RayError as exc:
-                raise _job_error(self.job_name(job), exc) from None
+                raise _job_error(self.job_name(job), exc) from exc
             while next_out in done:
                 yield done.pop(next_out)
                 next_out += 1

@@ -17,26 +17,13 @@ Workers ignore Ctrl-C: it is the parent's to handle, by terminating the pool.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import signal
-import sys
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from robolearn.errors import portable
+from robolearn.runtime.worker_state import close_state, quiet_torch_threads
 
 _WORKER: dict[str, Any] = {}
-
-
-def quiet_torch_threads() -> None:
-    """One intra-op thread per worker: W workers with a thread per core each oversubscribe the
-    machine. A worker that has not imported torch gets ``OMP_NUM_THREADS=1``, which torch reads
-    when its ``init`` imports it, so a job that never needs torch (collecting with a scripted
-    operator) does not pay for importing it."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        os.environ["OMP_NUM_THREADS"] = "1"
-        return
-    torch.set_num_threads(1)
 
 
 def _init_pool_worker(init: Callable[..., Any], init_args: tuple, work: Callable[[Any, Any], Any]) -> None:
@@ -56,15 +43,6 @@ def _run_pool_job(job: Any) -> Any:
         return _WORKER["work"](_WORKER["state"], job)
     except Exception as exc:  # noqa: BLE001
         raise portable(exc)
-
-
-def close_state(state: Any) -> None:
-    """Close what ``init`` built: the state itself, or each value of a dict state, when it has ``close``."""
-    parts = state.values() if isinstance(state, dict) else (state,)
-    for part in parts:
-        close = getattr(part, "close", None)
-        if callable(close):
-            close()
 
 
 class Backend(Protocol):

@@ -271,6 +271,53 @@ def report(summary: dict, results: list, out: Path) -> None:
           + f"success {[s.success for s in results]}; demo folder {out}", flush=True)
 
 
+@dataclass
+class LaunchArm:
+    """The arm a launch file names, built (not connected): ``arm`` is what a loop drives (a
+    ``PerceivedArm`` over the shield when the file has ``deploy.perception``), ``made`` what
+    produces each of its observation keys (``producers``)."""
+
+    arm: Any
+    shield: Any
+    cameras: CamerasConfig | None
+    perception: Any
+    made: dict[str, str]
+
+
+def launch_arm(launch: DeployLaunch, cfg: DeployConfig, *, task: str | None, env_overrides: dict[str, Any],
+               seed: int | None, hz: float | None = None, controller: tuple[Path, dict] | None = None) -> LaunchArm:
+    """The launch file's arm with the controller file's and ``deploy.cameras``' views inside its
+    shield and, with ``deploy.perception``, ``object`` estimated from a camera: what deploy and
+    teleop drive. The perception view and calibration file are checked before anything is built.
+    ``seed``: a simulated task's first reset (None: each episode draws its own); ``hz``: the loop's
+    rate (the arm's when None), which the lost-marker bound counts frames at."""
+    from robolearn.hal.factory import BACKENDS, controller_file, load_controller
+    from robolearn.hal.shield import SafetyShield
+    from robolearn.tasks.task_arm import make_task_arm
+
+    ctl_path, ctl = controller if controller is not None else (controller_file(cfg.arm, cfg.controller), None)
+    ctl = ctl if ctl is not None else load_controller(ctl_path)
+    cameras = deployment_cameras(launch, ctl, ctl_path)
+    perception = None
+    if cfg.perception is not None:  # every file it names is checked before the arm is built
+        from robolearn.perceived import plan_perception
+
+        simulated = bool(task) and BACKENDS[cfg.arm].task_scene
+        perception = plan_perception(cfg.perception, cameras, launch.source, task, simulated=simulated)
+    params = {"host": cfg.host, "port": cfg.port} if cfg.arm == "remote" else {}
+    arm = make_task_arm(cfg.arm, ctl_path, task=task, env_overrides=env_overrides, seed=seed,
+                        cameras=(cameras, launch.source) if cameras is not None else None, **params)
+    shield = arm if isinstance(arm, SafetyShield) else None
+    hz = float(hz or arm.spec.control_hz)
+    check_arm_rate(launch.source, hz, arm.spec, ctl_path)
+    made = producers(arm.spec, cameras, perception)
+    if perception is not None:
+        from robolearn.perceived import make_perceived_arm
+
+        arm = make_perceived_arm(arm, perception, hz, launch.source)
+    return LaunchArm(arm=arm, shield=shield, cameras=cameras, perception=perception, made=made)
+
+
 def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, episodes: int | None = None,
            out: str | None = None, confirm: Callable[[str], bool] | None = confirm_on_stdin) -> int:
     """Run ``checkpoint`` on the launch file's arm; the exit code (0, 1 not confirmed, 3 shield,
@@ -278,10 +325,8 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
     from robolearn.data.format import DemoMeta, DemoWriter
     from robolearn.data.recorder import EpisodeRecorder
     from robolearn.hal.arm import ArmError
-    from robolearn.hal.factory import BACKENDS, controller_file, load_controller
+    from robolearn.hal.factory import controller_file, load_controller
     from robolearn.hal.loop import ControlLoop
-    from robolearn.hal.shield import SafetyShield
-    from robolearn.tasks.task_arm import make_task_arm
 
     try:
         import torch
@@ -293,7 +338,6 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
     cfg = with_command_line(launch.deploy, max_steps, episodes)
     ctl_path = controller_file(cfg.arm, cfg.controller)
     ctl = load_controller(ctl_path)
-    cameras = deployment_cameras(launch, ctl, ctl_path)
 
     scripted = str(checkpoint).startswith("scripted:")
     policy = None
@@ -303,24 +347,10 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
         policy = load_policy(checkpoint)
     meta = dict(getattr(policy, "meta", None) or {})
     task = launch.task or meta.get("task")
-    sim_task = bool(task) and BACKENDS[cfg.arm].task_scene
-    perception = None
-    if cfg.perception is not None:  # every file it names is checked before the arm is built
-        from robolearn.perceived import plan_perception
-
-        perception = plan_perception(cfg.perception, cameras, launch_path, task, simulated=sim_task)
     env_overrides = {**dict(meta.get("env") or {}), **launch.env}
-    params = {"host": cfg.host, "port": cfg.port} if cfg.arm == "remote" else {}
-    arm = make_task_arm(cfg.arm, ctl_path, task=task, env_overrides=env_overrides, seed=cfg.seed,
-                        cameras=(cameras, launch_path) if cameras is not None else None, **params)
-    shield = arm if isinstance(arm, SafetyShield) else None
     hz = loop_rate(cfg, ctl, meta)
-    check_arm_rate(launch_path, hz, arm.spec, ctl_path)
-    made = producers(arm.spec, cameras, perception)
-    if perception is not None:
-        from robolearn.perceived import make_perceived_arm
-
-        arm = make_perceived_arm(arm, perception, hz, launch_path)
+    built = launch_arm(launch, cfg, task=task, env_overrides=env_overrides, seed=cfg.seed, hz=hz, controller=(ctl_path, ctl))
+    arm, shield, perception = built.arm, built.shield, built.perception
     spec = arm.spec
     if scripted:
         if not hasattr(arm, "env"):
@@ -328,7 +358,7 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
         policy = ScriptedPolicy(task, str(checkpoint).split(":", 1)[1], arm.env)
         meta = policy.meta
     check_policy_rate(launch_path, str(checkpoint), hz, meta)
-    check_policy_fits_arm(launch_path, spec, meta, made, getattr(policy, "obs_shapes", None))
+    check_policy_fits_arm(launch_path, spec, meta, built.made, getattr(policy, "obs_shapes", None))
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else Path("runs") / "deploy" / f"{Path(launch_path).stem}-{stamp}"

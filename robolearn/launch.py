@@ -126,7 +126,8 @@ class DeployPerception:
     #: simulated task's own (the markers its scene carries).
     marker: dict[str, Any] | None = None
     #: the view's calibration file (``robolearn calibrate``): its intrinsics, and its extrinsic
-    #: (``frame: base``) as the camera's pose in the arm's base frame. Needed by ``marker``.
+    #: (``frame: base``) as the camera's pose in the arm's base frame (None: the file the view's
+    #: own ``calibration:`` names). Needed by ``marker``.
     calibration: str | None = None
     #: how long the last estimate may stand in for an unseen marker; past it the arm holds and
     #: the episode fails (0: fail at the first frame without an estimate).

@@ -112,17 +112,21 @@ def plan_perception(section: DeployPerception, cameras: CamerasConfig | None, so
     marker = None
     if section.marker is not None:
         marker = from_dict(MarkerConfig, section.marker, source, field_prefix=f"{where}.marker.").check(source)
-    cal, path = None, None
-    if section.calibration is None:
+    view = views[section.view]
+    own = Path(view.calibration) if view.calibration else None  # made absolute by deploy.deployment_cameras
+    path = resolve_path(section.calibration).absolute() if section.calibration is not None else own
+    if own is not None and path != own:
+        raise ConfigError(source, f"{where}.calibration", f"{path} is not the file camera {section.view!r} names ({own}); "
+                          "one camera has one calibration")
+    cal = None
+    if path is None:
         if section.estimator == "marker":
             raise ConfigError(source, f"{where}.calibration", "missing: the marker estimator needs the camera's calibration "
                               "file (intrinsics and its pose in the arm's base frame, from `robolearn calibrate`)")
     else:
-        path = resolve_path(section.calibration)
         if not path.is_file():
             raise ConfigError(source, f"{where}.calibration", f"no such file: {path} (make it with `robolearn calibrate "
                               "intrinsics` then `robolearn calibrate hand-eye --mode eye-to-hand`)")
-        view = views[section.view]
         cal = perception_calibration(path, section.view, view.width, view.height, section.max_calibration_age_days)
     return PerceptionPlan(estimator=section.estimator, view=section.view, image_key=f"{section.view}_image", layout=str(task),
                           hold_s=section.hold_s, marker=marker, calibration=cal, calibration_path=path)

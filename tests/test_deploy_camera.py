@@ -256,6 +256,33 @@ def test_a_perception_view_that_is_not_configured_is_refused(tmp_path):
                                        "(configured: ['perception'])")
 
 
+def test_one_camera_has_one_calibration_file(tmp_path):
+    """Without ``perception.calibration`` the view's own file is used; naming a second one is refused."""
+    from robolearn.deploy import deployment_cameras, load_deploy
+    from robolearn.hal.factory import load_controller
+    from robolearn.perceived import plan_perception
+
+    copy = calibration_copy(tmp_path, "copy.yaml")
+
+    def view_names(path, perception_too):
+        def change(data):
+            data["deploy"]["cameras"]["views"]["perception"]["calibration"] = str(path)
+            if not perception_too:
+                del data["deploy"]["perception"]["calibration"]
+        return change
+
+    ctl = REPO / "controllers" / "robosuite_panda_osc.yaml"
+    launch = load_deploy(str(launch_copy(tmp_path, CAMERA_LAUNCH, view_names(copy, perception_too=False))))
+    cameras = deployment_cameras(launch, load_controller(ctl), ctl)
+    plan = plan_perception(launch.deploy.perception, cameras, launch.source, "lift", simulated=True)
+    assert plan.calibration_path == copy and plan.calibration.camera == "perception"
+    launch = load_deploy(str(launch_copy(tmp_path, CAMERA_LAUNCH, view_names(copy, perception_too=True))))
+    with pytest.raises(ConfigError, match=r"field 'deploy.perception.calibration': .*lift_perception.yaml is not the file "
+                                          r"camera 'perception' names \(.*copy.yaml\); one camera has one calibration"):
+        plan_perception(launch.deploy.perception, deployment_cameras(launch, load_controller(ctl), ctl), launch.source,
+                        "lift", simulated=True)
+
+
 @pytest.mark.parametrize("field, value, words", [
     ("hold_s", -1, "expected a number >= 0"), ("hold_s", True, "expected float"),
     ("estimator", "apriltag", "expected one of ['marker', 'ground_truth']"),
@@ -303,6 +330,22 @@ def test_the_real_cell_plan_builds_without_hardware_and_names_missing_keys(lift_
     assert code == 1 and "nothing was moved" in capsys.readouterr().out
     assert "perception: marker on camera 'front'" in plans[0] and str(cal) in plans[0]
     assert not (tmp_path / "d").exists()
+
+
+def test_teleop_on_the_real_cell_records_what_deploy_would_feed_the_policy(tmp_path):
+    """``robolearn teleop`` with the real cell's launch file builds the arm deploy drives: the
+    RealSense inside the UR5e's shield and ``object`` from the perception camera (not connected)."""
+    from robolearn.deploy import launch_arm, load_deploy
+    from robolearn.hal.shield import SafetyShield
+    from robolearn.perceived import PerceivedArm
+
+    now = dt.datetime.now(dt.timezone.utc)
+    cal = calibration_copy(tmp_path, camera="front", date=now, extrinsic_date=now)
+    launch = load_deploy(str(launch_copy(tmp_path, REAL_LAUNCH, with_calibration(str(cal)))))
+    built = launch_arm(launch, launch.deploy, task="lift", env_overrides={}, seed=None)
+    assert isinstance(built.arm, PerceivedArm) and isinstance(built.arm.arm, SafetyShield) and built.shield is built.arm.arm
+    assert built.arm.spec.obs_spec["front_image"].shape == (480, 640, 3) and built.arm.spec.obs_spec["object"].shape == (10,)
+    assert built.made["object"] == "perception (marker on camera front)" and not built.arm.connected
 
 
 def test_deploy_seeds_each_episode_by_the_runtime_rule():

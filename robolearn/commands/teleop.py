@@ -2,7 +2,9 @@
 
 The arm comes from the launch file's ``deploy`` section (``arm``, ``controller``, ``hz``;
 overridable with --arm/--controller/--hz), built by the HAL's ``make_arm`` and therefore
-always behind the SafetyShield its controller file describes. The loop runs at the task's
+always behind the SafetyShield its controller file describes. A launch file with
+``deploy.cameras`` or ``deploy.perception`` gets the arm ``robolearn deploy`` would drive
+(those cameras recorded, ``object`` from the perception camera). The loop runs at the task's
 rate. Keys (keyboard device): Enter start, v save, x discard, y/n mark success/failure,
 Q quit; w/s a/d e/q translate, j/l i/k u/o rotate, space toggles the gripper. An existing
 --out folder is resumed (same task and spec, next episode index); a mismatch is refused, and
@@ -41,7 +43,15 @@ def run(args: argparse.Namespace) -> int:
     deploy = dataclasses.asdict(cfg.deploy) if cfg.deploy else {}
     backend = args.arm or deploy.get("arm") or "noop"
     controller = args.controller or deploy.get("controller")
-    arm = make_task_arm(backend, controller, task=cfg.task, env_overrides=cfg.env, seed=args.seed)
+    if cfg.deploy is not None and (cfg.deploy.cameras or cfg.deploy.perception):
+        # The launch file's cameras and perception as deploy builds them: demos record what the policy will see.
+        from robolearn.deploy import launch_arm, load_deploy
+
+        launch = load_deploy(args.launch)
+        own = dataclasses.replace(launch.deploy, arm=backend, controller=controller)
+        arm = launch_arm(launch, own, task=cfg.task, env_overrides=cfg.env, seed=args.seed, hz=args.hz or deploy.get("hz")).arm
+    else:
+        arm = make_task_arm(backend, controller, task=cfg.task, env_overrides=cfg.env, seed=args.seed)
     try:
         summary = _session(args, cfg, arm, backend, controller, deploy)
     finally:

@@ -139,11 +139,12 @@ class BuildContext:
 
 
 def _image_encoder(key: str, spec: ObsKey, normalizer: Normalizer | None, ctx: BuildContext) -> nn.Module:
-    if not ctx.image.share_across_cameras:
-        return ImageKeyEncoder(key, spec.shape, ctx.image)
-    first = "visual_core" not in ctx.shared
-    enc = ImageKeyEncoder(key, spec.shape, ctx.image, None if first else ctx.shared["visual_core"])
-    ctx.shared.setdefault("visual_core", enc.core)
+    """A camera's encoder. A shared core is one module under every camera's key (tied weights: the
+    state dict names it once per camera, with the same tensors, and optimisers see it once)."""
+    share = ctx.image.share_across_cameras
+    enc = ImageKeyEncoder(key, spec.shape, ctx.image, ctx.shared.get("visual_core") if share else None)
+    if share:
+        ctx.shared.setdefault("visual_core", enc.core)
     return enc
 
 

@@ -278,3 +278,20 @@ def test_resumed_training_draws_the_same_crops_as_an_unbroken_run(tmp_path):
         resumed.train_step(data, gen)
     for name, tensor in unbroken.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("shape", [[100_000, 100_000, 3], [0, 24, 3]])
+def test_a_checkpoint_claiming_huge_or_empty_frames_is_refused_before_allocating(tmp_path, shape):
+    """The keypoint grids grow with the frame while no weight does: a crafted observation spec
+    must not make loading allocate what the weights file never paid for."""
+    from robolearn.policy import CheckpointError
+
+    data = DemoDataset(blob_episodes(), ["pos", "cam"])
+    save_checkpoint(tmp_path / "ckpt", build("bc", data), step=0, meta={})
+    info_path = tmp_path / "ckpt" / "checkpoint.json"
+    info = json.loads(info_path.read_text())
+    info["obs_spec"]["cam"]["shape"] = shape
+    info["algo_config"]["image_encoder"]["crop_size"] = None
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match=r"checkpoint.json: field 'obs_spec.cam': frames of shape .* expected height"):
+        load_policy(tmp_path / "ckpt")

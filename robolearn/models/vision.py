@@ -29,6 +29,9 @@ from robolearn.config import ConfigError, non_negative, positive
 
 #: Share of each side a default crop keeps: 76 of 84 pixels, robomimic's crop for its 84 x 84 images.
 DEFAULT_CROP_SHARE = 0.9
+#: Largest frame side accepted. The keypoint grids grow with the frame but no weight does, so a
+#: checkpoint's observation spec could otherwise claim memory its weights file never pays for.
+MAX_FRAME_SIDE = 4096
 
 
 @dataclass
@@ -177,6 +180,9 @@ class ImageKeyEncoder(nn.Module):
     def __init__(self, key: str, shape: tuple[int, int, int], cfg: ImageEncoderConfig, core: VisualCore | None = None):
         super().__init__()
         height, width, channels = shape
+        if not (0 < height <= MAX_FRAME_SIDE and 0 < width <= MAX_FRAME_SIDE and channels > 0):
+            raise ConfigError("observation encoder", key, f"frames of shape {list(shape)}: expected height and width "
+                              f"of 1 to {MAX_FRAME_SIDE} pixels and at least one channel")
         ch, cw = crop_shape(cfg, height, width, key)
         self.key, self.shape = key, tuple(shape)
         self.crop = CropRandomizer(height, width, ch, cw)

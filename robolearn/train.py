@@ -30,7 +30,7 @@ from tqdm import tqdm
 from robolearn.algos.base import OptimizerStep, algo_class, optimizer_steps
 from robolearn.config import ConfigError, from_dict
 from robolearn.data.dataset import DemoDataset
-from robolearn.data.format import load_folder
+from robolearn.data.format import load_folder, read_meta
 from robolearn.distributed import (GradientAverage, RankShare, Ranks, autocast, average_metrics, barrier,
                                    broadcast_state, every_rank, generator_states, gradient_scalers, process_group,
                                    rank_generator, ranks_from_environment, resolve_device, spawn_ranks,
@@ -79,18 +79,21 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def load_dataset(cfg: LaunchConfig):
+    """The folder's meta, its training episodes with only the launch file's observation keys
+    (camera frames the policy does not read are never decoded), those keys and the dataset."""
     path = cfg.data_path()
-    meta, episodes = load_folder(path, cfg.data.split)
-    if cfg.data.success_only:
-        episodes = [ep for ep in episodes if ep.success]
-        if not episodes:
-            raise ConfigError(cfg.source, "data.success_only", f"demo folder {path} has no successful episode to train on")
+    meta = read_meta(path)
     if meta.task != cfg.task:
         raise ConfigError(cfg.source, "data.path", f"demo folder {path} holds task {meta.task!r}, the launch file trains {cfg.task!r}")
     obs_keys = cfg.data.obs_keys or list(meta.obs_spec)
     unknown = [k for k in obs_keys if k not in meta.obs_spec]
     if unknown:
         raise ConfigError(cfg.source, "data.obs_keys", f"{unknown} not recorded in {path} (have {list(meta.obs_spec)})")
+    meta, episodes = load_folder(path, cfg.data.split, keys=obs_keys)
+    if cfg.data.success_only:
+        episodes = [ep for ep in episodes if ep.success]
+        if not episodes:
+            raise ConfigError(cfg.source, "data.success_only", f"demo folder {path} has no successful episode to train on")
     return meta, episodes, obs_keys, DemoDataset(episodes, obs_keys, source=str(path))
 
 

@@ -31,8 +31,10 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,8 @@ class Pipeline:
     label: str
     stages: list[Stage]
     run_dir: Path | None = None
+    #: Gradient steps of its training stage (None: the launch file's), for the progress lines.
+    total_steps: int | None = None
     next_index: int = 0
     proc: subprocess.Popen | None = None
     started: float = 0.0
@@ -161,7 +165,8 @@ def progress_of(p: Pipeline) -> str:
         if lines:
             try:
                 row = json.loads(lines[-1])
-                text += f" step {row['step']}"
+                of = f"/{p.total_steps}" if p.total_steps else ""
+                text += f" step {row['step']}{of}, {row['step'] / max(row['wall_s'], 1e-9):.1f} steps/s"
             except (ValueError, KeyError):
                 pass  # a line being written; the next poll reads it whole
     return text + f" ({time.perf_counter() - p.started:.0f} s)"
@@ -210,20 +215,29 @@ class Settings:
     overrides: dict[str, list[str]]
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter commands to read)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def data_dir(s: Settings) -> Path:
     return s.out / "data" / f"{s.task}_suboptimal_seed{s.demo_seed}_{s.episodes}"
 
 
 def collect_stage(s: Settings, workers: int) -> Stage:
-    return Stage("collect", "collect", ["collect", s.task, "--operator", "suboptimal", "--episodes", str(s.episodes), "--seed",
-                             str(s.demo_seed), "--workers", str(workers), "--out", str(data_dir(s))])
+    argv = ["collect", s.task, "--operator", "suboptimal", "--episodes", str(s.episodes), "--seed", str(s.demo_seed),
+            "--workers", str(workers), "--out", str(data_dir(s))]
+    return Stage("collect", "collect", argv)
 
 
 def algo_stages(s: Settings, algo: str, threads: int | None, workers: int) -> list[Stage]:
     run = s.out / algo
     sets = [f"data.path={data_dir(s)}", *([f"train.steps={s.steps}"] if s.steps else []),
             *([f"train.threads={threads}"] if threads else []), *s.overrides.get(algo, [])]
-    train = ["train", str(LAUNCH_DIR / f"{s.task}_{algo}.yaml"), "--out", str(run), "--seed", str(s.seed)]
+    train = ["train", shown_path(LAUNCH_DIR / f"{s.task}_{algo}.yaml"), "--out", str(run), "--seed", str(s.seed)]
     for kv in sets:
         train += ["--set", kv]
     evaluate = ["eval", str(run), "--episodes", str(s.eval_episodes), "--seed", str(s.eval_seed), "--json",
@@ -258,7 +272,8 @@ def train_and_evaluate(s: Settings) -> list[Stage]:
     for algo in ALGOS:
         shutil.rmtree(s.out / algo, ignore_errors=True)
     if s.jobs >= 2:
-        pipelines = [Pipeline(LABELS[a], algo_stages(s, a, threads=1, workers=1), run_dir=s.out / a)
+        pipelines = [Pipeline(LABELS[a], algo_stages(s, a, threads=1, workers=1), run_dir=s.out / a,
+                              total_steps=s.steps)
                      for a in ALGOS]
         print(f"[train+eval] {' and '.join(LABELS[a] for a in ALGOS)} side by side, one core each; "
               f"logs in {s.out / 'logs'}", flush=True)
@@ -348,7 +363,8 @@ def report_text(s: Settings, results: dict[str, dict[str, Any]], stages: list[St
         lines.append(f"- {LABELS[algo]}: `{run}` (checkpoints, `tb/`, `losses.png`), `{run / 'eval.json'}`, "
                      f"`{run / 'eval.png'}`, videos: {vids}")
     lines += [f"- demos: `{data_dir(s)}` (`robolearn inspect` it)", f"- comparison: `{s.out / 'comparison.png'}`",
-              f"- this report: `{s.out / 'report.md'}`, figures in `{s.out / 'report.json'}`, logs in `{s.out / 'logs'}`"]
+              f"- this report: `{s.out / 'report.md'}`, figures in `{s.out / 'report.json'}`, "
+              f"logs in `{s.out / 'logs'}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -368,6 +384,10 @@ def parse_overrides(pairs: list[str], parser: argparse.ArgumentParser) -> dict[s
 def positive(parser: argparse.ArgumentParser, name: str, value: int | None, allow_zero: bool = False) -> None:
     if value is not None and (value < 0 or (value == 0 and not allow_zero)):
         parser.error(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} integer, got {value}")
+
+
+def stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     if video_episodes and not osmesa_available():
         print("note: OSMesa not found (apt-get install libosmesa6); skipping the videos", flush=True)
         video_episodes = 0
-    s = Settings(task=args.task, out=Path(args.out or f"runs/quickstart/{args.task}"), episodes=args.episodes or plan.episodes, demo_seed=args.demo_seed,
+    s = Settings(task=args.task, out=Path(args.out or f"runs/quickstart/{args.task}"),
+                 episodes=args.episodes or plan.episodes, demo_seed=args.demo_seed,
                  seed=args.seed, eval_seed=args.seed if args.eval_seed is None else args.eval_seed,
                  eval_episodes=args.eval_episodes or plan.eval_episodes,
                  steps=args.steps if args.steps is not None else plan.steps, video_episodes=video_episodes,
@@ -412,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     print(f"quickstart: {plan.title}; {s.episodes} suboptimal demos, IRIS and BC-RNN, {s.eval_episodes} "
           f"evaluation episodes each -> {s.out}", flush=True)
+    # A terminated quickstart stops its running stages too (run_pipelines' cleanup), as Ctrl-C does.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm) if on_main_thread else None
     try:
         collected = collect_demos(s)
         stages = ([collected] if collected else []) + train_and_evaluate(s)
@@ -421,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("quickstart: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     results = {a: algo_result(s, a) for a in ALGOS}
     demo_median = results["iris"]["demo_median_length"]
     plot_comparison(results, demo_median, s.out / "comparison.png",

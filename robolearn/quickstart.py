@@ -12,12 +12,13 @@ Two tasks:
 * ``graph_reach``: the embedded corridor task, a minute or two; the fast teaching task.
 
 Why every stage is a ``robolearn`` command in a child process: the report lists the exact
-commands, so a reader can rerun or vary any one of them; and the two algorithms can train
-and evaluate side by side (``--jobs 2``, the default), each on one core with one torch thread,
-which on 2 cores finishes sooner than running them one after the other with two threads
-each, because these small networks use a second thread poorly (docs/decisions.md). Each
-stage's CPU time (the child's and its workers', from ``wait4``) goes into the report beside
-its wall time, so a run on a busy machine still says what a quiet one would take.
+commands, so a reader can rerun or vary any one of them; and the two algorithms can train and
+evaluate side by side (``--jobs 2``, the default), each on half the cores (on 2 cores: one torch
+thread and one evaluation worker each). Small networks like these gain little from a second
+thread, and on a shared machine a second thread mostly waits for a core (docs/decisions.md).
+Each stage's CPU time (the child's and its workers', from ``wait4``) goes into the report
+beside its wall time: on a busy machine the wall time grows several times over, the CPU time far
+less, so the report still tells a slow machine from a shared one.
 
 Everything lands under ``--out``: the demo folder, the run folders (checkpoints,
 TensorBoard, loss plots), ``eval.json``/``eval.png`` and an mp4 per algorithm,
@@ -266,22 +267,32 @@ def collect_demos(s: Settings) -> Stage | None:
     return stage
 
 
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cores_each(s: Settings) -> int:
+    """Cores per algorithm: half of them side by side (jobs 2), all of them one after the other."""
+    return max(1, cores() // 2) if s.jobs >= 2 else cores()
+
+
 def train_and_evaluate(s: Settings) -> list[Stage]:
-    """Both algorithms: side by side on one core each (jobs 2), or one after the other with every
-    core (jobs 1). Run folders are made afresh: an older run would report stale figures."""
+    """Both algorithms: side by side on half the cores each (jobs 2), or one after the other with
+    every core (jobs 1). Run folders are made afresh: an older run would report stale figures."""
     for algo in ALGOS:
         shutil.rmtree(s.out / algo, ignore_errors=True)
+    n = cores_each(s)
     if s.jobs >= 2:
-        pipelines = [Pipeline(LABELS[a], algo_stages(s, a, threads=1, workers=1), run_dir=s.out / a,
+        pipelines = [Pipeline(LABELS[a], algo_stages(s, a, threads=n, workers=n), run_dir=s.out / a,
                               total_steps=s.steps)
                      for a in ALGOS]
-        print(f"[train+eval] {' and '.join(LABELS[a] for a in ALGOS)} side by side, one core each; "
+        print(f"[train+eval] {' and '.join(LABELS[a] for a in ALGOS)} side by side, {n} core(s) each; "
               f"logs in {s.out / 'logs'}", flush=True)
         run_pipelines(pipelines, logs=s.out / "logs")
         return [st for p in pipelines for st in p.stages]
     stages: list[Stage] = []
     for algo in ALGOS:
-        p = Pipeline(LABELS[algo], algo_stages(s, algo, threads=None, workers=2), run_dir=s.out / algo)
+        p = Pipeline(LABELS[algo], algo_stages(s, algo, threads=None, workers=n), run_dir=s.out / algo)
         run_pipelines([p])
         stages += p.stages
     return stages
@@ -350,12 +361,13 @@ def report_text(s: Settings, results: dict[str, dict[str, Any]], stages: list[St
                      f"{r['steps_per_s']:.1f} |")
     lines += ["", "![comparison](comparison.png)", "", "## What was run", "", "```"]
     lines += [st.shell() for st in stages] + ["```", ""]
-    mode = "side by side, one core each" if s.jobs >= 2 else "one after the other"
+    mode = f"side by side, {cores_each(s)} core(s) each" if s.jobs >= 2 else "one after the other, every core each"
     lines += [f"Training and evaluation ran {mode}.", "", "| stage | wall s | CPU s |", "|---|---:|---:|"]
     lines += [f"| {st.key} | {st.wall_s:.0f} | {st.cpu_s:.0f} |" for st in stages]
     cpu = sum(st.cpu_s for st in stages)
     lines += ["", f"Total: {wall_s:.0f} s wall, {cpu:.0f} CPU s (load average {loads[0]:.1f} at the start, "
-                  f"{loads[1]:.1f} at the end; on a shared machine the wall time grows, the CPU time hardly).", "",
+                  f"{loads[1]:.1f} at the end; on a shared machine the wall time grows far more than the CPU "
+                  "time).", "",
               "## Artefacts", ""]
     for algo, r in results.items():
         run = s.out / algo
@@ -405,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video-episodes", type=int, default=None, help="mp4s per algorithm (lift 1, graph_reach 3)")
     p.add_argument("--horizon", type=int, default=None, help="evaluation episode horizon (default: the task's)")
     p.add_argument("--jobs", type=int, choices=(1, 2), default=2,
-                   help="2: train and evaluate both algorithms side by side, one core each (default); "
+                   help="2: train and evaluate both algorithms side by side, half the cores each (default); "
                         "1: one after the other with every core")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ALGO:KEY=VALUE",
                    help="launch-file override for one algorithm, e.g. --set iris:algo.lr=3e-4")

@@ -74,6 +74,8 @@ CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
     "discount": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     #: a share of something that must move: 0 would mean never.
     "fraction": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    #: strictly between 0 and 1 (an expectile or quantile level: either end is degenerate).
+    "open_unit": (lambda v: 0 < v < 1, "a number in (0, 1)"),
 }
 
 

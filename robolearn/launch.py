@@ -191,7 +191,7 @@ class LaunchConfig:
     @property
     def algo_name(self) -> str:
         if "name" not in self.algo:
-            raise ConfigError(self.source, "algo.name", "missing; expected one of bc, bc_rnn, bcq, hbc, iris")
+            raise ConfigError(self.source, "algo.name", "missing; expected one of bc, bc_rnn, bcq, hbc, iql, iris")
         return str(self.algo["name"])
 
     @property

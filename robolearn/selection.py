@@ -10,9 +10,9 @@ demo folder, ``robolearn split``) and names the checkpoint each criterion would 
   no step and the weights restored after each batch (a target network's soft update is no
   optimiser step): the loss a step would have seen, with no step taken. Every checkpoint sees the same batches (one generator seed), so the scores differ only
   by the weights. ``valid_loss/total`` is the sum of the parts.
-- ``start_value``, higher is better (value-based algorithms: BCQ, IRIS): the mean learned value
-  V(s0) = max over data-supported actions of Q(s0, a) over the validation episodes' start
-  states, the critic's own estimate of the return from where episodes begin. Offline critics
+- ``start_value``, higher is better (value-based algorithms: BCQ, IRIS, IQL): the mean learned
+  value V(s0) (BCQ, IRIS: max over data-supported actions of Q(s0, a); IQL: its expectile V) over
+  the validation episodes' start states, the critic's own estimate of the return from where episodes begin. Offline critics
   over-estimate, and more so the longer they train, so this criterion leans towards late
   checkpoints; ``bench/checkpoint_selection.py`` measures how close each criterion gets to
   the rollout-best checkpoint.
@@ -116,6 +116,7 @@ def validation_losses(algo: Algo, data: DemoDataset, batches: int, seed: int) ->
 _VALUE_HEADS: dict[str, Callable[[Any], tuple[Any, Callable, int]]] = {
     "bcq": lambda a: (a.bcq, a.encode, int(a.cfg.policy_action_samples)),
     "iris": lambda a: (a.value, a.encode_goal, int(a.cfg.num_value_action_samples)),
+    "iql": lambda a: (a, a.encode, 0),  # in-sample V: no actions to sample
 }
 
 

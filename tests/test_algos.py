@@ -18,6 +18,7 @@ SMALL = {
     "bc_rnn": {"hidden": 64, "layers": 1, "seq_len": 5},
     "bcq": {"critic_hidden": [64, 64], "action_vae_hidden": [64, 64], "tau": 0.05},
     "hbc": {"subgoal_horizon": 5, "goal_vae_hidden": [64, 64], "low_hidden": 64, "low_layers": 1},
+    "iql": {"hidden": [64, 64], "critic_hidden": [64, 64], "target_tau": 0.05},
     "iris": {"subgoal_horizon": 5, "goal_vae_hidden": [64, 64], "low_hidden": 64, "low_layers": 1,
              "num_goal_samples": 16, "num_value_action_samples": 8,
              "value": {"critic_hidden": [64, 64], "action_vae_hidden": [64, 64], "tau": 0.05}},

@@ -21,6 +21,7 @@ from robolearn.algos.bc import BCConfig
 from robolearn.algos.bc_rnn import BCRNNConfig
 from robolearn.algos.bcq import BCQConfig, BCQCriticConfig
 from robolearn.algos.hbc import HBCConfig
+from robolearn.algos.iql import IQLConfig
 from robolearn.algos.iris import IRISConfig
 from robolearn.config import CHECKS, ConfigError, from_dict
 from robolearn.launch import DataConfig, EvalConfig, LaunchConfig, TrainConfig
@@ -29,7 +30,7 @@ from robolearn.tasks.pybullet_lift import PyBulletLiftConfig
 from robolearn.tasks.robosuite_common import RobosuiteTaskConfig
 
 CLASSES = [TrainConfig, EvalConfig, DataConfig, LaunchConfig, BCConfig, BCRNNConfig, BCQConfig, BCQCriticConfig,
-           HBCConfig, IRISConfig, GraphReachConfig, GraphReachOperatorConfig, PyBulletLiftConfig, RobosuiteTaskConfig]
+           HBCConfig, IQLConfig, IRISConfig, GraphReachConfig, GraphReachOperatorConfig, PyBulletLiftConfig, RobosuiteTaskConfig]
 SOURCE = "launch/generated.yaml"
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -45,6 +45,7 @@ _MODULES = {
     "bc_rnn": "robolearn.algos.bc_rnn",
     "bcq": "robolearn.algos.bcq",
     "hbc": "robolearn.algos.hbc",
+    "iql": "robolearn.algos.iql",
     "iris": "robolearn.algos.iris",
 }
 _REGISTRY: dict[str, type["Algo"]] = {}

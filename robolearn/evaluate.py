@@ -51,7 +51,9 @@ def _init_state(ckpt: str, horizon: int | None, video_dir: str | None, fps: floa
 def _run_episode(w: dict[str, Any], job: tuple[int, int]) -> dict[str, Any]:
     i, base_seed = job
     want_video = w["video_dir"] is not None and (w["video_episodes"] is None or i < w["video_episodes"])
-    r = evaluation_rollout(w["env"], w["policy"], base_seed, i, video_size=256 if want_video else None)
+    policy = w["policy"]
+    seen = tuple(k for k in policy.obs_keys if policy.obs_spec[k].kind == "image")
+    r = evaluation_rollout(w["env"], policy, base_seed, i, video_size=256 if want_video else None, video_keys=seen)
     result = {"seed": r.seeds.reset, "success": r.success, "length": r.length, "return": r.total_return, "obs": r.obs,
               "index": i}
     stats = getattr(w["env"], "stats", None)

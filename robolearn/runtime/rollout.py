@@ -21,6 +21,7 @@ import numpy as np
 
 from robolearn.runtime.episode import Sent, run_episode
 from robolearn.runtime.seeds import EpisodeSeeds, evaluation_seeds
+from robolearn.video import side_by_side
 
 
 @dataclass
@@ -51,8 +52,9 @@ class TaskPlant:
     timestamp = None
 
     def __init__(self, env: Any, reset_seed: int, *, record_states: bool = False, video_size: int | None = None,
-                 goal: Callable[[], Any] = lambda: None):
+                 goal: Callable[[], Any] = lambda: None, video_keys: tuple[str, ...] = ()):
         self.env, self.reset_seed, self.video_size, self.goal = env, reset_seed, video_size, goal
+        self.video_keys = list(video_keys)
         self.low, self.high = env.action_spec.bounds()
         self._get_state = getattr(env, "get_state", None) if record_states else None
         self.frames: list[np.ndarray] = []
@@ -69,8 +71,11 @@ class TaskPlant:
         return np.asarray(self._get_state()) if self._get_state is not None else None
 
     def render(self) -> None:
+        """One video frame: the scene, then the camera frames the actor is about to act on."""
         if self.video_size:
             frame = self.env.render(self.video_size, self.video_size, goal=self.goal())
+            if frame is not None and self.video_keys and self._obs is not None:
+                frame = side_by_side([frame] + [self._obs[k] for k in self.video_keys if k in self._obs])
             if frame is not None:
                 self.frames.append(frame)
 
@@ -118,6 +123,7 @@ def rollout(
     stop_on_success: bool = True,
     record_states: bool = False,
     video_size: int | None = None,
+    video_keys: tuple[str, ...] = (),
     obs_keys: list[str] | None = None,
     on_step: Callable[[int, dict[str, np.ndarray], np.ndarray], None] | None = None,
 ) -> Rollout:
@@ -127,6 +133,8 @@ def rollout(
     horizon: the step limit (the env's own when None).
     record_states: also keep ``env.get_state()`` at every step, for exact replay.
     video_size: render a ``video_size``-square frame before each step and after the last.
+    video_keys: camera keys of the observation shown beside each rendered frame (what an image
+        policy saw when it chose the step's action).
     obs_keys: the observation keys to keep (all of the first observation's when None).
     on_step: ``f(step, obs, action)`` after each env step, with the observation the action was
         chosen from and the action as applied (keep it cheap).
@@ -135,7 +143,7 @@ def rollout(
         seeds = EpisodeSeeds(index=0, reset=int(seeds), actor=int(seeds))
     limit = int(env.horizon if horizon is None else horizon)
     plant = TaskPlant(env, seeds.reset, record_states=record_states, video_size=video_size,
-                      goal=lambda: getattr(actor, "current_goal", None))
+                      goal=lambda: getattr(actor, "current_goal", None), video_keys=tuple(video_keys))
     rows = _Rows(None if obs_keys is None else list(obs_keys))
     end = run_episode(plant, actor, seed=seeds.actor, max_steps=limit, stop_on_success=stop_on_success, recorder=rows,
                       on_step=on_step)

@@ -17,6 +17,8 @@ SMALL = {
     "bc": {"hidden": [64, 64]},
     "bc_rnn": {"hidden": 64, "layers": 1, "seq_len": 5},
     "bcq": {"critic_hidden": [64, 64], "action_vae_hidden": [64, 64], "tau": 0.05},
+    "diffusion_policy": {"channels": [16], "step_embed_dim": 16, "groups": 4, "kernel_size": 3, "prediction_horizon": 8,
+                         "action_horizon": 4, "lr": 3e-3},
     "hbc": {"subgoal_horizon": 5, "goal_vae_hidden": [64, 64], "low_hidden": 64, "low_layers": 1},
     "iql": {"hidden": [64, 64], "critic_hidden": [64, 64], "target_tau": 0.05},
     "iris": {"subgoal_horizon": 5, "goal_vae_hidden": [64, 64], "low_hidden": 64, "low_layers": 1,

@@ -26,6 +26,8 @@ PARAMS = {
     "bc": {"hidden": [32]},
     "bc_rnn": {"hidden": 16, "layers": 1, "seq_len": 4},
     "bcq": {"critic_hidden": [16], "action_vae_hidden": [16], "policy_action_samples": 4, "target_action_samples": 3},
+    "diffusion_policy": {"channels": [8], "step_embed_dim": 8, "groups": 4, "kernel_size": 3, "prediction_horizon": 4,
+                         "action_horizon": 2},
     "hbc": HBC,
     "iris": {**HBC, "num_goal_samples": 4, "num_value_action_samples": 3,
              "value": {"critic_hidden": [16], "action_vae_hidden": [16], "target_action_samples": 3}},

@@ -44,6 +44,7 @@ _MODULES = {
     "bc": "robolearn.algos.bc",
     "bc_rnn": "robolearn.algos.bc_rnn",
     "bcq": "robolearn.algos.bcq",
+    "diffusion_policy": "robolearn.algos.diffusion_policy",
     "hbc": "robolearn.algos.hbc",
     "iql": "robolearn.algos.iql",
     "iris": "robolearn.algos.iris",

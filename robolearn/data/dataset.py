@@ -171,18 +171,26 @@ class DemoDataset:
         """The observations at ``rows`` (any shape of indices), one tensor per key."""
         return {k: v[rows] for k, v in self.obs.items()}
 
-    def _window(self, rows: torch.Tensor, ep: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
-        idx = rows[:, None] + torch.arange(length, device=rows.device)[None, :]
-        last = (self.ep_end[ep] - 1)[:, None]
-        mask = (idx <= last).float()
-        idx = torch.minimum(idx, last)
-        return {"obs": self.observations(idx), "action": self.actions[idx], "mask": mask}
+    def _window(self, rows: torch.Tensor, ep: torch.Tensor, length: int, history: int = 0,
+                obs_steps: int | None = None) -> dict[str, torch.Tensor]:
+        idx = rows[:, None] - history + torch.arange(length, device=rows.device)[None, :]
+        first, last = self.ep_start[ep][:, None], (self.ep_end[ep] - 1)[:, None]
+        mask = ((idx >= first) & (idx <= last)).float()
+        idx = torch.minimum(torch.maximum(idx, first), last)
+        return {"obs": self.observations(idx[:, :obs_steps]), "action": self.actions[idx], "mask": mask}
 
-    def sequences(self, batch: int, length: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    def sequences(self, batch: int, length: int, gen: torch.Generator, history: int = 0,
+                  obs_steps: int | None = None) -> dict[str, torch.Tensor]:
         """Windows of ``length`` steps starting at a random step; steps past the episode's end
-        repeat its last step and are masked out of the loss."""
+        repeat its last step and are masked out of the loss.
+
+        With ``history`` h, each window starts h steps before its random step (the current
+        one), and steps before the episode's start repeat its first step, masked too: Diffusion
+        Policy's windows, an observation history and the actions from its oldest step on, padded
+        at both ends as diffusion_policy's SequenceSampler pads. ``obs_steps`` gathers only the
+        window's first observations (the history), not one per action."""
         rows, ep = self._rows(batch, gen)
-        return self._window(rows, ep, length)
+        return self._window(rows, ep, length, history, obs_steps)
 
     def goal_windows(self, batch: int, horizon: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Windows of ``horizon`` steps whose goal is the observation ``horizon`` steps after the

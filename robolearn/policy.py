@@ -10,6 +10,7 @@ executed, unlike a pickled ``torch.save``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -23,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 
-from robolearn.algos.base import Algo, algo_class
+from robolearn.algos.base import Algo, acting_only, algo_class
 from robolearn.config import ConfigError
 from robolearn.data.format import atomic_write_bytes
 from robolearn.models.encoders import LOW_DIM_DTYPES, Normalizer, ObsKey, ObsSpec
@@ -90,8 +91,11 @@ class Policy:
         self.algo.reset_policy(torch.Generator().manual_seed(int(seed)))
 
     def features(self, obs: dict[str, np.ndarray]) -> torch.Tensor:
-        """The features the algorithm sees for ``obs``: its encoder of the observation's tensors."""
-        with torch.no_grad():
+        """The features the algorithm sees for ``obs``: its encoder of the observation's tensors.
+
+        Acting runs under ``torch.inference_mode`` (no autograd bookkeeping at all, less than
+        ``no_grad`` keeps): its tensors are for acting, and cannot be used to train."""
+        with torch.inference_mode():
             return self.algo.encode(self.observation_tensors(obs))
 
     @staticmethod
@@ -99,9 +103,8 @@ class Policy:
         return a.detach().cpu().numpy().astype(np.float32).clip(-1.0, 1.0)
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        x = self.features(obs)
-        with torch.no_grad():
-            a = self.algo.act(x)
+        with torch.inference_mode():
+            a = self.algo.act(self.features(obs))
         return self._command(a)
 
     # --- the algorithm's planning interface, on observation dicts (see robolearn.algos.base) --
@@ -117,17 +120,15 @@ class Policy:
         return bool(self.algo.needs_plan(step))
 
     def plan(self, obs: dict[str, np.ndarray]) -> Any:
-        x = self.features(obs)
-        with torch.no_grad():
-            return self.algo.plan(x)
+        with torch.inference_mode():
+            return self.algo.plan(self.features(obs))
 
     def adopt(self, plan: Any) -> None:
         self.algo.adopt(plan)
 
     def act_on_plan(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        x = self.features(obs)
-        with torch.no_grad():
-            a = self.algo.act_on_plan(x)
+        with torch.inference_mode():
+            a = self.algo.act_on_plan(self.features(obs))
         return self._command(a)
 
     @property
@@ -603,11 +604,9 @@ def _build_algo(ckpt: Path, info: dict[str, Any], device: str | None = None) -> 
         raise CheckpointError(source, "algo", exc.problem) from None
     try:
         args = (info["algo_config"], _spec_of(info), checkpoint_normalizers(info), info["action_dim"], source)
-        if device is None:
+        # Optimisers deferred: built only if something steps or saves them (not to act, nor to check shapes).
+        with acting_only(), (contextlib.nullcontext() if device is None else torch.device(device)):
             algo = cls.build(*args)
-        else:
-            with torch.device(device):
-                algo = cls.build(*args)
     except CheckpointError:
         raise
     except ConfigError as exc:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from robolearn.algos.base import Algo, AlgoConfig, register, step_optimizer
+from robolearn.algos.base import Algo, AlgoConfig, adam, register, step_optimizer
 from robolearn.config import positive
 from robolearn.models.nets import mlp
 
@@ -25,7 +25,7 @@ class BC(Algo):
     def __init__(self, cfg: BCConfig, obs_spec, normalizers, action_dim: int):
         super().__init__(cfg, obs_spec, normalizers, action_dim)
         self.net = mlp(self.obs_dim, cfg.hidden, action_dim)
-        self.opt = torch.optim.Adam([*self.net.parameters(), *self.encoder.parameters()], lr=cfg.lr)
+        self.opt = adam([*self.net.parameters(), *self.encoder.parameters()], lr=cfg.lr)
 
     def optimizers(self):
         return {"policy": self.opt}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robolearn.algos.base import Algo, AlgoConfig, masked_mse, register, step_optimizer
+from robolearn.algos.base import Algo, AlgoConfig, adam, masked_mse, register, step_optimizer
 from robolearn.config import positive
 from robolearn.models.nets import LSTMPolicy
 
@@ -32,7 +32,7 @@ class BCRNN(Algo):
     def __init__(self, cfg: BCRNNConfig, obs_spec, normalizers, action_dim: int):
         super().__init__(cfg, obs_spec, normalizers, action_dim)
         self.net = LSTMPolicy(self.obs_dim, action_dim, cfg.hidden, cfg.layers)
-        self.opt = torch.optim.Adam([*self.net.parameters(), *self.encoder.parameters()], lr=cfg.lr)
+        self.opt = adam([*self.net.parameters(), *self.encoder.parameters()], lr=cfg.lr)
         self._state = None
         self._t = 0
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from robolearn.algos.base import Algo, AlgoConfig, register, step_optimizer
+from robolearn.algos.base import Algo, AlgoConfig, adam, register, step_optimizer
 from robolearn.config import checked, non_negative, positive, probability
 from robolearn.models.nets import ConditionalVAE, QEnsemble
 
@@ -67,8 +67,8 @@ class BCQCritic(nn.Module):
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.action_vae = ConditionalVAE(action_dim, obs_dim, cfg.action_vae_latent, cfg.action_vae_hidden)
         # ``encoder_params``: the weights of whoever computes the critic's input features, trained by the TD loss.
-        self.critic_opt = torch.optim.Adam([*self.critic.parameters(), *encoder_params], lr=cfg.critic_lr)
-        self.vae_opt = torch.optim.Adam(self.action_vae.parameters(), lr=cfg.action_vae_lr)
+        self.critic_opt = adam([*self.critic.parameters(), *encoder_params], lr=cfg.critic_lr)
+        self.vae_opt = adam(self.action_vae.parameters(), lr=cfg.action_vae_lr)
 
     def optimizers(self):
         return {"critic": self.critic_opt, "action_vae": self.vae_opt}

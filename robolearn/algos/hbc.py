@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robolearn.algos.base import Algo, AlgoConfig, masked_mse, register, step_optimizer
+from robolearn.algos.base import Algo, AlgoConfig, adam, masked_mse, register, step_optimizer
 from robolearn.config import ConfigError, non_negative, positive
 from robolearn.models.nets import ConditionalVAE, LSTMPolicy
 
@@ -83,8 +83,8 @@ class HBC(Algo):
         self.goal_dim = self.encoder.width(self.goal_keys)
         self.goal_vae = ConditionalVAE(self.goal_dim, self.obs_dim, cfg.goal_vae_latent, cfg.goal_vae_hidden)
         self.low = LSTMPolicy(self.obs_dim + self.goal_dim, action_dim, cfg.low_hidden, cfg.low_layers)
-        self.goal_opt = torch.optim.Adam(self.goal_vae.parameters(), lr=cfg.goal_vae_lr)
-        self.low_opt = torch.optim.Adam([*self.low.parameters(), *self.encoder.parameters()], lr=cfg.lr)
+        self.goal_opt = adam(self.goal_vae.parameters(), lr=cfg.goal_vae_lr)
+        self.low_opt = adam([*self.low.parameters(), *self.encoder.parameters()], lr=cfg.lr)
         self._gen = torch.Generator().manual_seed(0)
         self._goal: torch.Tensor | None = None
         self._state = None

@@ -369,3 +369,13 @@ def test_deploy_seeds_each_episode_by_the_runtime_rule():
     assert arm.last_seeds.actor == deployment_seeds(3, 2).actor and isinstance(arm.last_seeds.actor, int)
     others = {evaluation_seeds(3, i).reset for i in range(3)} | {demonstration_seeds(3, i).reset for i in range(3)}
     assert not set(resets) & others
+
+
+def test_calibrate_sim_camera_refuses_a_bad_size_before_building_the_scene(tmp_path, capsys):
+    from robolearn import cli
+
+    out = tmp_path / "cal.yaml"
+    code = cli.main(["calibrate", "sim-camera", "--task", "lift", "--view", "perception", "--width", "0", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and not out.exists()
+    assert err[-1].startswith("robolearn calibrate: error: --width: field 'width': expected whole numbers >= 1"), err

@@ -17,6 +17,23 @@ fixed-rate ControlLoop, and records the run as a demo folder. The logic lives in
       stop_on_success: true      # when the arm or task can tell success
       rt_priority: 0             # SCHED_FIFO priority of the loop (needs root/CAP_SYS_NICE)
       pipelined_replan: false    # IRIS/HBC: re-plan in the background, a few steps early
+      record_images: true        # keep camera frames in the recording
+      cameras:                   # views beside the controller file's (robolearn/hal/cameras/config.py)
+        views:
+          front: {type: realsense, width: 640, height: 480, fps: 30}
+      perception:                # the policy's object from a camera (robolearn/perceived.py)
+        estimator: marker        # or ground_truth (simulated tasks: the control)
+        view: front
+        marker: {size_m: 0.03, markers: [{id: 0, position: [0, 0, 0.02]}]}   # default: the simulated task's own
+        calibration: controllers/calibration/ur5e_front.yaml   # intrinsics + extrinsic (frame: base)
+        hold_s: 0.5              # an unseen marker's last pose stands in this long; then hold and fail
+        max_calibration_age_days: 30
+
+Before anything moves, a policy that reads a key the arm, its cameras and perception do not
+produce is refused (naming what produces each one), and so is a perception view that is not
+configured or a calibration file that is missing, unreadable, stale, or for another camera or
+resolution. Examples: ``launch/deploy_robosuite_lift_camera.yaml`` (simulated),
+``launch/deploy_ur5e_realsense.yaml`` (a real cell).
 
 The operator confirms on stdin before anything moves (``--yes`` skips it). While it runs:
 Ctrl-C stops the loop cleanly (arm stopped, the partial episode written, exit 130);

@@ -379,3 +379,51 @@ def test_calibrate_sim_camera_refuses_a_bad_size_before_building_the_scene(tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and not out.exists()
     assert err[-1].startswith("robolearn calibrate: error: --width: field 'width': expected whole numbers >= 1"), err
+
+
+def test_a_marker_lost_past_the_bound_holds_the_arm_through_the_shield_and_fails_the_episode():
+    """Seen for 3 frames, then never again, with a 2-frame bound: the last estimate is held for 2
+    observations, then the arm is sent one zero-motion command (the last gripper command kept)
+    through the shield, ``lost`` ends the episode and it is not a success."""
+    from robolearn.deploy import run_episodes
+    from robolearn.hal.factory import make_arm
+    from robolearn.hal.loop import ControlLoop
+    from robolearn.launch import DeployConfig
+    from robolearn.perceived import PerceivedArm
+    from robolearn.perception.base import Estimate
+    from robolearn.perception.pose import CameraView, Pose
+
+    class SeenThrice:
+        calls = 0
+
+        def estimate(self, frame, view, prior=None):
+            self.calls += 1
+            if self.calls <= 3:
+                return Estimate(pose=Pose(np.array([0.5, 0.0, 0.1]), np.array([0.0, 0.0, 0.0, 1.0])), markers=(0,))
+            return Estimate.missing("no known marker in view")
+
+    class Push:
+        def reset(self, seed=None):
+            pass
+
+        def act(self, obs):
+            return np.array([0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], np.float32)  # forward, gripper closed
+
+    shield = make_arm("noop")
+    # The no-op arm has no camera: any key it reports stands in for the frame the stub estimator ignores.
+    arm = PerceivedArm(shield, SeenThrice(), CameraView(intrinsics=None, T_arm_camera=np.eye(4)), "robot0_eef_pos", "lift",
+                       max_held=2)
+    arm.connect()
+    try:
+        loop = ControlLoop(arm, Push(), hz=200, reset_source=False)
+        results, code = run_episodes(arm, loop, DeployConfig(arm="noop", episodes=1, max_steps=50), Push())
+    finally:
+        arm.close()
+    (stats,) = results
+    assert code == 0 and stats.stopped_by == "stop_when" and stats.success is False
+    # frames: home (seen), begin (seen), step 1 (seen), 2 held, then lost: 3 policy steps and the hold
+    assert stats.steps == 4 and shield.stats.commands == 5
+    np.testing.assert_array_equal(shield.arm.last_command, [0, 0, 0, 0, 0, 0, 1])
+    (episode,) = arm.episode_stats
+    assert (episode.frames, episode.held_frames, episode.lost_frames) == (6, 2, 3)
+    assert episode.lost_reason == "object lost (no known marker in view; held the last estimate for 2 frames)"

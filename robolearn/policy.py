@@ -49,6 +49,7 @@ class Policy:
         self.obs_keys = list(self.encoder.keys)
         self.obs_spec: ObsSpec = dict(self.encoder.spec)
         self.obs_shapes = {k: s.shape for k, s in self.obs_spec.items()}
+        self._obs_sizes = {k: s.size for k, s in self.obs_spec.items()}  # checked on every step: computed once
         self.meta = meta
         #: The checkpoint this policy came from, named in observation errors.
         self.source = source
@@ -60,10 +61,9 @@ class Policy:
         for k in self.obs_keys:
             if k not in obs:
                 raise ConfigError(self.source, k, f"the observation has no key {k!r} (it has {sorted(obs)}); the policy was trained on {self.obs_keys}")
-            want = self.obs_shapes[k]
-            got = np.shape(obs[k])
-            if int(np.prod(got)) != int(np.prod(want)):
-                raise ConfigError(self.source, k, f"observation {k!r} has shape {tuple(got)}; the policy was trained on shape {tuple(want)}")
+            if np.size(obs[k]) != self._obs_sizes[k]:
+                raise ConfigError(self.source, k, f"observation {k!r} has shape {tuple(np.shape(obs[k]))}; the policy was trained "
+                                  f"on shape {tuple(self.obs_shapes[k])}")
             if self.obs_spec[k].kind == "image":
                 self.check_frame(k, obs[k])
 

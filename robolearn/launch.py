@@ -115,7 +115,7 @@ class DeployPerception:
     """``deploy.perception``: the policy's ``object`` estimated from a camera's frames
     (robolearn/perceived.py) instead of read from a simulator. ``marker`` is typed as
     ``robolearn.perception.config.MarkerConfig`` and the calibration file by
-    ``robolearn.calibration.file`` when deploy loads the launch file (both sit above this module)."""
+    ``robolearn.hal.cameras.calibration_file`` when deploy loads the launch file (both sit above this module)."""
 
     #: the camera view (a key of ``deploy.cameras.views`` or of the controller file's views) it reads.
     view: str = checked()

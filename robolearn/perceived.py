@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from robolearn.calibration.file import CameraCalibration, Extrinsic, check_calibration, load_calibration
+from robolearn.hal.cameras.calibration_file import CameraCalibration, Extrinsic, check_calibration, load_calibration
 from robolearn.config import ConfigError, from_dict, load_yaml
 from robolearn.data.format import ObsFieldSpec
 from robolearn.hal.arm import ArmSpec, Observation

@@ -15,12 +15,12 @@ cv2 = pytest.importorskip("cv2")
 
 from robolearn.calibration.board import Board, BoardConfig, Detection, board_config  # noqa: E402
 from robolearn.calibration.errors import CalibrationError  # noqa: E402
-from robolearn.calibration.file import (CameraCalibration, check_calibration, load_calibration,  # noqa: E402
+from robolearn.hal.cameras.calibration_file import (CameraCalibration, check_calibration, load_calibration,  # noqa: E402
                                         write_calibration)
 from robolearn.calibration.handeye import solve_hand_eye  # noqa: E402
 from robolearn.calibration.intrinsics import board_pose, calibrate_intrinsics  # noqa: E402
 from robolearn.calibration.sim import look_at  # noqa: E402
-from robolearn.calibration.transforms import difference, invert, make_transform  # noqa: E402
+from robolearn.geometry import difference, invert, make_transform  # noqa: E402
 from robolearn.config import ConfigError  # noqa: E402
 from robolearn.geometry import axis_angle_to_quat, quat_to_mat  # noqa: E402
 
@@ -169,7 +169,7 @@ def calibration(**changes) -> CameraCalibration:
 
 
 def test_calibration_file_round_trip(tmp_path, board):
-    from robolearn.calibration.file import Extrinsic
+    from robolearn.hal.cameras.calibration_file import Extrinsic
 
     x = make_transform(quat_to_mat(axis_angle_to_quat([0.1, -0.2, 3.0])), [0.03, -0.06, 0.04])
     cal = calibration(extrinsic=Extrinsic("gripper", x, "horaud", 15, 0.4, 0.05, 0.2, 0.01, {"tsai": x, "horaud": x},

@@ -19,7 +19,7 @@ pytest.importorskip("robosuite")
 pytest.importorskip("mujoco")
 pytest.importorskip("cv2")
 
-from robolearn.calibration.file import load_calibration, write_calibration  # noqa: E402
+from robolearn.hal.cameras.calibration_file import load_calibration, write_calibration  # noqa: E402
 from robolearn.config import ConfigError  # noqa: E402
 from robolearn.data.format import DemoReader  # noqa: E402
 

@@ -14,7 +14,7 @@ from robolearn.perception.base import Estimate
 from robolearn.perception.config import load_perception_file, marker_config
 from robolearn.perception.episode import PerceivedTask, check_perception_args
 from robolearn.perception.lost import HELD, LOST, SEEN, LostMarkerPolicy
-from robolearn.calibration.transforms import invert, make_transform, pose_to_matrix
+from robolearn.geometry import invert, make_transform, pose_to_matrix
 from robolearn.perception.pose import CameraView, Pose
 
 cv2 = pytest.importorskip("cv2")

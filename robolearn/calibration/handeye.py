@@ -27,7 +27,7 @@ import numpy as np
 
 from robolearn.calibration.board import import_cv2
 from robolearn.calibration.errors import CalibrationError
-from robolearn.calibration.transforms import difference, invert, make_transform
+from robolearn.geometry import difference, invert, make_transform
 from robolearn.geometry import mat_to_axis_angle
 
 MODES = ("eye-in-hand", "eye-to-hand")

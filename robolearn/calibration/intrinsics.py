@@ -16,7 +16,7 @@ import numpy as np
 
 from robolearn.calibration.board import Detection, import_cv2
 from robolearn.calibration.errors import CalibrationError
-from robolearn.calibration.transforms import make_transform
+from robolearn.geometry import make_transform
 
 #: Fewer corners than this in a view: the view is skipped (a pose needs 4 points, and a few
 #: more keep nearly collinear sets out).

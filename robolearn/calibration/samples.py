@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import yaml
 
-from robolearn.calibration.file import PoseFields, pose_dict, pose_matrix
+from robolearn.hal.cameras.calibration_file import PoseFields, pose_dict, pose_matrix
 from robolearn.calibration.images import write_image
 from robolearn.config import ConfigError, from_dict, load_yaml
 from robolearn.data.format import atomic_write_bytes

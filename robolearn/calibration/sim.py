@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robolearn.calibration.board import Board, import_cv2
-from robolearn.calibration.transforms import invert, make_transform
+from robolearn.geometry import invert, make_transform
 from robolearn.geometry import mat_to_quat
 from robolearn.hal.cameras.base import Intrinsics
 

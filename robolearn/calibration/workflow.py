@@ -18,7 +18,7 @@ import yaml
 
 from robolearn.calibration.board import Board, Detection
 from robolearn.calibration.errors import CalibrationError
-from robolearn.calibration.file import CameraCalibration, Extrinsic, load_calibration, write_calibration
+from robolearn.hal.cameras.calibration_file import CameraCalibration, Extrinsic, load_calibration, write_calibration
 from robolearn.calibration.handeye import FRAME_OF, HandEyeResult, solve_hand_eye
 from robolearn.calibration.images import image_files, read_image
 from robolearn.calibration.intrinsics import IntrinsicsResult, board_pose, calibrate_intrinsics
@@ -194,7 +194,7 @@ def render_sim_samples(board: Board, mode: str, count: int, folder: str | os.Pat
     """A samples folder (images and robot poses) rendered in the MuJoCo board scene."""
     from robolearn.calibration import sim
     from robolearn.calibration.samples import write_samples
-    from robolearn.calibration.transforms import make_transform
+    from robolearn.geometry import make_transform
 
     if mode == "eye-in-hand":
         camera_mount, board_mount, on_hand = sim.default_camera_on_hand(), np.eye(4), True

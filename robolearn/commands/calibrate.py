@@ -8,7 +8,7 @@
     robolearn calibrate sim-camera --task lift --view perception --out controllers/calibration/lift_perception.yaml
 
 The file written is what a controller view's ``calibration:`` key names
-(robolearn/calibration/file.py documents it). Hand-eye runs Tsai and Horaud on the same
+(robolearn/hal/cameras/calibration_file.py documents it). Hand-eye runs Tsai and Horaud on the same
 samples, prints both, and refuses to write when they disagree beyond the limits. ``sim-camera``
 writes a simulated task camera's exact calibration from its scene (``method: model``), what a
 simulated deployment with perception names.
@@ -94,7 +94,7 @@ def _print_intrinsics(cal, result, truth=None) -> None:
 
 
 def _print_hand_eye(result, truth=None) -> None:
-    from robolearn.calibration.transforms import difference, matrix_to_pose
+    from robolearn.geometry import difference, matrix_to_pose
 
     print(f"{result.mode}: T_{result.frame}_camera from {result.samples} samples")
     print("| method | x | y | z (m) | quaternion (x, y, z, w) | residual mm | residual deg |" + (" vs truth |" if truth else ""))
@@ -174,7 +174,7 @@ def run_hand_eye(args: argparse.Namespace) -> int:
 
 
 def run_sim_camera(args: argparse.Namespace) -> int:
-    from robolearn.calibration.file import write_calibration
+    from robolearn.hal.cameras.calibration_file import write_calibration
     from robolearn.config import ConfigError
     from robolearn.perceived import sim_camera_calibration
 

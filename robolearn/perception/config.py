@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from robolearn.config import ConfigError, checked, from_dict, load_yaml, non_negative, positive
-from robolearn.calibration.transforms import pose_to_matrix
+from robolearn.geometry import pose_to_matrix
 
 #: cv2.aruco's predefined dictionaries (name -> number of markers), readable without OpenCV.
 DICTIONARIES = {

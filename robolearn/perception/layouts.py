@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from robolearn.calibration.transforms import invert, pose_to_matrix
+from robolearn.geometry import invert, pose_to_matrix
 from robolearn.geometry import mat_to_quat
 from robolearn.perception.pose import Pose
 from robolearn.perception.lost import continuous_quaternion

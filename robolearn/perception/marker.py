@@ -18,7 +18,7 @@ import numpy as np
 from robolearn.hal.cameras.base import Frame
 from robolearn.perception.base import Estimate
 from robolearn.perception.config import MarkerConfig
-from robolearn.calibration.transforms import invert, make_transform
+from robolearn.geometry import invert, make_transform
 from robolearn.perception.pose import CameraView, Pose, rotation_error_deg
 
 #: OpenCV 4.11's AprilTag corner refinement reports corners half a pixel right of and below the

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robolearn.calibration.transforms import difference, make_transform, matrix_to_pose, pose_to_matrix, rotation_angle_deg
+from robolearn.geometry import difference, make_transform, matrix_to_pose, pose_to_matrix, rotation_angle_deg
 from robolearn.geometry import quat_to_mat
 from robolearn.hal.cameras.base import Intrinsics
 

@@ -40,7 +40,7 @@ class CameraConfig:
     reflections: bool = False
     #: opencv: device index, /dev/videoN path or video file.
     device: int | str = 0
-    #: A calibration file (``robolearn calibrate``; robolearn/calibration/file.py), relative to
+    #: A calibration file (``robolearn calibrate``; robolearn/hal/cameras/calibration_file.py), relative to
     #: the config file: the view's intrinsics come from it, whatever the backend reports.
     calibration: str | None = None
     #: realsense: serial number (the first device when not given).
@@ -88,8 +88,8 @@ def _build_one(name: str, view: CameraConfig, source: str, sim: Any, sync: SimSy
     camera = _build_backend(name, view, source, sim, sync)
     if view.calibration is None:
         return camera
-    from robolearn.calibration.calibrated_camera import CalibratedCamera
-    from robolearn.calibration.file import calibration_for_view
+    from robolearn.hal.cameras.calibrated_camera import CalibratedCamera
+    from robolearn.hal.cameras.calibration_file import calibration_for_view
 
     path = Path(view.calibration).expanduser()
     if not path.is_absolute() and Path(source).is_file():

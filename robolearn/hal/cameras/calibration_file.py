@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from robolearn.calibration.transforms import matrix_to_pose, pose_to_matrix
+from robolearn.geometry import matrix_to_pose, pose_to_matrix
 from robolearn.config import ConfigError, checked, from_dict, load_yaml, non_negative, positive
 from robolearn.data.format import atomic_write_bytes
 from robolearn.hal.cameras.base import Intrinsics
@@ -232,7 +232,7 @@ def calibration_to_dict(cal: CameraCalibration) -> dict[str, Any]:
     return out
 
 
-HEADER = ("# robolearn camera calibration (robolearn/calibration/file.py). K and distortion in OpenCV's model;\n"
+HEADER = ("# robolearn camera calibration (robolearn/hal/cameras/calibration_file.py). K and distortion in OpenCV's model;\n"
           "# extrinsic: the camera's pose in `frame` (T_frame_camera), camera axes x right, y down, z forward.\n")
 
 

@@ -8,7 +8,7 @@ rebuild. The file's extrinsic (where the camera sits on the robot) travels with 
 """
 from __future__ import annotations
 
-from robolearn.calibration.file import CameraCalibration
+from robolearn.hal.cameras.calibration_file import CameraCalibration
 from robolearn.hal.cameras.base import Camera, Frame, Intrinsics
 
 

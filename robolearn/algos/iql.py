@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from robolearn.algos.base import Algo, AlgoConfig, register, step_optimizer
+from robolearn.algos.base import Algo, AlgoConfig, adam, register, step_optimizer
 from robolearn.config import checked, positive
 from robolearn.models.nets import QEnsemble, mlp
 
@@ -85,9 +85,9 @@ class IQL(Algo):
         self.critic = QEnsemble(self.obs_dim, action_dim, cfg.critic_hidden, cfg.num_critics)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.v = mlp(self.obs_dim, cfg.critic_hidden, 1)
-        self.policy_opt = torch.optim.Adam([*self.policy.parameters(), *self.encoder.parameters()], lr=cfg.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=cfg.critic_lr)
+        self.policy_opt = adam([*self.policy.parameters(), *self.encoder.parameters()], lr=cfg.lr)
+        self.critic_opt = adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.v_opt = adam(self.v.parameters(), lr=cfg.critic_lr)
 
     def optimizers(self):
         return {"policy": self.policy_opt, "critic": self.critic_opt, "value": self.v_opt}

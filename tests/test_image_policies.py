@@ -29,6 +29,7 @@ PARAMS = {
     "diffusion_policy": {"channels": [8], "step_embed_dim": 8, "groups": 4, "kernel_size": 3, "prediction_horizon": 4,
                          "action_horizon": 2},
     "hbc": HBC,
+    "iql": {"hidden": [16], "critic_hidden": [16]},
     "iris": {**HBC, "num_goal_samples": 4, "num_value_action_samples": 3,
              "value": {"critic_hidden": [16], "action_vae_hidden": [16], "target_action_samples": 3}},
 }
@@ -170,10 +171,10 @@ def test_image_policy_learns_end_to_end_and_reloads_to_identical_actions(name, t
     same_actions(Policy(algo, {}), load_policy(tmp_path / "ckpt"), observation())
 
 
-@pytest.mark.parametrize("name", ["bcq", "hbc", "iris"])
+@pytest.mark.parametrize("name", ["bcq", "hbc", "iql", "iris"])
 def test_every_algorithm_trains_on_image_keys_and_reloads(name, tmp_path):
     """Two cameras with one shared encoder; the image weights train with the algorithm's loss (the
-    low level's for HBC and IRIS, the critic's for BCQ); hierarchical goals are the ``pos`` key."""
+    low level's for HBC and IRIS, the critic's for BCQ, the policy's for IQL); hierarchical goals are the ``pos`` key."""
     cams = ("front", "wrist")
     data = DemoDataset(blob_episodes(cameras=cams), ["pos", *cams])
     algo = build(name, data, share_across_cameras=True)
@@ -188,7 +189,7 @@ def test_every_algorithm_trains_on_image_keys_and_reloads(name, tmp_path):
     save_checkpoint(tmp_path / "ckpt", algo, step=3, meta={})
     reloaded = load_policy(tmp_path / "ckpt")
     same_actions(Policy(algo, {}), reloaded, observation(cameras=cams))
-    if name != "bcq":
+    if name in ("hbc", "iris"):
         assert reloaded.goal_keys == ["pos"] and list(reloaded.current_goal) == ["pos"]
 
 

@@ -78,3 +78,61 @@ def test_unknown_configuration_is_named(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--configs", "lift_nope"])
     assert "lift_nope" in capsys.readouterr().err
+
+
+# --- the speed mechanisms the bench measures: same results, less work --------------------------
+
+def test_a_loaded_policy_builds_no_optimiser_until_one_is_used(tmp_path):
+    import torch
+
+    from robolearn.algos.base import DeferredOptimizer, algo_class
+    from robolearn.data.dataset import DemoDataset
+    from robolearn.policy import load_algo, load_policy, restore_training_state, save_checkpoint
+
+    bench = load_bench()
+    data = DemoDataset(bench.synthetic_episodes("graph_reach", 3, 12), ["pos"])
+    small = {"subgoal_horizon": 3, "goal_vae_hidden": [16], "low_hidden": 16, "low_layers": 1, "num_goal_samples": 4,
+             "num_value_action_samples": 2, "value": {"critic_hidden": [16], "action_vae_hidden": [16]}}
+    algo = algo_class("iris").build(small, data.obs_spec, data.normalizers, data.action_dim)
+    gen = torch.Generator().manual_seed(0)
+    algo.train_step(data, gen)
+    save_checkpoint(tmp_path / "a", algo, step=1, meta={}, gen=gen)
+    policy = load_policy(tmp_path / "a")
+    opts = policy.algo.optimizers()
+    assert set(opts) == {"goal_vae", "low", "critic", "action_vae"}
+    assert all(isinstance(o, DeferredOptimizer) and not o.built for o in opts.values())
+    policy.reset(0)
+    policy.act({"pos": data.obs["pos"][0].numpy()})
+    assert not any(o.built for o in opts.values())  # acting steps no optimiser
+    # Resuming from a loaded algorithm builds the optimisers, with the saved moments in them.
+    loaded, info, ckpt = load_algo(tmp_path / "a")
+    assert restore_training_state(loaded, ckpt, info, torch.Generator()) == 1
+    for name, opt in loaded.optimizers().items():
+        assert opt.built and opt.state_dict()["state"], name
+        saved = algo.optimizers()[name].state_dict()["state"]
+        for pid, st in opt.state_dict()["state"].items():
+            assert torch.equal(st["exp_avg"], saved[pid]["exp_avg"])
+    save_checkpoint(tmp_path / "b", loaded, step=1, meta={})  # a loaded policy saves like any other
+
+
+def test_an_acting_lstm_step_is_the_sequence_s_step():
+    """``LSTMPolicy`` steps one observation at a time (no gradients, CPU) through ``lstm_cell``: the
+    same outputs as the whole sequence through ``nn.LSTM``, to float rounding; training is untouched."""
+    import torch
+
+    from robolearn.models.nets import LSTMPolicy
+
+    torch.manual_seed(0)
+    net = LSTMPolicy(5, 3, 32, 2)
+    x = torch.randn(4, 7, 5)
+    with torch.no_grad():
+        whole, (h, c) = net(x)
+        state, steps = None, []
+        for t in range(x.shape[1]):
+            out, state = net(x[:, t : t + 1], state)
+            steps.append(out)
+    assert torch.allclose(torch.cat(steps, 1), whole, atol=1e-6)
+    assert torch.allclose(state[0], h, atol=1e-6) and torch.allclose(state[1], c, atol=1e-6)
+    out, _ = net(x[:, :1])  # with gradients: nn.LSTM, differentiable
+    out.sum().backward()
+    assert net.lstm.weight_hh_l0.grad is not None

@@ -334,7 +334,9 @@ def plot_comparison(results: dict[str, dict[str, Any]], demo_median: float | Non
     if demo_median:
         ax_l.axhline(demo_median, color="k", ls="--", lw=1, label=f"demos' median ({demo_median:.0f})")
     ax_l.set_xticks(list(x), names)
-    ax_l.set(ylabel="episode length (steps)", title="mean episode length")
+    top = max([*mean, *ok, demo_median or 0.0, 1.0])
+    # Head room above the tallest bar for the legend, which would otherwise cover it.
+    ax_l.set(ylim=(0, 1.4 * top), ylabel="episode length (steps)", title="mean episode length")
     ax_l.legend(fontsize=8, loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()

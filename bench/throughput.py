@@ -21,14 +21,15 @@ What each figure is:
   2 B T sum_l 4 H (in_l + H), backward twice that: 11.70 GFLOP for the paper BC-RNN); everything
   else by ``torch.utils.flop_counter.FlopCounterMode`` on one real step (it does not see the LSTM
   kernels). ``roofline %`` is GFLOP/step x steps/s over the roofline: large square float32
-  ``torch.matmul`` at the same thread count, measured in the same run.
+  ``torch.matmul`` at the same thread count, the best of several products, measured in the same run.
 - ``step p50/p99 ms``, ``re-plan p50/p99 ms``: ``Policy.act`` on a checkpoint saved and loaded
   through ``robolearn.policy`` (one thread, as evaluation workers run), on dataset observations;
-  a step where ``needs_plan`` was due is a re-plan. ``load s``: ``load_policy`` in that process.
+  a step where ``needs_plan`` was due is a re-plan. ``load s``: ``load_policy`` in that process
+  (which has trained, so has imported what a first optimiser imports).
 - ``RemoteArm``: ``send`` and ``observe`` round trips to an in-process ``ArmServer`` over the
   shielded noop arm on 127.0.0.1.
 - evaluation: ``robolearn.evaluate.evaluate_run`` of a briefly trained policy with 1 and 2
-  workers (horizon 100, every episode runs it out): env-steps and episodes per second over the
+  workers (horizon 100, which the briefly trained policy runs out): env-steps and episodes per second over the
   whole call (worker start-up included), and "without start-up", from the difference between a
   call of w episodes and one of 6 w. ``fresh_process_load_s``: ``load_policy`` in a new process.
 

@@ -31,6 +31,7 @@ stop the simulator outside that lock.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -88,11 +89,21 @@ class CameraArm:
         return self.arm.connected and self.rig.running
 
     def connect(self) -> None:
-        """The arm first (a simulated camera renders the arm's model), then the cameras."""
+        """The arm first (a simulated camera renders the arm's model), then the cameras. Returns
+        once every free-running camera has delivered a first frame (waiting at most ``settle_s``),
+        so the first observation does not fail for a camera whose capture thread is still
+        starting; a camera silent past that fails the first observation as stale."""
         self.arm.connect()
         if not self.rig.running:
             self.rig.start()
         self._advanced()
+        self._await_first_frames()
+
+    def _await_first_frames(self) -> None:
+        deadline = time.monotonic() + self.settle_s
+        for name, thread in self.rig.threads.items():
+            if not self._synced[name]:
+                thread.wait_for_index(0, max(0.0, deadline - time.monotonic()))
 
     def observe(self) -> Observation:
         return self._observe(self.max_frame_age_s)

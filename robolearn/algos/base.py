@@ -257,10 +257,16 @@ def _build_adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
 
 def adam(params, lr: float) -> torch.optim.Optimizer:
     """The Adam every algorithm trains its networks with; a ``DeferredOptimizer`` inside ``acting_only()``."""
+    return optimizer(params, lambda built: _build_adam(built, lr))
+
+
+def optimizer(params, build: Callable[[list[torch.Tensor]], torch.optim.Optimizer]) -> torch.optim.Optimizer:
+    """``build(params)``, or inside ``acting_only()`` a ``DeferredOptimizer`` that builds it on first use
+    (for algorithms whose optimiser is not ``adam``'s, e.g. AdamW with weight decay)."""
     params = list(params)
     if _ACTING_ONLY.get():
-        return DeferredOptimizer(params, lr)  # type: ignore[return-value]
-    return _build_adam(params, lr)
+        return DeferredOptimizer(params, build)  # type: ignore[return-value]
+    return build(params)
 
 
 class DeferredOptimizer:
@@ -270,10 +276,10 @@ class DeferredOptimizer:
     policy, a resumed optimiser state) builds the real optimiser then, and every attribute reads
     through to it."""
 
-    _OWN = ("_params", "_lr", "_optimizer")
+    _OWN = ("_params", "_build", "_optimizer")
 
-    def __init__(self, params: list[torch.Tensor], lr: float):
-        self._params, self._lr = params, lr
+    def __init__(self, params: list[torch.Tensor], build: Callable[[list[torch.Tensor]], torch.optim.Optimizer]):
+        self._params, self._build = params, build
         self._optimizer: torch.optim.Optimizer | None = None
 
     @property
@@ -282,7 +288,7 @@ class DeferredOptimizer:
 
     def optimizer(self) -> torch.optim.Optimizer:
         if self._optimizer is None:
-            self._optimizer = _build_adam(self._params, self._lr)
+            self._optimizer = self._build(self._params)
         return self._optimizer
 
     def __getattr__(self, name: str) -> Any:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from robolearn.algos.base import Algo, AlgoConfig, register, step_optimizer
+from robolearn.algos.base import Algo, AlgoConfig, optimizer, register, step_optimizer
 from robolearn.config import ConfigError, non_negative, positive, probability
 from robolearn.models.diffusion import EMA, NoiseSchedule
 from robolearn.models.temporal_unet import ConditionalUnet1D
@@ -141,8 +141,9 @@ class DiffusionPolicy(Algo):
         self.register_buffer("action_center", torch.zeros(action_dim))
         self.register_buffer("action_half_range", torch.ones(action_dim))
         self.register_buffer("action_bounds_fitted", torch.zeros(()))  # 1 once fitted (float: every backend broadcasts it)
-        self.opt = torch.optim.AdamW([*self.unet.parameters(), *self.encoder.parameters()], lr=cfg.lr,
-                                     betas=(0.95, 0.999), weight_decay=cfg.weight_decay)
+        self.opt = optimizer([*self.unet.parameters(), *self.encoder.parameters()],
+                             lambda params: torch.optim.AdamW(params, lr=cfg.lr, betas=(0.95, 0.999),
+                                                              weight_decay=cfg.weight_decay))
         self._gen = torch.Generator().manual_seed(0)
         self._history: tuple[tuple[int, torch.Tensor], ...] = ()
         self._chunk: ActionChunk | None = None

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from conftest import collect_graph_reach
 import numpy as np
 import pytest
 import torch
@@ -35,10 +36,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "gr"
-    assert main(["collect", "graph_reach", "--operator", "suboptimal", "--episodes", "4", "--seed", "0", "--out", str(out),
-                 "--no-progress"]) == 0
-    return out
+    return collect_graph_reach(tmp_path_factory, episodes=4)
 
 
 def train_argv(algo: str, demos: Path, run: Path, *sets: str, steps: int = 6) -> list[str]:

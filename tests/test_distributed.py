@@ -16,6 +16,7 @@ import inspect
 import json
 from pathlib import Path
 
+from conftest import collect_graph_reach
 import numpy as np
 import pytest
 import torch
@@ -122,10 +123,7 @@ def rank_work(demos: Path, root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "gr"
-    assert main(["collect", "graph_reach", "--operator", "suboptimal", "--episodes", "6", "--seed", "0", "--out", str(out),
-                 "--no-progress"]) == 0
-    return out
+    return collect_graph_reach(tmp_path_factory, episodes=6)
 
 
 @pytest.fixture(scope="module")

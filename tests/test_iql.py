@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+from conftest import collect_graph_reach
 import numpy as np
 import pytest
 import torch
@@ -36,10 +37,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "gr"
-    assert main(["collect", "graph_reach", "--operator", "suboptimal", "--episodes", "8", "--seed", "0", "--out", str(out),
-                 "--no-progress"]) == 0
-    return out
+    return collect_graph_reach(tmp_path_factory, episodes=8)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import collect_graph_reach
 import pytest
 from safetensors.torch import load_file
 
@@ -22,10 +23,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "gr"
-    assert main(["collect", "graph_reach", "--operator", "suboptimal", "--episodes", "8", "--seed", "0", "--out", str(out),
-                 "--no-progress"]) == 0
-    return out
+    return collect_graph_reach(tmp_path_factory, episodes=8)
 
 
 def train_args(algo: str, demos: Path, run: Path, steps: int = 20) -> list[str]:

@@ -251,3 +251,19 @@ def test_errors_inside_a_staged_folder_name_the_output_not_the_hidden_folder(tmp
             (tmp_path / "out.hdf5").write_bytes(b"someone else's")
     assert (tmp_path / "out.hdf5").read_bytes() == b"someone else's"
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_a_lock_released_after_module_teardown_still_drops_its_flock(tmp_path, monkeypatch):
+    # At interpreter exit module globals are cleared before a leftover lock's __del__ runs;
+    # the release must neither raise nor leave the folder locked.
+    from robolearn.data import lock as lock_module
+
+    held = lock_module.FolderLock(tmp_path)
+    monkeypatch.setattr(lock_module, "_HELD_GUARD", None)
+    monkeypatch.setattr(lock_module, "_HELD", None)
+    held.release()
+    monkeypatch.undo()
+    lock_module.FolderLock(tmp_path).release()  # taken again: the flock was dropped
+    probe = subprocess.run([sys.executable, "-c", "import sys; from robolearn.data.lock import FolderLock; "
+                            "FolderLock(sys.argv[1]).release()", str(tmp_path)], capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr

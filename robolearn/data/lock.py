@@ -121,16 +121,18 @@ class FolderLock:
             raise RuntimeError(f"the lock on {self.folder} was released")
         return self._held.mutex
 
-    def release(self) -> None:
+    def release(self, _guard: threading.RLock = _HELD_GUARD, _held_locks: dict = _HELD) -> None:
+        # The module's guard and table are bound as defaults because a lock still open at
+        # interpreter exit is released from __del__ after the module's globals are cleared.
         held, self._held = self._held, None
         if held is None:
             return
-        with _HELD_GUARD:
+        with _guard:
             held.users -= 1
             if held.users == 0:
                 held.file.close()  # closing the file drops the flock
-                if _HELD.get(held.key) is held:
-                    del _HELD[held.key]
+                if _held_locks.get(held.key) is held:
+                    del _held_locks[held.key]
 
     def __enter__(self) -> "FolderLock":
         return self

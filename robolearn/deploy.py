@@ -14,10 +14,14 @@ mismatch is refused before anything moves.
 Cameras and perception: ``deploy.cameras`` adds camera views to the controller file's (one
 ``CameraArm`` inside the shield); ``deploy.perception`` (``robolearn.launch.DeployPerception``)
 has the policy's ``object`` estimated from one view's frames (``robolearn.perceived``), never
-read from the arm. Before the arm is built, deploy refuses in one line a perception view that
-is not configured and a calibration file that is missing, unreadable, stale, of another camera
-or resolution; once it is built (not connected), a policy whose observation keys the arm, its
-cameras and perception do not all produce, naming what produces each key there is.
+read from the arm. With ``arm: remote`` the view may instead be a camera on the robot host that
+the arm server serves (its frames arrive in the RemoteArm's observations). Before the arm takes
+control, deploy refuses in one line a perception view that is neither configured nor served and
+a calibration file that is missing, unreadable, stale, of another camera or resolution (for a
+local view before the arm is built; for a remote arm once it is built, which takes no control,
+from the served arm's spec: INFO, which needs none); once the arm is built (not connected), a policy
+whose observation keys the arm, its cameras and perception do not all produce, naming what
+produces each key there is.
 
 Seeds: episode ``i`` of a run with ``deploy.seed`` S follows the runtime's one rule,
 ``deployment_seeds(S, i)``: a simulated task's reset and the policy's own sampling.
@@ -171,8 +175,8 @@ def producers(spec, cameras: CamerasConfig | None, perception: Any = None) -> di
         for key in (f"{name}_image", f"{name}_image_age_s") + ((f"{name}_depth",) if view.depth else ()):
             camera_keys[key] = f"camera {name}"
     out = {k: camera_keys.get(k, f"arm {spec.name}") for k in spec.obs_spec}
-    if perception is not None:
-        out["object"] = f"perception ({perception.estimator} on camera {perception.view})"
+    if perception is not None:  # on a remote arm's served view: "perception (marker on served camera front)"
+        out["object"] = f"perception ({perception.estimator} on {perception.camera} {perception.view})"
     return out
 
 
@@ -288,7 +292,9 @@ def launch_arm(launch: DeployLaunch, cfg: DeployConfig, *, task: str | None, env
                seed: int | None, hz: float | None = None, controller: tuple[Path, dict] | None = None) -> LaunchArm:
     """The launch file's arm with the controller file's and ``deploy.cameras``' views inside its
     shield and, with ``deploy.perception``, ``object`` estimated from a camera: what deploy and
-    teleop drive. The perception view and calibration file are checked before anything is built.
+    teleop drive. The perception view and calibration file are checked before the arm takes
+    control: before anything is built, except on a remote arm, which is built first (building
+    it takes no control) so that a view its server serves is found in its spec (INFO, no control).
     ``seed``: a simulated task's first reset (None: each episode draws its own); ``hz``: the loop's
     rate (the arm's when None), which the lost-marker bound counts frames at."""
     from robolearn.hal.factory import BACKENDS, controller_file, load_controller
@@ -298,15 +304,22 @@ def launch_arm(launch: DeployLaunch, cfg: DeployConfig, *, task: str | None, env
     ctl_path, ctl = controller if controller is not None else (controller_file(cfg.arm, cfg.controller), None)
     ctl = ctl if ctl is not None else load_controller(ctl_path)
     cameras = deployment_cameras(launch, ctl, ctl_path)
+    remote = cfg.arm == "remote"
+
+    def build():
+        params = {"host": cfg.host, "port": cfg.port} if remote else {}
+        return make_task_arm(cfg.arm, ctl_path, task=task, env_overrides=env_overrides, seed=seed,
+                             cameras=(cameras, launch.source) if cameras is not None else None, **params)
+
+    arm = build() if remote else None
     perception = None
-    if cfg.perception is not None:  # every file it names is checked before the arm is built
+    if cfg.perception is not None:  # every file it names is checked before the arm takes control
         from robolearn.perceived import plan_perception
 
         simulated = bool(task) and BACKENDS[cfg.arm].task_scene
-        perception = plan_perception(cfg.perception, cameras, launch.source, task, simulated=simulated)
-    params = {"host": cfg.host, "port": cfg.port} if cfg.arm == "remote" else {}
-    arm = make_task_arm(cfg.arm, ctl_path, task=task, env_overrides=env_overrides, seed=seed,
-                        cameras=(cameras, launch.source) if cameras is not None else None, **params)
+        served = (lambda: arm.spec) if remote else None
+        perception = plan_perception(cfg.perception, cameras, launch.source, task, simulated=simulated, served=served)
+    arm = arm if arm is not None else build()
     shield = arm if isinstance(arm, SafetyShield) else None
     hz = float(hz or arm.spec.control_hz)
     check_arm_rate(launch.source, hz, arm.spec, ctl_path)

@@ -20,15 +20,27 @@ pose.
 
 ``plan_perception`` checks a launch file's ``deploy.perception`` (the view, the calibration
 file: missing, unreadable, stale, of another camera or resolution, without a base-frame
-extrinsic) before anything is built; ``sim_camera_calibration`` writes a simulated task
+extrinsic) before the arm takes control; ``sim_camera_calibration`` writes a simulated task
 camera's exact calibration, what ``robolearn calibrate sim-camera`` writes.
+
+The perception view is a local camera view (the controller file's ``cameras:`` or the launch
+file's ``deploy.cameras``) or, with ``deploy.arm: remote``, a view the arm server serves: a
+camera on the robot host, inside the served arm (``robolearn serve-arm`` of a controller file
+with ``cameras:``), whose frames arrive in the RemoteArm's observations as ``<view>_image``.
+Its resolution is read from the served arm's spec (INFO, which needs no control); there is no
+local camera config to name its calibration file, so ``deploy.perception.calibration`` must.
+With the remote arm's ``frame_encoding: jpeg`` the estimator runs on the decoded frame, JPEG's
+loss included: the corners it finds move with the compression and the pose with them (on Lift's
+rendered cube at 320 x 240 and quality 90, 1 to 5 mm from the raw frame's estimate over four
+resets), and each estimate is still held to ``MarkerConfig.max_reprojection_px``; ``raw``
+frames arrive bit-exact.
 """
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Container, Mapping
 
 import numpy as np
 
@@ -68,6 +80,13 @@ class PerceptionPlan:
     marker: MarkerConfig | None
     calibration: CameraCalibration | None
     calibration_path: Path | None
+    #: The view is a camera on the robot host, its frames served by the arm server.
+    served: bool = False
+
+    @property
+    def camera(self) -> str:
+        """What the frames come from, in words: ``camera`` or ``served camera``."""
+        return "served camera" if self.served else "camera"
 
     def camera_view(self) -> CameraView:
         cal = self.calibration
@@ -75,7 +94,18 @@ class PerceptionPlan:
 
     def words(self) -> str:
         where = f"{self.calibration_path}" if self.calibration_path else "the simulator"
-        return f"{self.estimator} on camera {self.view!r} (pose from {where}), lost after {self.hold_s:g} s unseen"
+        return f"{self.estimator} on {self.camera} {self.view!r} (pose from {where}), lost after {self.hold_s:g} s unseen"
+
+
+@dataclass(frozen=True)
+class PerceptionView:
+    """The perception view's frames as configured: their size and the calibration file the
+    view's own config names (a served view has none)."""
+
+    width: int
+    height: int
+    served: bool
+    calibration: Path | None
 
 
 def perception_calibration(path: Path, view: str, width: int, height: int, max_age_days: float | None) -> CameraCalibration:
@@ -93,15 +123,68 @@ def perception_calibration(path: Path, view: str, width: int, height: int, max_a
     return cal
 
 
-def plan_perception(section: DeployPerception, cameras: CamerasConfig | None, source: str, task: str | None,
-                    simulated: bool) -> PerceptionPlan:
-    """Check ``deploy.perception`` against the configured cameras and its files, before anything
-    is built. ``simulated``: the arm is a simulated task's (the task's markers and ground truth exist)."""
-    where = "deploy.perception"
+def served_views(spec: ArmSpec, local: Container[str] = ()) -> dict[str, tuple[int, int]]:
+    """The camera views a served arm's ``spec`` holds that are not in ``local``: each
+    ``<view>_image`` key of uint8 H x W x 3 frames -> (width, height)."""
+    out = {}
+    for key, field in spec.obs_spec.items():
+        view, shape = key[: -len("_image")], tuple(field.shape)
+        if key.endswith("_image") and view not in local and str(field.dtype) == "uint8" and len(shape) == 3 and shape[2] == 3:
+            out[view] = (int(shape[1]), int(shape[0]))
+    return out
+
+
+def perception_view(name: str, cameras: CamerasConfig | None, served: Callable[[], ArmSpec] | None,
+                    source: str) -> PerceptionView:
+    """Camera view ``name``: a local one, else (``served``: the arm server's spec, asked only
+    here) one the arm server serves. Neither is refused, listing both."""
     views = dict(cameras.views) if cameras is not None else {}
-    if section.view not in views:
-        raise ConfigError(source, f"{where}.view", f"{section.view!r} is not a configured camera view (configured: "
-                          f"{sorted(views) or 'none'}); add it under deploy.cameras.views")
+    if name in views:
+        view = views[name]
+        own = Path(view.calibration) if view.calibration else None  # made absolute by deploy.deployment_cameras
+        return PerceptionView(view.width, view.height, served=False, calibration=own)
+    configured = sorted(views) or "none"
+    if served is None:
+        raise ConfigError(source, "deploy.perception.view", f"{name!r} is not a configured camera view (configured: "
+                          f"{configured}); add it under deploy.cameras.views")
+    remote = served_views(served(), views)
+    if name not in remote:
+        raise ConfigError(source, "deploy.perception.view", f"{name!r} is neither a configured camera view (configured: "
+                          f"{configured}) nor one the arm server serves (served: {sorted(remote) or 'none'}); add it "
+                          "under deploy.cameras.views, or to the cameras: of the controller file the robot host serves")
+    width, height = remote[name]
+    return PerceptionView(width, height, served=True, calibration=None)
+
+
+def calibration_path(section: DeployPerception, view: PerceptionView, source: str) -> Path | None:
+    """The perception view's calibration file (``deploy.perception.calibration``, else the one the
+    view's config names), which must exist; None only where the estimator needs none."""
+    where = "deploy.perception.calibration"
+    own = view.calibration
+    path = resolve_path(section.calibration).absolute() if section.calibration is not None else own
+    if own is not None and path != own:
+        raise ConfigError(source, where, f"{path} is not the file camera {section.view!r} names ({own}); "
+                          "one camera has one calibration")
+    if path is None:
+        if section.estimator == "marker":
+            served = (f"; view {section.view!r} is served by the arm server, with no local camera config to name it, "
+                      "so name it here") if view.served else ""
+            raise ConfigError(source, where, "missing: the marker estimator needs the camera's calibration file "
+                              f"(intrinsics and its pose in the arm's base frame, from `robolearn calibrate`){served}")
+        return None
+    if not path.is_file():
+        raise ConfigError(source, where, f"no such file: {path} (make it with `robolearn calibrate intrinsics` then "
+                          "`robolearn calibrate hand-eye --mode eye-to-hand`)")
+    return path
+
+
+def plan_perception(section: DeployPerception, cameras: CamerasConfig | None, source: str, task: str | None,
+                    simulated: bool, served: Callable[[], ArmSpec] | None = None) -> PerceptionPlan:
+    """Check ``deploy.perception`` against the configured cameras and its files, before the arm
+    takes control. ``simulated``: the arm is a simulated task's (the task's markers and ground
+    truth exist); ``served``: a remote arm's spec (``RemoteArm.spec``: INFO, no control), asked
+    only when the view is not a local one. The settings are checked before the arm server is asked."""
+    where = "deploy.perception"
     if task not in OBJECT_LAYOUTS:
         raise ConfigError(source, "task", f"perception writes the object observation of tasks {sorted(OBJECT_LAYOUTS)}, "
                           f"and {task!r} has no object layout")
@@ -112,24 +195,12 @@ def plan_perception(section: DeployPerception, cameras: CamerasConfig | None, so
     marker = None
     if section.marker is not None:
         marker = from_dict(MarkerConfig, section.marker, source, field_prefix=f"{where}.marker.").check(source)
-    view = views[section.view]
-    own = Path(view.calibration) if view.calibration else None  # made absolute by deploy.deployment_cameras
-    path = resolve_path(section.calibration).absolute() if section.calibration is not None else own
-    if own is not None and path != own:
-        raise ConfigError(source, f"{where}.calibration", f"{path} is not the file camera {section.view!r} names ({own}); "
-                          "one camera has one calibration")
-    cal = None
-    if path is None:
-        if section.estimator == "marker":
-            raise ConfigError(source, f"{where}.calibration", "missing: the marker estimator needs the camera's calibration "
-                              "file (intrinsics and its pose in the arm's base frame, from `robolearn calibrate`)")
-    else:
-        if not path.is_file():
-            raise ConfigError(source, f"{where}.calibration", f"no such file: {path} (make it with `robolearn calibrate "
-                              "intrinsics` then `robolearn calibrate hand-eye --mode eye-to-hand`)")
-        cal = perception_calibration(path, section.view, view.width, view.height, section.max_calibration_age_days)
+    view = perception_view(section.view, cameras, served, source)
+    path = calibration_path(section, view, source)
+    cal = None if path is None else perception_calibration(path, section.view, view.width, view.height,
+                                                           section.max_calibration_age_days)
     return PerceptionPlan(estimator=section.estimator, view=section.view, image_key=f"{section.view}_image", layout=str(task),
-                          hold_s=section.hold_s, marker=marker, calibration=cal, calibration_path=path)
+                          hold_s=section.hold_s, marker=marker, calibration=cal, calibration_path=path, served=view.served)
 
 
 class PerceivedArm:

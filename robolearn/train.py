@@ -36,6 +36,7 @@ from robolearn.distributed import (GradientAverage, RankShare, Ranks, autocast, 
                                    rank_generator, ranks_from_environment, resolve_device, spawn_ranks,
                                    training_threads)
 from robolearn.launch import LaunchConfig, load_launch, lr_factor
+from robolearn.tasks.base import task_control_hz
 from robolearn.policy import (LATEST, RNG_TRAIN, load_algo, load_tensors, read_checkpoint_info, restore_training_state,
                               save_checkpoint)
 
@@ -78,6 +79,18 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def check_demo_rate(cfg: LaunchConfig, meta: Any, path: Path) -> None:
+    """A policy acts at the rate its demos were recorded at: one trained on 10 Hz steps and run
+    at 20 Hz moves at half the speed it learned, and nothing else would notice. The task's rate
+    (its settings, the folder's recorded env and the launch file's ``env``) must be the folder's."""
+    env = {**dict(meta.extra.get("env") or {}), **cfg.env}
+    rate = task_control_hz(cfg.task, env, cfg.source)
+    if rate is not None and abs(rate - meta.control_hz) > 1e-6:
+        raise ConfigError(cfg.source, "data.path", f"demo folder {path} was recorded at {meta.control_hz:g} Hz and task "
+                          f"{cfg.task!r} runs at {rate:g} Hz; set env.control_hz: {meta.control_hz:g} in the launch file "
+                          "(or --set env.control_hz=...) to train and evaluate at the demos' rate")
+
+
 def load_dataset(cfg: LaunchConfig):
     """The folder's meta, its training episodes with only the launch file's observation keys
     (camera frames the policy does not read are never decoded), those keys and the dataset."""
@@ -85,6 +98,7 @@ def load_dataset(cfg: LaunchConfig):
     meta = read_meta(path)
     if meta.task != cfg.task:
         raise ConfigError(cfg.source, "data.path", f"demo folder {path} holds task {meta.task!r}, the launch file trains {cfg.task!r}")
+    check_demo_rate(cfg, meta, path)
     obs_keys = cfg.data.obs_keys or list(meta.obs_spec)
     unknown = [k for k in obs_keys if k not in meta.obs_spec]
     if unknown:

@@ -348,3 +348,23 @@ def test_poisoned_weights_are_never_checkpointed(tmp_path, reach_demos, monkeypa
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "step 2" in err and "weights" in err and "no checkpoint was written" in err, err
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+
+
+def test_train_refuses_demos_recorded_at_another_rate_than_the_task(tmp_path, capsys):
+    """Graph Reach runs at 10 Hz; 5 Hz demos are refused in one line naming data.path, and
+    accepted once the launch file runs the task at their rate."""
+    from robolearn.data.format import ActionSpec, DemoMeta, ObsFieldSpec
+
+    folder = tmp_path / "slow"
+    meta = DemoMeta(task="graph_reach", control_hz=5.0, obs_spec={"pos": ObsFieldSpec((2,), "float32")},
+                    action_spec=ActionSpec(dim=2), source="test")
+    w = DemoWriter(folder, meta)
+    for _ in range(2):
+        pos = np.stack([np.linspace(0, 1, 9)] * 2, 1).astype(np.float32)
+        w.write_episode({"pos": pos}, np.full((8, 2), 0.5, np.float32), np.eye(1, 8, 7, dtype=np.float32)[0], success=True)
+    w.close()
+    launch = write_launch(tmp_path / "l.yaml", folder)
+    assert main(["train", str(launch), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "data.path" in err and "5 Hz" in err and "10 Hz" in err, err
+    assert main(["train", str(launch), "--out", str(tmp_path / "run"), "--quiet", "--set", "env.control_hz=5"]) == 0

@@ -55,6 +55,7 @@ class CommandSource(Protocol):
 
 
 _ENV_FACTORIES: dict[str, Callable[..., TaskEnv]] = {}
+_ENV_CONFIGS: dict[str, type] = {}  # task -> its typed settings (a dataclass with control_hz)
 _OPERATOR_FACTORIES: dict[str, Callable[..., CommandSource]] = {}
 _TASK_MODULES = {
     "graph_reach": "robolearn.tasks.graph_reach",
@@ -64,9 +65,14 @@ _TASK_MODULES = {
 }
 
 
-def register_env(name: str):
+def register_env(name: str, config: type | None = None):
+    """Register a task's factory and, as ``config``, the dataclass its settings are read into:
+    ``task_control_hz`` reads the task's rate from it without building the scene."""
+
     def deco(fn):
         _ENV_FACTORIES[name] = fn
+        if config is not None:
+            _ENV_CONFIGS[name] = config
         return fn
 
     return deco
@@ -105,6 +111,20 @@ def make_env(name: str, **overrides: Any) -> TaskEnv:
     spec = env_spec(name)
     spec.update({k: v for k, v in overrides.items() if v is not None})
     return _ENV_FACTORIES[name](**spec)
+
+
+def task_control_hz(name: str, overrides: dict[str, Any], source: str) -> float | None:
+    """The control rate task ``name`` runs at with ``overrides`` over ``envs/<name>.yaml``, read
+    from its settings alone (no scene is built); None for a task registered without settings."""
+    from robolearn.config import from_dict
+
+    _import_task(name)
+    config = _ENV_CONFIGS.get(name)
+    if config is None:
+        return None
+    spec = env_spec(name)
+    spec.update({k: v for k, v in overrides.items() if v is not None})
+    return float(from_dict(config, spec, source).control_hz)
 
 
 def make_operator(name: str, env: TaskEnv, kind: str, rng: np.random.Generator) -> CommandSource:

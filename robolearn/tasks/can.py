@@ -19,7 +19,7 @@ from robolearn.perception.config import MarkerConfig
 from robolearn.perception.sim_markers import add_camera, mark_object, marked_env
 from robolearn.tasks.base import register_env, register_operator
 from robolearn.tasks.manip_operators import Scene, scripted_operator_for
-from robolearn.tasks.robosuite_common import RobosuiteTaskEnv
+from robolearn.tasks.robosuite_common import RobosuiteTaskConfig, RobosuiteTaskEnv
 
 
 def _can_object(env: Any, raw: dict[str, np.ndarray]) -> np.ndarray:
@@ -91,7 +91,7 @@ class CanEnv(RobosuiteTaskEnv):
         )
 
 
-@register_env("can")
+@register_env("can", config=RobosuiteTaskConfig)
 def make_can(**kwargs: Any) -> CanEnv:
     return CanEnv(**kwargs)
 

@@ -248,7 +248,7 @@ class GraphReachEnv:
             plt.close(fig)
 
 
-@register_env("graph_reach")
+@register_env("graph_reach", config=GraphReachConfig)
 def make_graph_reach(**settings: Any) -> GraphReachEnv:
     """Factory used by ``make_env("graph_reach", **overrides)``: settings come from envs/graph_reach.yaml."""
     cfg = from_dict(GraphReachConfig, settings, source=_SOURCE)

@@ -19,7 +19,7 @@ from robolearn.perception.config import MarkerConfig
 from robolearn.perception.sim_markers import mark_object, marked_env
 from robolearn.tasks.base import register_env, register_operator
 from robolearn.tasks.manip_operators import Scene, scripted_operator_for
-from robolearn.tasks.robosuite_common import RobosuiteTaskEnv
+from robolearn.tasks.robosuite_common import RobosuiteTaskConfig, RobosuiteTaskEnv
 
 
 def _lift_object(env: Any, raw: dict[str, np.ndarray]) -> np.ndarray:
@@ -90,7 +90,7 @@ class LiftEnv(RobosuiteTaskEnv):
         )
 
 
-@register_env("lift")
+@register_env("lift", config=RobosuiteTaskConfig)
 def make_lift(**kwargs: Any) -> LiftEnv:
     return LiftEnv(**kwargs)
 

@@ -192,7 +192,7 @@ class PyBulletLiftEnv(TaskOverArm):
         return np.asarray(img[2], dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
 
 
-@register_env("pybullet_lift")
+@register_env("pybullet_lift", config=PyBulletLiftConfig)
 def make_pybullet_lift(**kwargs: Any) -> PyBulletLiftEnv:
     return PyBulletLiftEnv(**kwargs)
 

@@ -292,8 +292,10 @@ def train_and_evaluate(s: Settings) -> list[Stage]:
         return [st for p in pipelines for st in p.stages]
     stages: list[Stage] = []
     for algo in ALGOS:
-        p = Pipeline(LABELS[algo], algo_stages(s, algo, threads=None, workers=n), run_dir=s.out / algo)
-        run_pipelines([p])
+        p = Pipeline(LABELS[algo], algo_stages(s, algo, threads=None, workers=n), run_dir=s.out / algo,
+                     total_steps=s.steps)
+        print(f"[train+eval] {LABELS[algo]} on {n} core(s); log in {s.out / 'logs'}", flush=True)
+        run_pipelines([p], logs=s.out / "logs")
         stages += p.stages
     return stages
 

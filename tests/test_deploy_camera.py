@@ -75,6 +75,20 @@ def untrained_policy(root: Path, keys: dict[str, tuple]) -> Path:
     return root / "ckpt"
 
 
+def poison_object_state(monkeypatch) -> None:
+    """A simulated task arm reports NaN as its ``object``: only a camera estimate can be finite."""
+    from robolearn.tasks.task_arm import TaskBoundArm
+
+    true_observe = TaskBoundArm.observe
+
+    def observe(self):
+        obs = true_observe(self)
+        obs.data["object"] = np.full(10, np.nan, np.float32)
+        return obs
+
+    monkeypatch.setattr(TaskBoundArm, "observe", observe)
+
+
 def launch_copy(tmp_path: Path, source: Path, change) -> Path:
     data = yaml.safe_load(source.read_text())
     change(data)
@@ -137,7 +151,6 @@ def test_a_poisoned_simulator_object_state_is_never_what_the_policy_sees(tmp_pat
     from robolearn.perceived import PerceivedArm
     from robolearn.perception.ground_truth import GroundTruth
     from robolearn.perceived import sim_camera_calibration
-    from robolearn.tasks.task_arm import TaskBoundArm
 
     small = sim_camera_calibration("lift", "perception", 320, 240)
     kept = load_calibration(SIM_CALIBRATION)
@@ -150,14 +163,7 @@ def test_a_poisoned_simulator_object_state_is_never_what_the_policy_sees(tmp_pat
         data["deploy"]["perception"]["calibration"] = str(cal)
 
     launch = launch_copy(tmp_path, CAMERA_LAUNCH, quarter)
-    true_observe = TaskBoundArm.observe
-
-    def poisoned(self):
-        obs = true_observe(self)
-        obs.data["object"] = np.full(10, np.nan, np.float32)
-        return obs
-
-    monkeypatch.setattr(TaskBoundArm, "observe", poisoned)
+    poison_object_state(monkeypatch)
     perceived_rows = []  # (object written, estimate, true cube position) per perceived observation
     true_perceived = PerceivedArm._perceived
 

@@ -24,7 +24,7 @@ pytest.importorskip("cv2")
 
 from robolearn.config import ConfigError  # noqa: E402
 from robolearn.hal.cameras.calibration_file import load_calibration, write_calibration  # noqa: E402
-from test_deploy_camera import LIFT_KEYS, SIM_CALIBRATION, deploy_args, untrained_policy  # noqa: E402
+from test_deploy_camera import LIFT_KEYS, SIM_CALIBRATION, deploy_args, poison_object_state, untrained_policy  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 320, 240
@@ -89,16 +89,7 @@ def cube_position(host) -> np.ndarray:
 @pytest.fixture
 def poisoned(monkeypatch):
     """The served task arm reports NaN as its ``object``: only the estimate can be finite."""
-    from robolearn.tasks.task_arm import TaskBoundArm
-
-    true_observe = TaskBoundArm.observe
-
-    def observe(self):
-        obs = true_observe(self)
-        obs.data["object"] = np.full(10, np.nan, np.float32)
-        return obs
-
-    monkeypatch.setattr(TaskBoundArm, "observe", observe)
+    poison_object_state(monkeypatch)
 
 
 def test_deploy_estimates_the_object_from_the_served_frames(robot_host, poisoned, tmp_path, monkeypatch, capsys):

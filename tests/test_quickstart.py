@@ -38,6 +38,18 @@ def test_lift_quickstart_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
             assert frames >= 2 and width > 0 and height > 0
 
 
+def test_one_after_the_other_gives_each_algorithm_every_core_and_keeps_the_logs(tmp_path):
+    out = tmp_path / "qs"
+    assert quickstart(["--task", "graph_reach", "--out", str(out), "--episodes", "2", "--steps", "5",
+                       "--eval-episodes", "1", "--video-episodes", "0", "--jobs", "1"]) == 0
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["jobs"] == 1
+    for algo in ("iris", "bc_rnn"):
+        r = summary["results"][algo]
+        assert r["train_steps"] == 5 and r["threads"] == len(os.sched_getaffinity(0))
+        assert (out / "logs" / f"{algo}_train.log").exists() and (out / "logs" / f"{algo}_eval.log").exists()
+
+
 def test_a_failing_stage_stops_the_run_with_one_line_naming_it_and_its_log(tmp_path, capsys):
     out = tmp_path / "qs"
     code = quickstart(["--task", "graph_reach", "--out", str(out), "--episodes", "2", "--steps", "5",

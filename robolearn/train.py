@@ -36,9 +36,9 @@ from robolearn.distributed import (GradientAverage, RankShare, Ranks, autocast, 
                                    rank_generator, ranks_from_environment, resolve_device, spawn_ranks,
                                    training_threads)
 from robolearn.launch import LaunchConfig, load_launch, lr_factor
-from robolearn.tasks.base import task_control_hz
 from robolearn.policy import (LATEST, RNG_TRAIN, load_algo, load_tensors, read_checkpoint_info, restore_training_state,
                               save_checkpoint)
+from robolearn.tasks.base import task_control_hz
 
 
 class TrainingDivergedError(ConfigError):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from robolearn.config import ConfigError, load_yaml
+from robolearn.config import ConfigError, from_dict, load_yaml
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.paths import ENVS_DIR
 
@@ -108,23 +108,24 @@ def make_env(name: str, **overrides: Any) -> TaskEnv:
     _import_task(name)
     if name not in _ENV_FACTORIES:
         raise ConfigError("task", name, f"unknown task; known: {sorted(set(_TASK_MODULES) | set(_ENV_FACTORIES))}")
+    return _ENV_FACTORIES[name](**task_settings(name, overrides))
+
+
+def task_settings(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Task ``name``'s settings: ``envs/<name>.yaml`` with ``overrides`` (None values skipped) on top."""
     spec = env_spec(name)
     spec.update({k: v for k, v in overrides.items() if v is not None})
-    return _ENV_FACTORIES[name](**spec)
+    return spec
 
 
 def task_control_hz(name: str, overrides: dict[str, Any], source: str) -> float | None:
     """The control rate task ``name`` runs at with ``overrides`` over ``envs/<name>.yaml``, read
     from its settings alone (no scene is built); None for a task registered without settings."""
-    from robolearn.config import from_dict
-
     _import_task(name)
     config = _ENV_CONFIGS.get(name)
     if config is None:
         return None
-    spec = env_spec(name)
-    spec.update({k: v for k, v in overrides.items() if v is not None})
-    return float(from_dict(config, spec, source).control_hz)
+    return float(from_dict(config, task_settings(name, overrides), source).control_hz)
 
 
 def make_operator(name: str, env: TaskEnv, kind: str, rng: np.random.Generator) -> CommandSource:

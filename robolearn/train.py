@@ -30,7 +30,7 @@ from tqdm import tqdm
 from robolearn.algos.base import OptimizerStep, algo_class, optimizer_steps
 from robolearn.config import ConfigError, from_dict
 from robolearn.data.dataset import DemoDataset
-from robolearn.data.format import load_folder, read_meta
+from robolearn.data.format import META_NAME, load_folder, read_meta
 from robolearn.distributed import (GradientAverage, RankShare, Ranks, autocast, average_metrics, barrier,
                                    broadcast_state, every_rank, generator_states, gradient_scalers, process_group,
                                    rank_generator, ranks_from_environment, resolve_device, spawn_ranks,
@@ -83,8 +83,13 @@ def check_demo_rate(cfg: LaunchConfig, meta: Any, path: Path) -> None:
     """A policy acts at the rate its demos were recorded at: one trained on 10 Hz steps and run
     at 20 Hz moves at half the speed it learned, and nothing else would notice. The task's rate
     (its settings, the folder's recorded env and the launch file's ``env``) must be the folder's."""
-    env = {**dict(meta.extra.get("env") or {}), **cfg.env}
-    rate = task_control_hz(cfg.task, env, cfg.source)
+    meta_file = str(path / META_NAME)
+    recorded = meta.extra.get("env") or {}
+    if not isinstance(recorded, dict):
+        raise ConfigError(meta_file, "env", f"must be a mapping of the task's settings, got {type(recorded).__name__}")
+    # The folder's own settings are checked alone first, so a bad one is named in meta.json, not the launch file.
+    task_control_hz(cfg.task, recorded, meta_file)
+    rate = task_control_hz(cfg.task, {**recorded, **cfg.env}, cfg.source)
     if rate is not None and abs(rate - meta.control_hz) > 1e-6:
         raise ConfigError(cfg.source, "data.path", f"demo folder {path} was recorded at {meta.control_hz:g} Hz and task "
                           f"{cfg.task!r} runs at {rate:g} Hz; set env.control_hz: {meta.control_hz:g} in the launch file "

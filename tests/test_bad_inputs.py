@@ -350,21 +350,38 @@ def test_poisoned_weights_are_never_checkpointed(tmp_path, reach_demos, monkeypa
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
 
 
-def test_train_refuses_demos_recorded_at_another_rate_than_the_task(tmp_path, capsys):
-    """Graph Reach runs at 10 Hz; 5 Hz demos are refused in one line naming data.path, and
-    accepted once the launch file runs the task at their rate."""
+def write_reach_folder(folder, control_hz: float, episodes: int, extra=None):
+    """A Graph Reach demo folder of ``episodes`` straight 8-step successes recorded at ``control_hz``."""
     from robolearn.data.format import ActionSpec, DemoMeta, ObsFieldSpec
 
-    folder = tmp_path / "slow"
-    meta = DemoMeta(task="graph_reach", control_hz=5.0, obs_spec={"pos": ObsFieldSpec((2,), "float32")},
-                    action_spec=ActionSpec(dim=2), source="test")
+    meta = DemoMeta(task="graph_reach", control_hz=control_hz, obs_spec={"pos": ObsFieldSpec((2,), "float32")},
+                    action_spec=ActionSpec(dim=2), source="test", extra=dict(extra or {}))
     w = DemoWriter(folder, meta)
-    for _ in range(2):
+    for _ in range(episodes):
         pos = np.stack([np.linspace(0, 1, 9)] * 2, 1).astype(np.float32)
         w.write_episode({"pos": pos}, np.full((8, 2), 0.5, np.float32), np.eye(1, 8, 7, dtype=np.float32)[0], success=True)
     w.close()
+    return folder
+
+
+def test_train_refuses_demos_recorded_at_another_rate_than_the_task(tmp_path, capsys):
+    """Graph Reach runs at 10 Hz; 5 Hz demos are refused in one line naming data.path, and
+    accepted once the launch file runs the task at their rate."""
+    folder = write_reach_folder(tmp_path / "slow", control_hz=5.0, episodes=2)
     launch = write_launch(tmp_path / "l.yaml", folder)
     assert main(["train", str(launch), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "data.path" in err and "5 Hz" in err and "10 Hz" in err, err
     assert main(["train", str(launch), "--out", str(tmp_path / "run"), "--quiet", "--set", "env.control_hz=5"]) == 0
+
+
+@pytest.mark.parametrize("env, field", [({"control_hz": -5.0}, "control_hz"), ({"control_hz": float("nan")}, "control_hz"),
+                                        (["control_hz", 10], "env")])
+def test_train_names_meta_json_for_a_bad_recorded_env_setting(tmp_path, capsys, env, field):
+    """A demo folder whose recorded task settings are bad is refused in one line naming its
+    meta.json and the field, not the launch file that merely points at it."""
+    folder = write_reach_folder(tmp_path / "demos", control_hz=10.0, episodes=1, extra={"env": env})
+    launch = write_launch(tmp_path / "l.yaml", folder)
+    assert main(["train", str(launch), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(folder / "meta.json") in err and field in err and "l.yaml" not in err, err

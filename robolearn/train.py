@@ -84,9 +84,7 @@ def check_demo_rate(cfg: LaunchConfig, meta: Any, path: Path) -> None:
     at 20 Hz moves at half the speed it learned, and nothing else would notice. The task's rate
     (its settings, the folder's recorded env and the launch file's ``env``) must be the folder's."""
     meta_file = str(path / META_NAME)
-    recorded = meta.extra.get("env") or {}
-    if not isinstance(recorded, dict):
-        raise ConfigError(meta_file, "env", f"must be a mapping of the task's settings, got {type(recorded).__name__}")
+    recorded = dict(meta.extra.get("env") or {})  # a mapping: DemoMeta.from_json checks it
     # The folder's own settings are checked alone first, so a bad one is named in meta.json, not the launch file.
     task_control_hz(cfg.task, recorded, meta_file)
     rate = task_control_hz(cfg.task, {**recorded, **cfg.env}, cfg.source)
@@ -285,7 +283,7 @@ def _train(cfg: LaunchConfig, out: Path, seed: int, resume: bool, progress: bool
         "control_hz": meta.control_hz,
         "action_dim": data.action_dim,
         "obs_keys": obs_keys,
-        "env": {**dict(meta.extra.get("env", {})), **cfg.env},
+        "env": {**(meta.extra.get("env") or {}), **cfg.env},
         "eval_horizon": cfg.eval.horizon,
         "seed": seed,
         "world_size": ranks.world,

@@ -96,6 +96,8 @@ META_CORPUS = {
     "action bound infinite": ({"action_spec": {"dim": 2, "high": float("inf")}}, "action_spec.high"),
     "fractional obs shape": ({"obs_spec": {"pos": {"shape": [2.5], "dtype": "float32"}}}, "obs_spec.pos.shape"),
     "format_version true": ({"format_version": True}, "format_version"),
+    "extra as a list": ({"extra": ["env"]}, "extra"),
+    "recorded env as text": ({"extra": {"env": "horizon=200"}}, "extra.env"),
 }
 
 
@@ -376,7 +378,7 @@ def test_train_refuses_demos_recorded_at_another_rate_than_the_task(tmp_path, ca
 
 
 @pytest.mark.parametrize("env, field", [({"control_hz": -5.0}, "control_hz"), ({"control_hz": float("nan")}, "control_hz"),
-                                        (["control_hz", 10], "env")])
+                                        (["control_hz", 10], "extra.env")])
 def test_train_names_meta_json_for_a_bad_recorded_env_setting(tmp_path, capsys, env, field):
     """A demo folder whose recorded task settings are bad is refused in one line naming its
     meta.json and the field, not the launch file that merely points at it."""
@@ -384,4 +386,10 @@ def test_train_names_meta_json_for_a_bad_recorded_env_setting(tmp_path, capsys, 
     launch = write_launch(tmp_path / "l.yaml", folder)
     assert main(["train", str(launch), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and str(folder / "meta.json") in err and field in err and "l.yaml" not in err, err
+    assert "\n" not in err and str(folder / "meta.json") in err and f"field '{field}'" in err and "l.yaml" not in err, err
+
+
+def test_train_reads_a_null_recorded_env_as_no_settings(tmp_path):
+    """``extra.env: null`` in meta.json records no settings: training runs on the task's own."""
+    folder = write_reach_folder(tmp_path / "demos", control_hz=10.0, episodes=2, extra={"env": None})
+    assert main(["train", str(write_launch(tmp_path / "l.yaml", folder)), "--out", str(tmp_path / "run"), "--quiet"]) == 0

@@ -106,6 +106,12 @@ class DemoMeta:
             obs_spec[str(k)] = _obs_field_spec(path, f"obs_spec.{k}", v)
         action_spec = _action_spec(path, d["action_spec"])
         control_hz = _finite_number(path, "control_hz", d["control_hz"], positive=True)
+        extra = d.get("extra") or {}
+        if not isinstance(extra, Mapping):
+            raise DemoFormatError(path, "extra", f"expected a mapping, got {type(extra).__name__}")
+        # The recorded task settings: train, eval and replay merge them into the env they build.
+        if not isinstance(extra.get("env") or {}, Mapping):
+            raise DemoFormatError(path, "extra.env", f"expected a mapping of the task's settings, got {type(extra['env']).__name__}")
         return cls(
             task=str(d["task"]),
             control_hz=control_hz,
@@ -116,7 +122,7 @@ class DemoMeta:
             source=d.get("source"),
             format_version=version,
             split=check_split(path, d.get("split")),
-            extra=dict(d.get("extra") or {}),
+            extra=dict(extra),
         )
 
     def compatible_with(self, other: "DemoMeta") -> str | None:

@@ -287,6 +287,108 @@ def test_ur_follower_inside_the_shield_keeps_every_setpoint_in_the_box(integrati
         arm.close()
 
 
+class DriftingRTDEReceive(FakeRTDEReceive):
+    """A TCP still travelling in +y, as a real arm is between the shield's read and the
+    adapter's: every read finds it 0.6 mm further on. ``reads``: the y of every read."""
+
+    def __init__(self, host):
+        super().__init__(host)
+        self.reads: list[float] = []
+
+    def getActualTCPPose(self):
+        pose = list(self.pose)
+        self.reads.append(pose[1])
+        self.pose[1] += 0.0006
+        return pose
+
+
+def drifting_ur(fake_ur, mode="servoL"):
+    from robolearn.hal.drivers.ur_rtde import URRtdeArm
+
+    fake_ur["rtde_receive"].RTDEReceiveInterface = DriftingRTDEReceive
+    raw = URRtdeArm("10.0.0.2", control_hz=20, pos_scale=0.02, rot_scale=0.2, mode=mode)
+    raw.connect()
+    raw._r.pose[1] = -0.17
+    return raw
+
+
+def box_shield(arm, high_y: float):
+    from robolearn.hal.shield import ShieldConfig
+
+    return SafetyShield(arm, ShieldConfig(workspace_low=[-0.6, -0.6, 0.05], workspace_high=[0.6, high_y, 0.6],
+                                          max_step_pos=0.02, watchdog_ms=0), pos_scale=0.02, rot_scale=0.2)
+
+
+@pytest.mark.parametrize("mode", ["servoL", "speedL"])
+def test_ur_moving_between_the_shields_read_and_its_own_stays_in_the_box(fake_ur, mode):
+    raw = drifting_ur(fake_ur, mode)
+    arm = box_shield(raw, high_y=-0.15)
+    try:
+        for _ in range(5):  # pushes at the box's y = -0.15 face while the arm keeps moving
+            arm.send(np.array([0, 1, 0, 0, 0, 0, 0], np.float32))
+            call = raw._c.calls[-2]  # the motion, then the watchdog kick
+            if mode == "servoL":
+                assert call[0] == "servoL" and call[1][1] <= -0.15
+            else:  # where the velocity ends the period, from the TCP read just before it
+                assert call[0] == "speedL" and raw._r.reads[-1] + call[1][1] * raw.dt <= -0.15 + 1e-12
+        assert arm.stats.clipped_workspace >= 1
+    finally:
+        arm.close()
+
+
+def test_a_shield_over_a_shield_keeps_the_outer_box_and_a_caller_cannot_widen_the_inner(fake_ur):
+    from robolearn.hal.shield import ShieldError
+
+    raw = drifting_ur(fake_ur)
+    raw._r.pose[1] = -0.21
+    inner = box_shield(raw, high_y=-0.15)
+    outer = box_shield(inner, high_y=-0.2)
+    push = np.array([0, 1, 0, 0, 0, 0, 0], np.float32)
+    try:
+        for _ in range(4):
+            outer.send(push)
+        ys = [p[1] for p in servo_poses(raw._c)]
+        assert max(ys) == -0.2 and outer.stats.clipped_workspace >= 1
+        raw._r.pose[1] = -0.16
+        for _ in range(3):  # a box handed down is intersected with the inner shield's own
+            inner.send_within(push, [-10, -10, -10], [10, 10, 10])
+        assert max(p[1] for p in servo_poses(raw._c)) == -0.15
+        n = len(servo_poses(raw._c))
+        with pytest.raises(ShieldError, match="send_within"):
+            inner.send_within(push, [0, 0, float("nan")], [1, 1, 1])
+        assert len(servo_poses(raw._c)) == n and raw._c.calls[-1] == ("servoStop",)
+    finally:
+        outer.close()
+
+
+def test_franka_moving_between_the_shields_read_and_its_own_stays_in_the_box(monkeypatch):
+    f = fake_franky()
+    monkeypatch.setitem(sys.modules, "franky", f)
+    from robolearn.hal.drivers.franka import FrankaArm
+
+    raw = FrankaArm("172.16.0.2", pos_scale=0.02, rot_scale=0.2)
+    raw.connect()
+    ee = raw._robot.current_cartesian_state.pose.end_effector_pose
+    ee.translation = np.array([0.4, -0.17, 0.4])
+
+    class Drifting:  # every read finds the flange 0.6 mm further on in +y
+        @property
+        def pose(self):
+            now = f.Affine(ee.translation.copy(), ee.quaternion.copy())
+            ee.translation[1] += 0.0006
+            return types.SimpleNamespace(end_effector_pose=now)
+
+    raw._robot.current_cartesian_state = Drifting()
+    arm = box_shield(raw, high_y=-0.15)
+    try:
+        for _ in range(5):
+            arm.send(np.array([0, 1, 0, 0, 0, 0, 0], np.float32))
+            assert raw._robot.moves[-1][0].target.translation[1] <= -0.15
+        assert arm.stats.clipped_workspace >= 1
+    finally:
+        arm.close()
+
+
 def shielded_follower_arm(watchdog_ms: float):
     from robolearn.hal.shield import ShieldConfig
 

@@ -51,7 +51,14 @@ class Arm(Protocol):
     def observe(self) -> Observation: ...
 
     def send(self, command: np.ndarray) -> np.ndarray:
-        """Apply one command; return the command actually applied (after any clipping)."""
+        """Apply one command; return the command actually applied (after any clipping).
+
+        An arm whose end effector can move while no command is being applied (real
+        hardware, a follower thread streaming setpoints) must also offer
+        ``send_within(command, low, high)``: the same, with the absolute position target it
+        computes clamped into the box [low, high] (metres, 3 each). The SafetyShield calls
+        it with the box it clipped the command against, so motion between the shield's
+        measurement and the arm's cannot carry a target out of the workspace."""
         ...
 
     def home(self) -> Observation:
@@ -63,3 +70,16 @@ class Arm(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def position_box(name: str, low: object, high: object) -> tuple[np.ndarray, np.ndarray]:
+    """``send_within``'s box as two float64 3-vectors, or ArmError: a box that is not 6 finite
+    numbers with low <= high would clamp to nothing meaningful (NaN compares False)."""
+    try:
+        lo, hi = np.asarray(low, np.float64).reshape(-1), np.asarray(high, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ArmError(f"{name}: send_within's box must be numbers, got {low!r} and {high!r}") from None
+    if lo.shape != (3,) or hi.shape != (3,) or not np.all(np.isfinite(lo)) or not np.all(np.isfinite(hi)) or np.any(lo > hi):
+        raise ArmError(f"{name}: send_within's box must be two 3-vectors of finite numbers with low <= high, "
+                       f"got {lo.tolist()} and {hi.tolist()}")
+    return lo, hi

@@ -7,8 +7,9 @@ makes it lurch and stop at every step; the follower turns the step targets into 
 
 Where it sits: inside a vendor adapter, *under* the SafetyShield. Every target it receives
 is the absolute pose that the adapter computed from a command the shield had already
-clipped (against the end-effector position measured for that command), so the shield stays
-between every command source and the arm. The follower adds no motion of its own:
+clipped, clamped into the box the shield clipped it against (``send_within``: the arm keeps
+moving under the follower between the shield's read of the position and the adapter's), so
+the shield stays between every command source and the arm. The follower adds no motion of its own:
 
 * each setpoint lies on the straight segment (slerp for rotation) from the setpoint at the
   moment a target arrived to that target, reached after ``interpolation_ms`` and then held;

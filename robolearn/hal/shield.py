@@ -11,7 +11,11 @@ backend (simulated, remote, vendor) the same guarantees:
   Every backend adds the delta to the end-effector position it measures when the command
   arrives, so the shield measures that same position immediately before clipping each
   command (``measure_eef``), under its lock: a position remembered from an earlier
-  ``observe()`` or ``home()`` would let a burst of sends walk out of the box;
+  ``observe()`` or ``home()`` would let a burst of sends walk out of the box. An arm that
+  moves between the two measurements (a real arm still travelling, a follower thread
+  streaming setpoints) would add the delta to a position the shield never saw, so such
+  arms offer ``send_within(command, low, high)`` and clamp their absolute target into the
+  box the shield clipped against;
 * per-step translation (metres) and rotation (radians) limits, gripper limits, and the
   action bounds [-1, 1];
 * NaN/inf or wrongly shaped commands are rejected: the arm holds position (zero motion,
@@ -239,6 +243,15 @@ class SafetyShield:
             return measure_eef(self.arm)
 
     def send(self, command: np.ndarray) -> np.ndarray:
+        return self._send(command, None)
+
+    def send_within(self, command: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """``send`` for a wrapper above (another shield) that has already bounded the absolute
+        position target to [low, high]: that box is intersected with this shield's own, so a
+        caller can only tighten the limits, never widen them."""
+        return self._send(command, self._caller_bounds(low, high))
+
+    def _send(self, command: np.ndarray, outer: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         with self._lock:
             if self._estop:
                 self.stats.refused_estop += 1
@@ -249,12 +262,36 @@ class SafetyShield:
             if cmd is None:
                 return self._reject()
             self._rejects_in_row = 0
+            bounds = outer
             if self.config.enabled:
-                cmd = self._clip(cmd)
-            applied = self.arm.send(cmd.astype(np.float32))
+                cmd, bounds = self._clip(cmd, outer)
+            applied = self._dispatch(cmd.astype(np.float32), bounds)
             self._last_gripper = float(cmd[6]) if self._dim >= 7 else self._last_gripper
             self._mark_valid()
             return applied
+
+    def _dispatch(self, cmd: np.ndarray, bounds: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        """Hand the clipped command to the arm. An arm that can move between the shield's
+        measurement and its own (a real arm, one streamed by a follower thread) offers
+        ``send_within`` and clamps the absolute target it computes from its own measurement
+        into the box the command was clipped against; any other arm only moves when sent to,
+        so the position the shield measured is the one it adds the delta to."""
+        within = getattr(self.arm, "send_within", None) if bounds is not None else None
+        if callable(within):
+            return within(cmd, bounds[0].copy(), bounds[1].copy())
+        return self.arm.send(cmd)
+
+    def _caller_bounds(self, low: Any, high: Any) -> tuple[np.ndarray, np.ndarray]:
+        """[low, high] from a caller, as 3 finite numbers each with low <= high, or ShieldError."""
+        try:
+            lo, hi = np.asarray(low, np.float64).reshape(-1), np.asarray(high, np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            lo = hi = np.full(1, np.nan)
+        if lo.shape != (3,) or hi.shape != (3,) or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))) or np.any(lo > hi):
+            self.arm.stop()
+            raise ShieldError(f"{self.spec.name}: send_within needs two 3-vectors of finite numbers with low <= high, "
+                              f"got {low!r} and {high!r}; arm stopped")
+        return lo, hi
 
     def home(self) -> Observation:
         with self._lock:
@@ -388,7 +425,11 @@ class SafetyShield:
             self.arm.stop()
             raise
 
-    def _clip(self, cmd: np.ndarray) -> np.ndarray:
+    def _clip(self, cmd: np.ndarray, outer: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """The command within every limit, and the box (metres) its position target was
+        clipped into: the workspace box widened to the measured position (an arm outside may
+        move back in), intersected with ``outer`` when a wrapper above handed one down."""
         cfg = self.config
         out = np.clip(cmd, self._act_low, self._act_high)
         if not np.array_equal(out, cmd):
@@ -404,6 +445,10 @@ class SafetyShield:
         eef = self._measure_eef()
         # An arm already outside the box may stay or move back in, never further out.
         low, high = np.minimum(self._low, eef), np.maximum(self._high, eef)
+        if outer is not None:
+            low, high = np.maximum(low, outer[0]), np.minimum(high, outer[1])
+            empty = low > high  # the two boxes do not meet on this axis: hold it where it is
+            low[empty] = high[empty] = eef[empty]
         target = np.clip(eef + d, low, high)
         if not np.array_equal(target, eef + d):  # exact: a relative tolerance would let micrometres through
             self.stats.clipped_workspace += 1
@@ -425,7 +470,7 @@ class SafetyShield:
                 self.stats.clipped_gripper += 1
                 self._log("clipped_gripper", logging.INFO, "gripper %.3f clipped to %.3f", out[6], g)
                 out[6] = g
-        return out
+        return out, (low, high)
 
     def _mark_valid(self) -> None:
         self._last_valid = time.monotonic()

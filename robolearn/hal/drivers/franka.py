@@ -41,7 +41,7 @@ import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.geometry import axis_angle_to_quat, quat_mul
-from robolearn.hal.arm import ArmError, ArmSpec, Observation
+from robolearn.hal.arm import ArmError, ArmSpec, Observation, position_box
 from robolearn.hal.interpolation import FollowerConfig, TargetFollower
 from robolearn.hal.noop_arm import command_scales
 from robolearn.hal.shield import require_number
@@ -152,18 +152,31 @@ class FrankaArm:
             "robot0_joint_pos": np.asarray(robot.current_joint_state.position, np.float32).reshape(7),
         })
 
-    def target(self, cmd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def target(self, cmd: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The absolute pose a command asks for, from the measured one; with ``box`` (low,
+        high), the position is clamped into it."""
         pos, quat = self._pose()
         q = quat_mul(axis_angle_to_quat(cmd[3:6] * self.rot_scale), quat)
-        return pos + cmd[:3] * self.pos_scale, q / np.linalg.norm(q)
+        t = pos + cmd[:3] * self.pos_scale
+        if box is not None:
+            t = np.clip(t, box[0], box[1])
+        return t, q / np.linalg.norm(q)
 
     def send(self, command: np.ndarray) -> np.ndarray:
-        robot = self._require()
+        return self._send(command, None)
+
+    def send_within(self, command: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """``send`` with the target position clamped into [low, high]: the arm keeps moving
+        (an asynchronous motion, or the follower's stream) between the shield's read and this one."""
+        return self._send(command, position_box(self.spec.name, low, high))
+
+    def _send(self, command: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        self._require()
         cmd = np.asarray(command, dtype=np.float64).reshape(-1)
         if cmd.shape != (7,) or not np.all(np.isfinite(cmd)):
             raise ArmError(f"{self.spec.name}: command must be 7 finite numbers, got {np.asarray(command).tolist()}")
         cmd = np.clip(cmd, -1.0, 1.0)
-        t, q = self.target(cmd)
+        t, q = self.target(cmd, box)
         if self.follower is not None:
             self.follower.follow(t, q, moves=bool(np.any(cmd[:6])))
         else:

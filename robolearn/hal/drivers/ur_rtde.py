@@ -14,7 +14,8 @@ Translation of our OSC_POSE commands (7 numbers in [-1, 1]):
   the target pose goes to a ``TargetFollower`` instead, whose thread streams the interpolated
   path with one ``servoL`` per servo tick (``time`` = 1 / ``rate_hz``: 125 Hz on CB3, up to
   500 Hz on e-series), holds when targets go stale, and records commanded against achieved
-  TCP poses. The pose handed to it is the one computed from the shield-clipped command;
+  TCP poses. The pose handed to it is the one computed from the shield-clipped command,
+  clamped into the shield's box (``send_within``);
 * gripper: UR arms have none built in; ``gripper: digital_out`` switches a standard
   digital output through ``RTDEIOInterface.setStandardDigitalOut`` when the command
   crosses 0 (+ closed), ``gripper: none`` ignores it.
@@ -39,7 +40,7 @@ import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.geometry import axis_angle_to_quat, quat_mul, quat_to_axis_angle
-from robolearn.hal.arm import ArmError, ArmSpec, Observation
+from robolearn.hal.arm import ArmError, ArmSpec, Observation, position_box
 from robolearn.hal.interpolation import FollowerConfig, TargetFollower
 from robolearn.hal.noop_arm import command_scales
 from robolearn.hal.shield import require_number
@@ -180,28 +181,44 @@ class URRtdeArm:
             "robot0_joint_pos": np.asarray(self._r.getActualQ(), np.float32),
         })
 
-    def target_pose(self, cmd: np.ndarray) -> np.ndarray:
-        """The UR pose [x, y, z, rx, ry, rz] a command asks for, from the measured TCP pose."""
+    def target_pose(self, cmd: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """The UR pose [x, y, z, rx, ry, rz] a command asks for, from the measured TCP pose;
+        with ``box`` (low, high), the position is clamped into it."""
         pos, quat = self._tcp()
         target_q = quat_mul(axis_angle_to_quat(cmd[3:6] * self.rot_scale), quat)
-        return np.concatenate([pos + cmd[:3] * self.pos_scale, quat_to_axis_angle(target_q)])
+        target = pos + cmd[:3] * self.pos_scale
+        if box is not None:
+            target = np.clip(target, box[0], box[1])
+        return np.concatenate([target, quat_to_axis_angle(target_q)])
 
     def send(self, command: np.ndarray) -> np.ndarray:
+        return self._send(command, None)
+
+    def send_within(self, command: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """``send`` with the target position clamped into [low, high]: the arm keeps moving
+        (the follower streams from its own thread) between the shield's TCP read and this one."""
+        return self._send(command, position_box(self.spec.name, low, high))
+
+    def _send(self, command: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         c = self._require()
         cmd = np.asarray(command, dtype=np.float64).reshape(-1)
         if cmd.shape != (7,) or not np.all(np.isfinite(cmd)):
             raise ArmError(f"{self.spec.name}: command must be 7 finite numbers, got {np.asarray(command).tolist()}")
         cmd = np.clip(cmd, -1.0, 1.0)
         if self.follower is not None:
-            pose = self.target_pose(cmd)
+            pose = self.target_pose(cmd, box)
             self.follower.follow(pose[:3], axis_angle_to_quat(pose[3:]), moves=bool(np.any(cmd[:6])))
         else:
             with self._io_lock:
                 if self.mode == "servoL":
-                    ok = c.servoL(self.target_pose(cmd).tolist(), self.speed, self.acceleration, self.dt,
+                    ok = c.servoL(self.target_pose(cmd, box).tolist(), self.speed, self.acceleration, self.dt,
                                   self.lookahead_time, self.gain)
                 else:
-                    xd = np.concatenate([cmd[:3] * self.pos_scale, cmd[3:6] * self.rot_scale]) / self.dt
+                    d = cmd[:3] * self.pos_scale
+                    if box is not None:  # the velocity that ends this period inside the box
+                        pos = self._tcp()[0]
+                        d = np.clip(pos + d, box[0], box[1]) - pos
+                    xd = np.concatenate([d, cmd[3:6] * self.rot_scale]) / self.dt
                     ok = c.speedL(xd.tolist(), self.acceleration, self.dt)
                 self._check_accepted(ok)
         self._set_gripper(cmd[6] > 0)

@@ -81,8 +81,15 @@ def test_loss_falls(name, data):
     assert late < 0.7 * early, f"{name}: {key} went from {early:.4f} to {late:.4f}"
 
 
-def test_iris_picks_higher_value_goal(data):
-    algo = build("iris", data)
+def iris_with(kind: str, data):
+    torch.manual_seed(0)
+    settings = {**SMALL["iris"], "value": {**SMALL["iris"]["value"], "kind": kind}}
+    return algo_class("iris").build(settings, data.obs_spec, data.normalizers, data.action_dim)
+
+
+@pytest.mark.parametrize("kind", ["bcq", "expectile"])
+def test_iris_picks_higher_value_goal(data, kind):
+    algo = iris_with(kind, data)
     gen = torch.Generator().manual_seed(1)
     for _ in range(600):
         algo.train_step(data, gen)
@@ -111,6 +118,27 @@ def test_checkpoint_reload_gives_identical_actions(name, data, tmp_path):
     for x in np.linspace(0, 1, 12):
         obs = {"pos": np.array([x, 0.5 * x], np.float32)}
         np.testing.assert_array_equal(original.act(obs), reloaded.act(obs))
+
+
+def test_iris_expectile_selector_scores_in_sample_and_reloads_to_identical_plans(data, tmp_path):
+    algo = iris_with("expectile", data)
+    assert not hasattr(algo.value, "action_vae")  # nothing sampled: V(g) is one network
+    gen = torch.Generator().manual_seed(0)
+    history = [algo.train_step(data, gen) for _ in range(150)]
+    assert np.mean([m["loss/state_value"] for m in history[-10:]]) < np.mean([m["loss/state_value"] for m in history[:10]])
+    save_checkpoint(tmp_path / "ckpt", algo, step=150, meta={"task": "synthetic"})
+    reloaded = load_policy(tmp_path).algo
+    obs = row(data, 3)
+    for a in (algo, reloaded):
+        a.reset_policy(torch.Generator().manual_seed(4))
+    plans = [a.plan(obs) for a in (algo, reloaded)]
+    assert torch.equal(plans[0].goal, plans[1].goal) and torch.equal(plans[0].scores, plans[1].scores)
+    torch.testing.assert_close(plans[0].scores, algo.value.v(plans[0].candidates).squeeze(-1))
+
+
+def test_iris_refuses_an_unknown_value_kind(data):
+    with pytest.raises(ConfigError, match=r"value\.kind"):
+        algo_class("iris").build({"value": {"kind": "cql"}}, data.obs_spec, data.normalizers, data.action_dim, "launch/x.yaml: algo")
 
 
 def test_same_seed_same_weights(data):

@@ -59,6 +59,31 @@ class BCQCriticConfig:
     clip_target_to_return_bounds: bool = False
 
 
+def critic_batch(cfg: BCQCriticConfig, data, batch_size: int, gen: torch.Generator, encode: Callable) -> dict[str, torch.Tensor]:
+    """A batch of transitions whose states are ``encode(obs_dict, gen)`` of their observation dicts:
+    the critic's input features (the next states' without gradients: they only feed the target),
+    with the demo's return-to-go (``mc_return_floor``) and the return bounds
+    (``clip_target_to_return_bounds``) when ``cfg`` asks for them."""
+    batch = data.transitions(batch_size, gen, gamma=cfg.gamma if cfg.mc_return_floor else None)
+    batch["obs"] = encode(batch["obs"], gen)
+    with torch.no_grad():
+        batch["next_obs"] = encode(batch["next_obs"], gen)
+    if cfg.clip_target_to_return_bounds:
+        lo, hi = data.return_bounds(cfg.gamma)
+        batch["return_bounds"] = torch.tensor([lo, hi])
+    return batch
+
+
+def bounded_target(y: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The Bellman target floored at the demo's return-to-go and clipped to the return bounds,
+    where the batch carries them (``critic_batch``)."""
+    if "return" in batch:
+        y = torch.maximum(y, batch["return"])
+    if "return_bounds" in batch:
+        y = y.clamp(float(batch["return_bounds"][0]), float(batch["return_bounds"][1]))
+    return y
+
+
 class BCQCritic(nn.Module):
     def __init__(self, cfg: BCQCriticConfig, obs_dim: int, action_dim: int, encoder_params: Iterable[nn.Parameter] = ()):
         super().__init__()
@@ -91,27 +116,14 @@ class BCQCritic(nn.Module):
         return self._combine(q).max(-1).values
 
     def sample(self, data, batch_size: int, gen: torch.Generator, encode: Callable) -> dict[str, torch.Tensor]:
-        """A batch of transitions whose states are ``encode(obs_dict, gen)`` of their observation dicts:
-        the critic's input features (the next states' without gradients: they only feed the target)."""
-        batch = data.transitions(batch_size, gen, gamma=self.cfg.gamma if self.cfg.mc_return_floor else None)
-        batch["obs"] = encode(batch["obs"], gen)
-        with torch.no_grad():
-            batch["next_obs"] = encode(batch["next_obs"], gen)
-        if self.cfg.clip_target_to_return_bounds:
-            lo, hi = data.return_bounds(self.cfg.gamma)
-            batch["return_bounds"] = torch.tensor([lo, hi])
-        return batch
+        return critic_batch(self.cfg, data, batch_size, gen, encode)
 
     def update(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
         vae_loss, vae_info = self.action_vae.loss(batch["action"], batch["obs"].detach(), self.cfg.action_vae_kl, gen)
         step_optimizer(self.vae_opt, vae_loss)
         with torch.no_grad():
             next_v = self.state_value(batch["next_obs"], self.cfg.target_action_samples, gen, net=self.target)
-            y = batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * next_v
-            if "return" in batch:
-                y = torch.maximum(y, batch["return"])
-            if "return_bounds" in batch:
-                y = y.clamp(float(batch["return_bounds"][0]), float(batch["return_bounds"][1]))
+            y = bounded_target(batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * next_v, batch)
         q = self.critic(batch["obs"], batch["action"])
         critic_loss = sum(F.mse_loss(qi, y) for qi in q)
         step_optimizer(self.critic_opt, critic_loss)

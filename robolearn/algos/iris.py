@@ -2,7 +2,8 @@
 
 Every T steps (its ``plan``) the goal cVAE proposes N candidate subgoals; each is scored by
 V(g) = max over M actions sampled from the action cVAE of Q(g, a), where Q is learnt by
-batch-constrained Q-learning on the low-level (state, action) transitions. The best
+batch-constrained Q-learning on the low-level (state, action) transitions (``value.kind:
+expectile`` scores by an in-sample V(g) instead: robolearn/algos/expectile_value.py). The best
 candidate becomes the goal of the goal-conditioned LSTM. Because Q propagates the sparse
 success reward backwards through every demo, the selector prefers subgoals that lie on
 the fastest way to success seen in *any* demo: it stitches the best pieces of many
@@ -22,15 +23,26 @@ from dataclasses import dataclass, field
 
 import torch
 
-from robolearn.algos.bcq import BCQCritic, BCQCriticConfig
-from robolearn.algos.hbc import HBC, HBCConfig, SubgoalPlan
 from robolearn.algos.base import register
-from robolearn.config import positive
+from robolearn.algos.bcq import BCQCritic, BCQCriticConfig
+from robolearn.algos.expectile_value import ExpectileValue
+from robolearn.algos.hbc import HBC, HBCConfig, SubgoalPlan
+from robolearn.config import checked, positive
+
+
+@dataclass
+class IRISValueConfig(BCQCriticConfig):
+    #: how candidates are scored: ``bcq``, the max over sampled actions of Q(g, a) (the paper's
+    #: selector); ``expectile``, an in-sample V(g) fit to an upper expectile of Q at the recorded
+    #: actions (robolearn/algos/expectile_value.py; it uses no action cVAE and samples nothing).
+    kind: str = checked("bcq", choices=("bcq", "expectile"))
+    #: the level ``expectile`` V fits: 0.5 the behaviour's mean value, towards 1 the best recorded action's.
+    expectile: float = checked(0.9, check="open_unit")
 
 
 @dataclass
 class IRISConfig(HBCConfig):
-    value: BCQCriticConfig = field(default_factory=BCQCriticConfig)
+    value: IRISValueConfig = field(default_factory=IRISValueConfig)
     #: candidate subgoals proposed per re-plan.
     num_goal_samples: int = positive(100)
     #: actions sampled per candidate to take the max over in V(g).
@@ -45,7 +57,10 @@ class IRIS(HBC):
         super().__init__(cfg, obs_spec, normalizers, action_dim)
         # The value scores goals, so it is learnt on the goal keys' features of each state (the shared
         # encoder's goal blocks: low-dimensional keys, no weights to pass to its optimiser).
-        self.value = BCQCritic(cfg.value, self.goal_dim, action_dim)
+        if cfg.value.kind == "expectile":
+            self.value = ExpectileValue(cfg.value, self.goal_dim, action_dim, cfg.value.expectile)
+        else:
+            self.value = BCQCritic(cfg.value, self.goal_dim, action_dim)
         self.last_scores: torch.Tensor | None = None
 
     def optimizers(self):

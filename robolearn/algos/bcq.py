@@ -84,6 +84,19 @@ def bounded_target(y: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Ten
     return y
 
 
+def td_update(critic: nn.Module, target: nn.Module, opt: torch.optim.Optimizer, obs: torch.Tensor, action: torch.Tensor,
+              y: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One regression step of every critic of the ensemble towards ``y``, then the target critics
+    a share ``tau`` of the way towards them; the critics' Q (N, B) and the summed loss."""
+    q = critic(obs, action)
+    loss = sum(F.mse_loss(qi, y) for qi in q)
+    step_optimizer(opt, loss)
+    with torch.no_grad():
+        for p, tp in zip(critic.parameters(), target.parameters()):
+            tp.lerp_(p, tau)
+    return q, loss
+
+
 class BCQCritic(nn.Module):
     def __init__(self, cfg: BCQCriticConfig, obs_dim: int, action_dim: int, encoder_params: Iterable[nn.Parameter] = ()):
         super().__init__()
@@ -124,12 +137,7 @@ class BCQCritic(nn.Module):
         with torch.no_grad():
             next_v = self.state_value(batch["next_obs"], self.cfg.target_action_samples, gen, net=self.target)
             y = bounded_target(batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * next_v, batch)
-        q = self.critic(batch["obs"], batch["action"])
-        critic_loss = sum(F.mse_loss(qi, y) for qi in q)
-        step_optimizer(self.critic_opt, critic_loss)
-        with torch.no_grad():
-            for p, tp in zip(self.critic.parameters(), self.target.parameters()):
-                tp.lerp_(p, self.cfg.tau)
+        q, critic_loss = td_update(self.critic, self.target, self.critic_opt, batch["obs"], batch["action"], y, self.cfg.tau)
         return {
             "loss/critic": critic_loss.item(),
             "loss/action_vae": vae_loss.item(),

@@ -22,10 +22,9 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from robolearn.algos.base import adam, step_optimizer
-from robolearn.algos.bcq import BCQCriticConfig, bounded_target, critic_batch
+from robolearn.algos.bcq import BCQCriticConfig, bounded_target, critic_batch, td_update
 from robolearn.algos.iql import expectile_loss
 from robolearn.models.nets import QEnsemble, mlp
 
@@ -66,12 +65,7 @@ class ExpectileValue(nn.Module):
         with torch.no_grad():
             next_v = self.v(batch["next_obs"]).squeeze(-1)
             y = bounded_target(batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * next_v, batch)
-        q = self.critic(s, a)
-        critic_loss = sum(F.mse_loss(qi, y) for qi in q)
-        step_optimizer(self.critic_opt, critic_loss)
-        with torch.no_grad():
-            for p, tp in zip(self.critic.parameters(), self.target.parameters()):
-                tp.lerp_(p, self.cfg.tau)
+        q, critic_loss = td_update(self.critic, self.target, self.critic_opt, s, a, y, self.cfg.tau)
         return {
             "loss/critic": critic_loss.item(),
             "loss/state_value": value_loss.item(),

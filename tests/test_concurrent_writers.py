@@ -267,3 +267,20 @@ def test_a_lock_released_after_module_teardown_still_drops_its_flock(tmp_path, m
     probe = subprocess.run([sys.executable, "-c", "import sys; from robolearn.data.lock import FolderLock; "
                             "FolderLock(sys.argv[1]).release()", str(tmp_path)], capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr
+
+
+def test_a_refused_lock_is_refused_quietly(tmp_path):
+    # The refusal is the one-line error; the half-made lock object must not add a traceback
+    # ("Exception ignored in __del__") when it is collected.
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from robolearn.data.lock import FolderLock; "
+                               "l = FolderLock(sys.argv[1]); print('held', flush=True); time.sleep(30)", str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        probe = subprocess.run([sys.executable, "-c", "import gc, sys\nfrom robolearn.data.lock import FolderLock\n"
+                                "try:\n    FolderLock(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+                                "gc.collect()", str(tmp_path)], capture_output=True, text=True)
+        assert probe.stdout.strip() == "DemoFormatError" and probe.stderr == "", probe.stderr
+    finally:
+        holder.kill()
+        holder.wait()

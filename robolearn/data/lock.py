@@ -83,6 +83,7 @@ class FolderLock:
     """
 
     def __init__(self, folder: str | os.PathLike):
+        self._held: _Held | None = None  # set first: __del__ runs even when taking the lock fails
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         new = open(self.path, "a+")
@@ -98,7 +99,7 @@ class FolderLock:
         finally:
             if new is not None:
                 new.close()
-        self._held: _Held | None = held
+        self._held = held
 
     def _flock(self, file):
         try:

@@ -33,9 +33,10 @@ What each figure is:
   whole call (worker start-up included), and "without start-up", from the difference between a
   call of w episodes and one of 6 w. ``fresh_process_load_s``: ``load_policy`` in a new process.
 
-robomimic is not measured side by side: its networks import torchvision at import time
-(``robomimic/models/base_nets.py``, ``obs_core.py``), and no CPU torchvision installs here. Its
-figures on this machine, from the speed issue, are in the JSON's ``robomimic_reference``.
+robomimic is not measured here: its networks import torchvision at import time
+(``robomimic/models/base_nets.py``, ``obs_core.py``), which does not import beside this CPU
+torch. ``bench/robomimic_side_by_side.py`` measures it in a virtual environment of its own
+against these configurations; the speed issue's figures are in the JSON's ``robomimic_reference``.
 
 The machine is usually shared: the JSON records the load average before and after each run, and
 a 2-thread figure under load is mostly OpenMP threads spinning while they wait for a core (``cpu

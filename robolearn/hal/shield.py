@@ -39,7 +39,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from robolearn.config import ConfigError, from_dict
-from robolearn.hal.arm import Arm, ArmError, ArmSpec, Observation
+from robolearn.hal.arm import Arm, ArmError, ArmSpec, Observation, position_box
 
 log = logging.getLogger(__name__)
 EEF_POS = "robot0_eef_pos"
@@ -278,20 +278,16 @@ class SafetyShield:
         so the position the shield measured is the one it adds the delta to."""
         within = getattr(self.arm, "send_within", None) if bounds is not None else None
         if callable(within):
-            return within(cmd, bounds[0].copy(), bounds[1].copy())
+            return within(cmd, bounds[0], bounds[1])
         return self.arm.send(cmd)
 
     def _caller_bounds(self, low: Any, high: Any) -> tuple[np.ndarray, np.ndarray]:
-        """[low, high] from a caller, as 3 finite numbers each with low <= high, or ShieldError."""
+        """[low, high] from a caller (``position_box``), or ShieldError with the arm stopped."""
         try:
-            lo, hi = np.asarray(low, np.float64).reshape(-1), np.asarray(high, np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            lo = hi = np.full(1, np.nan)
-        if lo.shape != (3,) or hi.shape != (3,) or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))) or np.any(lo > hi):
+            return position_box(self.spec.name, low, high)
+        except ArmError as exc:
             self.arm.stop()
-            raise ShieldError(f"{self.spec.name}: send_within needs two 3-vectors of finite numbers with low <= high, "
-                              f"got {low!r} and {high!r}; arm stopped")
-        return lo, hi
+            raise ShieldError(f"{exc}; arm stopped") from None
 
     def home(self) -> Observation:
         with self._lock:

@@ -94,7 +94,8 @@ def test_deploy_launch_errors_name_the_field(tmp_path):
 
 def run_and_signal(tmp_path, sig, name):
     out = tmp_path / name
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # PYTHONFAULTHANDLER: a child that outlives the signal is aborted below and prints every thread's stack.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     # No success stop and a long run, so the loop is mid-episode when the signal lands.
     launch = tmp_path / "long.yaml"
     # 50 Hz is the task's rate here (env.control_hz), so the arm, the loop and the scripted operator agree.
@@ -109,7 +110,12 @@ def run_and_signal(tmp_path, sig, name):
             break
     time.sleep(0.6)  # ~30 steps at 50 Hz
     proc.send_signal(sig)
-    rest = proc.communicate(timeout=30)[0]
+    try:
+        rest = proc.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        stacks = proc.communicate(timeout=30)[0]
+        pytest.fail(f"deploy still running 30 s after {signal.Signals(sig).name}; its threads when aborted:\n{stacks[-8000:]}")
     return proc.returncode, rest, out
 
 

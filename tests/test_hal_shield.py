@@ -160,6 +160,37 @@ def test_explicit_stop_disarms_watchdog_until_next_command():
     sh.close()
 
 
+class SlowStopArm(NoopArm):
+    """An arm whose stop() takes a while and is not safe to call from two threads at once."""
+
+    concurrent_stop_safe = False
+
+    def __init__(self):
+        super().__init__(home_pos=(0.0, 0.0, 1.0))
+        self.inside = self.most_inside = 0
+
+    def stop(self):
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(0.2)
+        self.inside -= 1
+        super().stop()
+
+
+def test_stop_waits_for_the_watchdogs_stop_of_the_same_arm():
+    arm = SlowStopArm()
+    sh = SafetyShield(arm, ShieldConfig(workspace_low=[-1, -1, 0], workspace_high=[1, 1, 2], watchdog_ms=50))
+    sh.connect()
+    sh.send(np.zeros(7, np.float32))
+    t_end = time.monotonic() + 2.0
+    while arm.inside == 0 and time.monotonic() < t_end:  # the source went silent; the watchdog is stopping the arm
+        time.sleep(0.001)
+    assert arm.inside == 1 and sh.stats.watchdog_stops == 1
+    sh.stop()  # e.g. the loop's clean-up after Ctrl-C, at that moment
+    assert arm.most_inside == 1  # one stop() at a time
+    sh.close()
+
+
 class HangingArm(NoopArm):
     def __init__(self, safe):
         super().__init__(home_pos=(0.0, 0.0, 1.0))

@@ -300,9 +300,18 @@ class SafetyShield:
         return obs
 
     def stop(self) -> None:
-        """Stop now. The arm is then deliberately idle: the watchdog re-arms with the next command."""
+        """Stop now. The arm is then deliberately idle: the watchdog re-arms with the next command.
+
+        Takes the lock the watchdog holds while it stops the arm, so the two never call a driver's
+        ``stop()`` at once; like ``estop()``, it waits at most a second for a send stuck in another
+        thread and then stops anyway."""
         self._wd_armed = False
-        self.arm.stop()
+        got = self._lock.acquire(timeout=1.0)
+        try:
+            self.arm.stop()
+        finally:
+            if got:
+                self._lock.release()
 
     def close(self) -> None:
         self._wd_stop.set()

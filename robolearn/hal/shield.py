@@ -43,6 +43,7 @@ from robolearn.hal.arm import Arm, ArmError, ArmSpec, Observation, position_box
 
 log = logging.getLogger(__name__)
 EEF_POS = "robot0_eef_pos"
+STOP_LOCK_WAIT_S = 1.0  # longest a stop waits for a send in another thread before stopping the arm anyway
 
 
 def require_number(source: str, field: str, value: Any, *, positive: bool = False, at_least: float | None = None,
@@ -302,16 +303,9 @@ class SafetyShield:
     def stop(self) -> None:
         """Stop now. The arm is then deliberately idle: the watchdog re-arms with the next command.
 
-        Takes the lock the watchdog holds while it stops the arm, so the two never call a driver's
-        ``stop()`` at once; like ``estop()``, it waits at most a second for a send stuck in another
-        thread and then stops anyway."""
+        Never at the same time as the watchdog's stop of the same arm (see ``_stop_arm``)."""
         self._wd_armed = False
-        got = self._lock.acquire(timeout=1.0)
-        try:
-            self.arm.stop()
-        finally:
-            if got:
-                self._lock.release()
+        self._stop_arm()
 
     def close(self) -> None:
         self._wd_stop.set()
@@ -319,7 +313,7 @@ class SafetyShield:
             self._wd_thread.join(timeout=2.0)
         self._wd_thread = None
         try:
-            self.arm.stop()
+            self._stop_arm()  # the join above may have timed out with the watchdog still stopping the arm
         except ArmError:
             pass
         self.arm.close()
@@ -343,7 +337,13 @@ class SafetyShield:
                 return
             except ArmError as exc:
                 log.critical("%s: could not latch the inner arm's e-stop (%s); stopping it instead", self.spec.name, exc)
-        got = self._lock.acquire(timeout=1.0)  # never hang an e-stop on a send stuck in another thread
+        self._stop_arm()
+
+    def _stop_arm(self) -> None:
+        """``arm.stop()`` under the lock the watchdog holds while it stops the arm, so two threads
+        never stop a driver at once; after ``STOP_LOCK_WAIT_S`` (a send stuck in another thread)
+        the arm is stopped without it: a stop is never left waiting."""
+        got = self._lock.acquire(timeout=STOP_LOCK_WAIT_S)
         try:
             self.arm.stop()
         finally:

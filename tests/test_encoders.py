@@ -50,8 +50,14 @@ def test_low_dim_features_are_the_normalised_flat_vector_bit_for_bit(shapes, see
     eps = episodes(spec, seed=seed)
     keys = list(spec)[::-1]  # the order asked for, not the recorded one
     data = DemoDataset(eps, keys)
-    features = ObservationEncoder(data.obs_spec, data.normalizers)(data.observations(torch.arange(len(data.rewards))))
+    encoder = ObservationEncoder(data.obs_spec, data.normalizers)
+    obs = data.observations(torch.arange(len(data.rewards)))
+    features = encoder(obs)
     np.testing.assert_array_equal(features.numpy(), flat_reference(eps, keys))
+    # ``forward`` standardises the concatenation at once; key by key is the same arithmetic, and
+    # float64 inputs (the per-key path, converting each key) give the same numbers too.
+    assert torch.equal(encoder.encode_keys(obs, encoder.keys), features)
+    assert torch.equal(encoder({k: v.double() for k, v in obs.items()}), features)
 
 
 def test_policy_reads_keys_by_name_in_the_trained_order(tmp_path):

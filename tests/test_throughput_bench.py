@@ -116,8 +116,9 @@ def test_a_loaded_policy_builds_no_optimiser_until_one_is_used(tmp_path):
 
 
 def test_an_acting_lstm_step_is_the_sequence_s_step():
-    """``LSTMPolicy`` steps one observation at a time (no gradients, CPU) through ``lstm_cell``: the
-    same outputs as the whole sequence through ``nn.LSTM``, to float rounding; training is untouched."""
+    """``LSTMPolicy`` steps one observation at a time (no gradients, CPU) through its fused
+    per-layer weights: the same outputs as the whole sequence through ``nn.LSTM``, to float
+    rounding, also after the weights change; training is untouched."""
     import torch
 
     from robolearn.models.nets import LSTMPolicy
@@ -136,3 +137,16 @@ def test_an_acting_lstm_step_is_the_sequence_s_step():
     out, _ = net(x[:, :1])  # with gradients: nn.LSTM, differentiable
     out.sum().backward()
     assert net.lstm.weight_hh_l0.grad is not None
+    # The step's fused weights follow the parameters: after an optimiser step and after loading
+    # other weights, steps are again the sequence's.
+    torch.optim.SGD(net.parameters(), lr=0.5).step()
+    other = LSTMPolicy(5, 3, 32, 2).state_dict()
+    for change in (lambda: None, lambda: net.load_state_dict(other)):
+        change()
+        with torch.no_grad():
+            whole, _ = net(x)
+            state, steps = None, []
+            for t in range(x.shape[1]):
+                out, state = net(x[:, t : t + 1], state)
+                steps.append(out)
+        assert torch.allclose(torch.cat(steps, 1), whole, atol=1e-6)

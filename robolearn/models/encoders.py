@@ -115,10 +115,12 @@ class LowDimKeyEncoder(nn.Module):
         self.register_buffer("_mean", torch.from_numpy(normalizer.mean.copy()), persistent=False)
         self.register_buffer("_std", torch.from_numpy(normalizer.std.copy()), persistent=False)
         self.out_dim = spec.size
+        self._shape_len = len(spec.shape)
 
     def forward(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        lead = x.shape[: x.dim() - len(self.spec.shape)]
-        flat = x.reshape(*lead, self.spec.size)
+        # ``out_dim`` and the shape's length, not ``spec.size``: this runs on every policy step,
+        # where numpy's ``prod`` alone cost more than the arithmetic.
+        flat = x.reshape(*x.shape[: x.dim() - self._shape_len], self.out_dim)
         if flat.dtype != torch.float32:
             flat = flat.float()
         return (flat - self._mean) / self._std
@@ -180,8 +182,20 @@ class ObservationEncoder(nn.Module):
             self.slices[k] = slice(start, start + n)
             start += n
         self.out_dim = start
+        # Every key low-dimensional: one standardisation over the concatenated keys, which is the
+        # per-key arithmetic element for element without a module call per key (``forward``).
+        self._all_low_dim = all(isinstance(e, LowDimKeyEncoder) for e in self.key_encoders.values())
+        if self._all_low_dim:
+            encoders = [self.key_encoders[k] for k in self.keys]
+            self.register_buffer("_mean", torch.cat([e._mean for e in encoders]), persistent=False)
+            self.register_buffer("_std", torch.cat([e._std for e in encoders]), persistent=False)
 
     def forward(self, obs: Mapping[str, torch.Tensor], gen: torch.Generator | None = None) -> torch.Tensor:
+        if self._all_low_dim:
+            flats = [obs[k].reshape(*obs[k].shape[: obs[k].dim() - e._shape_len], e.out_dim)
+                     for k, e in self.key_encoders.items()]
+            if all(f.dtype == torch.float32 for f in flats):
+                return (torch.cat(flats, -1) - self._mean) / self._std
         return self.encode_keys(obs, self.keys, gen)
 
     def encode_keys(self, obs: Mapping[str, torch.Tensor], keys: list[str], gen: torch.Generator | None = None) -> torch.Tensor:

@@ -240,3 +240,65 @@ def test_run_episode_keeps_its_progress_when_the_actor_raises():
     with pytest.raises(KeyboardInterrupt):
         run_episode(Counter(), Fails(), max_steps=10, progress=progress)
     assert progress.steps == 3 and float(progress.obs["t"][0]) == 3 and progress.ended_by == ""
+
+
+WORKER_PIDS_SCRIPT = '''
+import os, sys, time
+from robolearn.runtime.workers import run_jobs
+
+def init():
+    return {}
+
+def work(state, job):
+    open(os.path.join(sys.argv[1], f"worker{job}.pid"), "w").write(str(os.getpid()))
+    time.sleep(120)  # a long job: its worker outlives a killed parent unless it dies with it
+    return job
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import long_jobs
+    list(run_jobs([0, 1], 2, long_jobs.init, long_jobs.work))
+'''
+
+
+def test_pool_workers_die_when_their_parent_is_killed(tmp_path):
+    """A parent killed outright cannot terminate its pool: its workers end with it (Linux
+    ``PR_SET_PDEATHSIG``) instead of finishing jobs nobody will read."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the parent-death signal is Linux's")
+    (tmp_path / "long_jobs.py").write_text(WORKER_PIDS_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "long_jobs.py"), str(tmp_path)], env=env)
+    pid_files = [tmp_path / f"worker{i}.pid" for i in (0, 1)]
+    deadline = time.monotonic() + 60
+    while not all(f.exists() and f.read_text() for f in pid_files):
+        assert time.monotonic() < deadline and parent.poll() is None, "the workers never started"
+        time.sleep(0.1)
+    workers = [int(f.read_text()) for f in pid_files]
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # A zombie (dead, not yet reaped by init) counts as gone.
+        try:
+            return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    still = [p for p in workers if alive(p)]
+    for p in still:
+        os.kill(p, signal.SIGKILL)
+    assert not still, f"workers {still} outlived their killed parent"

@@ -12,12 +12,18 @@ Errors: a worker never prints a traceback for an expected error. An ``init`` tha
 (an initializer that raises kills its worker, prints a traceback and makes the pool start another
 one, forever) and raised by the worker's first job; every exception crosses to the parent as
 ``robolearn.errors.portable`` makes it (one it can unpickle, that the CLI reports in one line).
-Workers ignore Ctrl-C: it is the parent's to handle, by terminating the pool.
+Workers ignore Ctrl-C: it is the parent's to handle, by terminating the pool. A parent killed
+outright (SIGKILL, or SIGTERM's default) cannot terminate anything, so on Linux each worker asks
+the kernel for SIGTERM when its parent dies (``die_with_parent``), rather than finishing a job
+(a 4-minute training cell, a 50-episode evaluation) nobody will read.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
 import signal
+import sys
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from robolearn.errors import portable
@@ -26,8 +32,30 @@ from robolearn.runtime.worker_state import close_state, quiet_torch_threads
 _WORKER: dict[str, Any] = {}
 
 
+#: ``prctl`` option: the signal this process gets when the thread that started it exits (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """SIGTERM this process when its parent exits (Linux ``prctl``; elsewhere nothing is done, and a
+    worker of a killed parent ends after its current job, when it finds its task queue closed). A
+    parent already gone before the request took effect is caught by comparing parent ids."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _init_pool_worker(init: Callable[..., Any], init_args: tuple, work: Callable[[Any, Any], Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = mp.parent_process()
+    die_with_parent(parent.pid if parent is not None else None)
     _WORKER["work"] = work
     try:
         quiet_torch_threads()

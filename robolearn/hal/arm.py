@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from robolearn.config import require_number
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 
 
@@ -83,3 +84,10 @@ def position_box(name: str, low: object, high: object) -> tuple[np.ndarray, np.n
         raise ArmError(f"{name}: send_within's box must be two 3-vectors of finite numbers with low <= high, "
                        f"got {lo.tolist()} and {hi.tolist()}")
     return lo, hi
+
+
+def command_scales(name: str, pos_scale: float, rot_scale: float) -> tuple[float, float]:
+    """A delta-command backend's metres and radians per command unit, checked: an infinite or
+    NaN scale turns every command into an infinite or NaN target."""
+    return (require_number(name, "pos_scale", pos_scale, positive=True),
+            require_number(name, "rot_scale", rot_scale, positive=True))

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from robolearn.config import ConfigError, load_yaml
+from robolearn.config import ConfigError, load_yaml, require_number
 from robolearn.hal.arm import Arm
 from robolearn.paths import CONTROLLERS_DIR
 
@@ -140,8 +140,6 @@ def load_controller(path: str | Path) -> dict[str, Any]:
 def controller_scales(cfg: dict[str, Any], path: Path) -> tuple[float, float]:
     """The controller file's metres and radians per command unit: positive and finite, since
     the backend and its shield both multiply every command by them."""
-    from robolearn.hal.shield import require_number
-
     return (require_number(path, "pos_scale", cfg.get("pos_scale", 0.05), positive=True),
             require_number(path, "rot_scale", cfg.get("rot_scale", 0.5), positive=True))
 

@@ -40,7 +40,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from robolearn.hal.arm import Arm, Observation
-from robolearn.hal.shield import require_int, require_number
+from robolearn.config import require_int, require_number
 from robolearn.runtime.episode import EpisodeProgress, Sent, run_episode
 
 log = logging.getLogger(__name__)

@@ -17,19 +17,10 @@ import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.geometry import axis_angle_to_quat, quat_mul
-from robolearn.hal.arm import ArmError, ArmSpec, Observation
+from robolearn.hal.arm import ArmError, ArmSpec, Observation, command_scales
 
 EEF_POS, EEF_QUAT, GRIPPER_QPOS = "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"
 FINGER_OPEN = 0.04  # metres per finger at gripper = -1 (Panda-like)
-
-
-def command_scales(name: str, pos_scale: float, rot_scale: float) -> tuple[float, float]:
-    """A delta-command backend's metres and radians per command unit, checked: an infinite or
-    NaN scale turns every command into an infinite or NaN target."""
-    from robolearn.hal.shield import require_number
-
-    return (require_number(name, "pos_scale", pos_scale, positive=True),
-            require_number(name, "rot_scale", rot_scale, positive=True))
 
 
 def default_obs_spec() -> dict[str, ObsFieldSpec]:

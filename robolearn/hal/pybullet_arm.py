@@ -28,8 +28,7 @@ import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.geometry import axis_angle_to_quat, quat_mul
-from robolearn.hal.arm import ArmError, ArmSpec, Observation
-from robolearn.hal.noop_arm import command_scales
+from robolearn.hal.arm import ArmError, ArmSpec, Observation, command_scales
 
 ARM_JOINTS = list(range(7))
 FINGER_JOINTS = [9, 10]

@@ -22,7 +22,7 @@ import numpy as np
 from robolearn.config import ConfigError, from_dict, load_yaml
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
-from robolearn.hal.shield import require_number
+from robolearn.config import require_number
 from robolearn.paths import CONTROLLERS_DIR
 from robolearn.sim_compat import import_robosuite
 

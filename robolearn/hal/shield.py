@@ -38,42 +38,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from robolearn.config import ConfigError, from_dict
+from robolearn.config import ConfigError, from_dict, require_int, require_number
 from robolearn.hal.arm import Arm, ArmError, ArmSpec, Observation, position_box
 
 log = logging.getLogger(__name__)
 EEF_POS = "robot0_eef_pos"
 STOP_LOCK_WAIT_S = 1.0  # longest a stop waits for a send in another thread before stopping the arm anyway
-
-
-def require_number(source: str, field: str, value: Any, *, positive: bool = False, at_least: float | None = None,
-                   at_most: float | None = None) -> float:
-    """``value`` as a float, or ConfigError naming ``source`` and ``field``.
-
-    Why one check: a safety limit that is a YAML ``true``, ``.nan`` or ``.inf`` compares in
-    ways that silently switch the limit off (``inf > 0`` passes a positivity test, every
-    comparison with NaN is False), so type, finiteness and range are checked together."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(source, field, f"expected a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ConfigError(source, field, f"expected a finite number, got {value!r}")
-    if positive and not v > 0:
-        raise ConfigError(source, field, f"expected a positive number, got {value!r}")
-    if at_least is not None and v < at_least:
-        raise ConfigError(source, field, f"expected a number >= {at_least:g}, got {value!r}")
-    if at_most is not None and v > at_most:
-        raise ConfigError(source, field, f"expected a number <= {at_most:g}, got {value!r}")
-    return v
-
-
-def require_int(source: str, field: str, value: Any, *, at_least: int) -> int:
-    """``value`` as an int (not a bool, not a float), or ConfigError naming ``source`` and ``field``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(source, field, f"expected an integer, got {value!r}")
-    if value < at_least:
-        raise ConfigError(source, field, f"expected an integer >= {at_least}, got {value!r}")
-    return int(value)
 
 
 def measure_eef(arm: Any) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from robolearn.config import ConfigError
 from robolearn.hal.cameras.base import Camera
-from robolearn.hal.shield import require_number
+from robolearn.config import require_number
 from robolearn.perception.base import Estimate, ObjectPoseEstimator
 from robolearn.perception.ground_truth import GroundTruth
 from robolearn.perception.layouts import object_vector

@@ -41,7 +41,8 @@ from robolearn.data.format import ObsFieldSpec
 from robolearn.hal.arm import Arm, ArmSpec, Observation
 from robolearn.hal.cameras.base import Frame, StaleFrameError
 from robolearn.hal.cameras.capture import CameraRig, CaptureThread
-from robolearn.hal.shield import measure_eef, require_int, require_number
+from robolearn.config import require_int, require_number
+from robolearn.hal.shield import measure_eef
 
 #: Optional arm methods that only read the simulator: passed through without telling the
 #: cameras that the state changed. Every other passed-through method (reset, set_state, ...)

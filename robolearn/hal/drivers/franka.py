@@ -41,10 +41,9 @@ import numpy as np
 
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.geometry import axis_angle_to_quat, quat_mul
-from robolearn.hal.arm import ArmError, ArmSpec, Observation, position_box
+from robolearn.hal.arm import ArmError, ArmSpec, Observation, command_scales, position_box
 from robolearn.hal.interpolation import FollowerConfig, TargetFollower
-from robolearn.hal.noop_arm import command_scales
-from robolearn.hal.shield import require_number
+from robolearn.config import require_number
 
 FRANKA_HOME_Q = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 GRIPPER_OPEN = 0.08

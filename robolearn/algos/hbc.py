@@ -67,6 +67,8 @@ class SubgoalPlan:
     goal: torch.Tensor
     candidates: torch.Tensor | None = None
     scores: torch.Tensor | None = None
+    #: the goal keys' features of the state it was planned from (IRIS: to tell a stall).
+    origin: torch.Tensor | None = None
 
 
 @register("hbc")

@@ -47,6 +47,12 @@ class IRISConfig(HBCConfig):
     num_goal_samples: int = positive(100)
     #: actions sampled per candidate to take the max over in V(g).
     num_value_action_samples: int = positive(100)
+    #: re-planning after a stall (None: off). When a re-plan finds the goal keys' features within
+    #: this distance (standardised units) of where the pursued goal was planned from, the low
+    #: level could not approach that goal from here; the candidates nearer to it than to the
+    #: current state are then passed over, so the selector does not pick the same unreachable goal
+    #: again. Acting only: training is unchanged.
+    stall_tolerance: float | None = positive(None)
 
 
 @register("iris")
@@ -62,6 +68,8 @@ class IRIS(HBC):
         else:
             self.value = BCQCritic(cfg.value, self.goal_dim, action_dim)
         self.last_scores: torch.Tensor | None = None
+        #: (origin, goal) of the plan being pursued: where it was planned from, and its goal.
+        self._pursued: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def optimizers(self):
         return {**super().optimizers(), **self.value.optimizers()}
@@ -78,11 +86,33 @@ class IRIS(HBC):
 
     @torch.no_grad()
     def plan(self, obs: torch.Tensor) -> SubgoalPlan:
-        """N candidates from the goal cVAE, each scored by V; the best one is the goal."""
+        """N candidates from the goal cVAE, each scored by V; the best one is the goal (the best
+        one not towards an unreachable goal, after a stall: ``stall_tolerance``)."""
         goals = self.sample_goals(obs, self.cfg.num_goal_samples)
         scores = self.score_goals(goals)
         self.last_scores = scores
-        return SubgoalPlan(goal=goals[scores.argmax()], candidates=goals, scores=scores)
+        here = self.goal_features(obs)
+        return SubgoalPlan(goal=goals[self._choose(goals, scores, here)], candidates=goals, scores=scores, origin=here)
+
+    def _choose(self, goals: torch.Tensor, scores: torch.Tensor, here: torch.Tensor) -> int:
+        """The best-scored candidate; after a stall, the best of those nearer to ``here`` than to
+        the goal that was not approached (all of them when none is)."""
+        pursued, tol = self._pursued, self.cfg.stall_tolerance
+        if tol is not None and pursued is not None:
+            origin, failed = pursued
+            if float(torch.linalg.vector_norm(here - origin)) < tol:
+                away = torch.linalg.vector_norm(goals - failed, dim=-1) > torch.linalg.vector_norm(goals - here, dim=-1)
+                if bool(away.any()):
+                    return int(scores.masked_fill(~away, float("-inf")).argmax())
+        return int(scores.argmax())
+
+    def adopt(self, plan: SubgoalPlan) -> None:
+        super().adopt(plan)
+        self._pursued = None if plan.origin is None else (plan.origin, plan.goal)
+
+    def reset_policy(self, gen=None):
+        super().reset_policy(gen)
+        self._pursued = None
 
     def choose_goal(self, obs):
         return self.plan(obs).goal

@@ -21,8 +21,9 @@
   when it is chosen and T steps later (does the low level reach the goal's height?). Scores
   above the largest achievable return (1.0 on Lift) are the critic over-estimating.
 * ``rescore``: the benchmark's evaluation episodes with acting-time settings changed
-  (IRIS's candidate count, its action samples per candidate, its latent clips), weights
-  untouched: a paired comparison of the selector alone, without retraining.
+  (IRIS's candidate count, its action samples per candidate, its latent clips, its stall
+  tolerance), weights untouched: a paired comparison of the selector alone, without retraining.
+  Any task's run: the environment comes from the checkpoint.
 * ``heights``: from a suboptimal demo folder alone, where its partial lifts turn back and its
   final lifts pause (the figures that tell the v5 and v12 operators apart).
 
@@ -267,7 +268,7 @@ def cmd_replans(args) -> dict:
 #: settings that only act when the policy picks goals or actions; anything else would change
 #: what the weights mean, so ``rescore`` refuses it.
 ACTING_SETTINGS = ("num_goal_samples", "replan_every", "num_value_action_samples", "goal_latent_clip", "policy_action_samples",
-                   "value.target_lambda", "value.latent_clip", "latent_clip", "target_lambda")
+                   "value.target_lambda", "value.latent_clip", "latent_clip", "target_lambda", "stall_tolerance")
 
 
 def apply_acting_settings(cfg, settings: list[str]) -> dict:

@@ -107,23 +107,25 @@ def test_iris_picks_higher_value_goal(data, kind):
 @pytest.mark.parametrize("tolerance", [None, 0.05])
 def test_iris_after_a_stall_passes_over_candidates_towards_the_goal_it_did_not_approach(data, tolerance):
     """The best-scored candidate is the goal. When the next re-plan finds the state where the last
-    one was planned (a stall), the candidates nearer to that goal than to here are passed over
-    (with ``stall_tolerance``); once the state moves, the best-scored one is the goal again."""
+    one was planned (a stall), candidates from the full prior join the clipped ones and those nearer
+    to that goal than to here are passed over (with ``stall_tolerance``); once the state moves, the
+    best-scored clipped candidate is the goal again."""
     algo = algo_class("iris").build({**SMALL["iris"], "stall_tolerance": tolerance}, data.obs_spec, data.normalizers,
                                     data.action_dim)
-    here = features(data, {"pos": np.array([0.3, 0.15], np.float32)})
-    best = features(data, {"pos": np.array([0.6, 0.3], np.float32)})       # scored highest
-    beside = features(data, {"pos": np.array([0.55, 0.3], np.float32)})    # next to it: also passed over
-    other = features(data, {"pos": np.array([0.15, 0.1], np.float32)})     # the other way, scored lowest
-    candidates = torch.stack([other, beside, best])
-    algo.sample_goals = lambda obs, n: candidates
-    algo.score_goals = lambda goals: torch.tensor([0.1, 0.8, 0.9])
+    at = {x: features(data, {"pos": np.array(x, np.float32)}) for x in [(0.3, 0.15), (0.6, 0.3), (0.55, 0.3), (0.15, 0.1), (0.2, 0.05)]}
+    here, best, beside, other, wide_only = at.values()
+    clipped = torch.stack([other, beside, best])  # best scored highest, beside next to it, other the other way
+    full_prior = torch.stack([wide_only, best])  # the full prior's: one further the other way
+    score = {(0.6, 0.3): 0.9, (0.55, 0.3): 0.8, (0.2, 0.05): 0.5, (0.15, 0.1): 0.1}
+    algo.sample_goals = lambda obs, n, clip=True: clipped if clip else full_prior
+    algo.score_goals = lambda goals: torch.tensor([next(v for x, v in score.items() if torch.equal(g, at[x])) for g in goals])
     algo.reset_policy(torch.Generator().manual_seed(0))
     first = algo.plan(here)
     assert torch.equal(first.goal, best) and torch.equal(first.origin, here)
     algo.adopt(first)
     stalled = algo.plan(here + 1e-3)  # moved less than the tolerance
-    assert torch.equal(stalled.goal, best if tolerance is None else other)
+    assert torch.equal(stalled.goal, best if tolerance is None else wide_only)
+    assert stalled.candidates.shape[0] == (3 if tolerance is None else 5)
     algo.adopt(stalled)
     moved = algo.plan(here + 0.5)
     assert torch.equal(moved.goal, best)

@@ -137,8 +137,9 @@ class HBC(Algo):
         return torch.cat([obs, goal], -1)
 
     # --- acting -------------------------------------------------------------------------
-    def sample_goals(self, obs: torch.Tensor, n: int) -> torch.Tensor:
-        return self.goal_vae.sample(obs[None], n, self._gen, clip_z=self.cfg.goal_latent_clip)[0]
+    def sample_goals(self, obs: torch.Tensor, n: int, clip: bool = True) -> torch.Tensor:
+        """``n`` goals from the cVAE, the latent clipped to ``goal_latent_clip`` (``clip=False``: the full prior)."""
+        return self.goal_vae.sample(obs[None], n, self._gen, clip_z=self.cfg.goal_latent_clip if clip else None)[0]
 
     def choose_goal(self, obs: torch.Tensor) -> torch.Tensor:
         return self.sample_goals(obs, 1)[0]

@@ -51,7 +51,7 @@ class IRISConfig(HBCConfig):
     #: this distance (standardised units) of where the pursued goal was planned from, the low
     #: level could not approach that goal from here; the candidates nearer to it than to the
     #: current state are then passed over, so the selector does not pick the same unreachable goal
-    #: again. Acting only: training is unchanged.
+    #: again (N more candidates are drawn from the full prior then). Acting only: training is unchanged.
     stall_tolerance: float | None = positive(None)
 
 
@@ -86,25 +86,35 @@ class IRIS(HBC):
 
     @torch.no_grad()
     def plan(self, obs: torch.Tensor) -> SubgoalPlan:
-        """N candidates from the goal cVAE, each scored by V; the best one is the goal (the best
-        one not towards an unreachable goal, after a stall: ``stall_tolerance``)."""
+        """N candidates from the goal cVAE, each scored by V; the best one is the goal.
+
+        After a stall (``stall_tolerance``), N more candidates come from the cVAE's full prior, and
+        the goal is the best of those nearer to the current state than to the goal the low level
+        did not approach (the best of all when none is)."""
         goals = self.sample_goals(obs, self.cfg.num_goal_samples)
         scores = self.score_goals(goals)
-        self.last_scores = scores
         here = self.goal_features(obs)
-        return SubgoalPlan(goal=goals[self._choose(goals, scores, here)], candidates=goals, scores=scores, origin=here)
+        failed = self._failed_goal(here)
+        if failed is None:
+            best = int(scores.argmax())
+        else:
+            # The clipped proposals from a state the low level is stuck in tend to lie in one cluster
+            # round the goal it could not reach; the full prior's reach further.
+            wide = self.sample_goals(obs, self.cfg.num_goal_samples, clip=False)
+            goals, scores = torch.cat([goals, wide]), torch.cat([scores, self.score_goals(wide)])
+            away = torch.linalg.vector_norm(goals - failed, dim=-1) > torch.linalg.vector_norm(goals - here, dim=-1)
+            best = int(scores.masked_fill(~away, float("-inf")).argmax()) if bool(away.any()) else int(scores.argmax())
+        self.last_scores = scores
+        return SubgoalPlan(goal=goals[best], candidates=goals, scores=scores, origin=here)
 
-    def _choose(self, goals: torch.Tensor, scores: torch.Tensor, here: torch.Tensor) -> int:
-        """The best-scored candidate; after a stall, the best of those nearer to ``here`` than to
-        the goal that was not approached (all of them when none is)."""
+    def _failed_goal(self, here: torch.Tensor) -> torch.Tensor | None:
+        """The pursued goal when the state is still within ``stall_tolerance`` of where it was planned
+        (the low level did not approach it), else None."""
         pursued, tol = self._pursued, self.cfg.stall_tolerance
-        if tol is not None and pursued is not None:
-            origin, failed = pursued
-            if float(torch.linalg.vector_norm(here - origin)) < tol:
-                away = torch.linalg.vector_norm(goals - failed, dim=-1) > torch.linalg.vector_norm(goals - here, dim=-1)
-                if bool(away.any()):
-                    return int(scores.masked_fill(~away, float("-inf")).argmax())
-        return int(scores.argmax())
+        if tol is None or pursued is None:
+            return None
+        origin, goal = pursued
+        return goal if float(torch.linalg.vector_norm(here - origin)) < tol else None
 
     def adopt(self, plan: SubgoalPlan) -> None:
         super().adopt(plan)

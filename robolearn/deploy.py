@@ -44,6 +44,7 @@ from typing import Any, Callable
 from robolearn.collect import OperatorActor
 from robolearn.config import ConfigError, from_dict, load_yaml
 from robolearn.hal.cameras.config import CamerasConfig
+from robolearn.hal.loop import interrupts_raise
 from robolearn.launch import DeployConfig, load_launch, resolve_path
 
 log = logging.getLogger("robolearn.deploy")
@@ -416,21 +417,22 @@ def deploy(launch_path: str, checkpoint: str, *, max_steps: int | None = None, e
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGQUIT, _estop)
     results, code = [], 0
-    try:
-        arm.connect()
-        # The recording folder is created once the arm answered: a busy or absent arm leaves none.
-        recorder = EpisodeRecorder(DemoWriter(out_dir, demo_meta))
-        loop = ControlLoop(arm, policy, hz, recorder=recorder, realtime_priority=cfg.rt_priority or None, reset_source=False)
-        results, code = run_episodes(arm, loop, cfg, policy)
-    finally:
-        if pipe is not None:
-            pipe.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+    with interrupts_raise():  # Ctrl-C stops the arm even where the shell started us with SIGINT ignored
         try:
-            arm.close()
-        except ArmError as exc:
-            print(f"robolearn deploy: closing the arm failed: {exc}")
+            arm.connect()
+            # The recording folder is created once the arm answered: a busy or absent arm leaves none.
+            recorder = EpisodeRecorder(DemoWriter(out_dir, demo_meta))
+            loop = ControlLoop(arm, policy, hz, recorder=recorder, realtime_priority=cfg.rt_priority or None, reset_source=False)
+            results, code = run_episodes(arm, loop, cfg, policy)
+        finally:
+            if pipe is not None:
+                pipe.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+            try:
+                arm.close()
+            except ArmError as exc:
+                print(f"robolearn deploy: closing the arm failed: {exc}")
     summary = {
         "checkpoint": str(checkpoint), "arm": spec.name, "backend": cfg.arm, "hz": hz, "out": str(out_dir),
         "episodes": [s.to_dict() for s in results],

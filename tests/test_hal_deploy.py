@@ -92,7 +92,13 @@ def test_deploy_launch_errors_name_the_field(tmp_path):
         deploy.run(deploy_args(launch=str(bad)))
 
 
-def run_and_signal(tmp_path, sig, name):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_and_signal(tmp_path, sig, name, sigint_ignored: bool = False):
+    """``sigint_ignored``: start the child as a non-interactive shell starts a background job
+    (``cmd &``), with SIGINT ignored, which Python inherits and keeps unless told otherwise."""
     out = tmp_path / name
     # PYTHONFAULTHANDLER: a child that outlives the signal is aborted below and prints every thread's stack.
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
@@ -103,6 +109,7 @@ def run_and_signal(tmp_path, sig, name):
     proc = subprocess.Popen(
         [sys.executable, "-m", "robolearn", "deploy", str(launch), "--checkpoint", "scripted:suboptimal", "--yes", "--out", str(out)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
     t_end = time.monotonic() + 60
     for line in proc.stdout:
@@ -119,8 +126,11 @@ def run_and_signal(tmp_path, sig, name):
     return proc.returncode, rest, out
 
 
-def test_sigint_during_deploy_leaves_readable_demo_folder(tmp_path):
-    code, rest, out = run_and_signal(tmp_path, signal.SIGINT, "interrupted")
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["sigint-default", "started-with-sigint-ignored"])
+def test_sigint_during_deploy_leaves_readable_demo_folder(tmp_path, sigint_ignored):
+    """Ctrl-C stops the arm and keeps the episode, also for a deploy started in the background of a
+    script, whose SIGINT the shell set to ignored (the arm would otherwise go on moving)."""
+    code, rest, out = run_and_signal(tmp_path, signal.SIGINT, "interrupted", sigint_ignored=sigint_ignored)
     assert code == 130, rest
     assert "stopped by interrupt" in rest
     ep = DemoReader(out).load(0)

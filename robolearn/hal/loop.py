@@ -29,8 +29,10 @@ deployment interrupted by the operator still leaves a readable demo folder.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -39,8 +41,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from robolearn.hal.arm import Arm, Observation
 from robolearn.config import require_int, require_number
+from robolearn.hal.arm import Arm, Observation
 from robolearn.runtime.episode import EpisodeProgress, Sent, run_episode
 
 log = logging.getLogger(__name__)
@@ -146,6 +148,24 @@ class ArmPlant:
     def send(self, action: Any) -> Sent:
         applied = self.arm.send(action)
         return Sent(applied=applied, reward=float(self._reward()) if self._reward is not None else 0.0)
+
+
+@contextlib.contextmanager
+def interrupts_raise():
+    """While an arm moves, SIGINT (Ctrl-C, ``kill -INT``) raises KeyboardInterrupt, which the loop
+    turns into a stopped arm and a kept episode, even in a process started with SIGINT ignored:
+    a non-interactive shell starts its background jobs (``cmd &``) that way, and Python then
+    installs no handler, so the signal would be dropped while the arm went on moving. Only the
+    main thread can set handlers; elsewhere this does nothing. The previous handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 class DeadlineClock:

@@ -220,6 +220,12 @@ class TeleopSession:
 
     def run(self) -> dict[str, Any]:
         """Until quit (or ``max_episodes`` saved). Returns a summary."""
+        from robolearn.hal.loop import interrupts_raise
+
+        with interrupts_raise():  # Ctrl-C ends the session even where the shell started it with SIGINT ignored
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         try:
             while not self.quit:
                 if self.config.max_episodes is not None and len(self.saved) >= self.config.max_episodes:

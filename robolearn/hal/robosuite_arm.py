@@ -19,10 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from robolearn.config import ConfigError, from_dict, load_yaml
+from robolearn.config import ConfigError, from_dict, load_yaml, require_number
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.hal.arm import ArmError, ArmSpec, Observation
-from robolearn.config import require_number
 from robolearn.paths import CONTROLLERS_DIR
 from robolearn.sim_compat import import_robosuite
 

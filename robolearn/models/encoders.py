@@ -117,10 +117,13 @@ class LowDimKeyEncoder(nn.Module):
         self.out_dim = spec.size
         self._shape_len = len(spec.shape)
 
+    def flatten(self, x: torch.Tensor) -> torch.Tensor:
+        """(*lead, *shape) -> (*lead, size). ``out_dim`` and the shape's length, not ``spec.size``:
+        this runs on every policy step, where numpy's ``prod`` alone cost more than the arithmetic."""
+        return x.reshape(*x.shape[: x.dim() - self._shape_len], self.out_dim)
+
     def forward(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        # ``out_dim`` and the shape's length, not ``spec.size``: this runs on every policy step,
-        # where numpy's ``prod`` alone cost more than the arithmetic.
-        flat = x.reshape(*x.shape[: x.dim() - self._shape_len], self.out_dim)
+        flat = self.flatten(x)
         if flat.dtype != torch.float32:
             flat = flat.float()
         return (flat - self._mean) / self._std
@@ -192,8 +195,7 @@ class ObservationEncoder(nn.Module):
 
     def forward(self, obs: Mapping[str, torch.Tensor], gen: torch.Generator | None = None) -> torch.Tensor:
         if self._all_low_dim:
-            flats = [obs[k].reshape(*obs[k].shape[: obs[k].dim() - e._shape_len], e.out_dim)
-                     for k, e in self.key_encoders.items()]
+            flats = [e.flatten(obs[k]) for k, e in self.key_encoders.items()]
             if all(f.dtype == torch.float32 for f in flats):
                 return (torch.cat(flats, -1) - self._mean) / self._std
         return self.encode_keys(obs, self.keys, gen)

@@ -76,6 +76,8 @@ class LSTMPolicy(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True)
         self.head = mlp(hidden, head_hidden, action_dim)
+        #: ``_step_weights``'s: (the parameters' storage and versions, the fused weights per layer).
+        self._step_cache: tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def forward(self, x: torch.Tensor, state=None):
         if x.shape[1] == 1 and x.device.type == "cpu" and not torch.is_grad_enabled():
@@ -116,10 +118,8 @@ class LSTMPolicy(nn.Module):
         Rebuilt whenever a weight changes (an optimiser step or a ``load_state_dict`` bumps its
         version counter; ``.to`` or a copy gives new storage), so a policy acted with between
         training steps always acts with the current weights."""
-        params = list(self.lstm.parameters())
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        cached = getattr(self, "_step_cache", None)
-        if cached is None or cached[0] != key:
+        key = tuple((p.data_ptr(), p._version) for p in self.lstm.parameters())
+        if self._step_cache is None or self._step_cache[0] != key:
             with torch.no_grad():
                 fused = [(torch.cat([w_ih, w_hh], 1).t().contiguous(), b_ih + b_hh)
                          for w_ih, w_hh, b_ih, b_hh in self.lstm.all_weights]

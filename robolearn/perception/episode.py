@@ -20,9 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from robolearn.config import ConfigError
+from robolearn.config import ConfigError, require_number
 from robolearn.hal.cameras.base import Camera
-from robolearn.config import require_number
 from robolearn.perception.base import Estimate, ObjectPoseEstimator
 from robolearn.perception.ground_truth import GroundTruth
 from robolearn.perception.layouts import object_vector

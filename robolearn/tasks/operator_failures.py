@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from robolearn.config import ConfigError
-from robolearn.config import require_number
+from robolearn.config import ConfigError, require_number
 
 #: Spawn-key component of the failure stream: beyond any child index ``SeedSequence.spawn`` hands out.
 FAILURE_STREAM_KEY = 0xFA11

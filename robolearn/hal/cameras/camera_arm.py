@@ -37,11 +37,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from robolearn.config import require_int, require_number
 from robolearn.data.format import ObsFieldSpec
 from robolearn.hal.arm import Arm, ArmSpec, Observation
 from robolearn.hal.cameras.base import Frame, StaleFrameError
 from robolearn.hal.cameras.capture import CameraRig, CaptureThread
-from robolearn.config import require_int, require_number
 from robolearn.hal.shield import measure_eef
 
 #: Optional arm methods that only read the simulator: passed through without telling the

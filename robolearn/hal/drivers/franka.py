@@ -39,11 +39,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from robolearn.config import require_number
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.geometry import axis_angle_to_quat, quat_mul
 from robolearn.hal.arm import ArmError, ArmSpec, Observation, command_scales, position_box
 from robolearn.hal.interpolation import FollowerConfig, TargetFollower
-from robolearn.config import require_number
 
 FRANKA_HOME_Q = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 GRIPPER_OPEN = 0.08

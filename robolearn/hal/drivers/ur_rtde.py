@@ -38,11 +38,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from robolearn.config import require_number
 from robolearn.data.format import ActionSpec, ObsFieldSpec
 from robolearn.geometry import axis_angle_to_quat, quat_mul, quat_to_axis_angle
 from robolearn.hal.arm import ArmError, ArmSpec, Observation, command_scales, position_box
 from robolearn.hal.interpolation import FollowerConfig, TargetFollower
-from robolearn.config import require_number
 
 UR_HOME_Q = [0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.0]
 #: The e-series servo rate; CB3 controllers run at 125 Hz.

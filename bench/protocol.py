@@ -32,7 +32,7 @@ sys.path.insert(0, str(BENCH))
 
 from protocol_draws import DRAW_SETS, MAX_TRAINING_SEEDS, load_draws, select_demo_sets  # noqa: E402
 
-ALGOS = ("bc", "bc_rnn", "bcq", "hbc", "iris")
+ALGOS = ("bc", "bc_rnn", "bcq", "hbc", "iql", "diffusion_policy", "iris")
 DEFAULT_LAST_K = 5
 
 

@@ -115,7 +115,7 @@ def validation_losses(algo: Algo, data: DemoDataset, batches: int, seed: int) ->
 #: Value-based algorithms: their critic, the features it reads, and how many actions V(s) maxes over.
 _VALUE_HEADS: dict[str, Callable[[Any], tuple[Any, Callable, int]]] = {
     "bcq": lambda a: (a.bcq, a.encode, int(a.cfg.policy_action_samples)),
-    "iris": lambda a: (a.value, a.start_value_features, int(a.cfg.num_value_action_samples)),
+    "iris": lambda a: (a.value, a.encode_goal, int(a.cfg.num_value_action_samples)),
     "iql": lambda a: (a, a.encode, 0),  # in-sample V: no actions to sample
 }
 

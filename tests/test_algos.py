@@ -118,7 +118,7 @@ def test_iris_after_a_stall_passes_over_candidates_towards_the_goal_it_did_not_a
     full_prior = torch.stack([wide_only, best])  # the full prior's: one further the other way
     score = {(0.6, 0.3): 0.9, (0.55, 0.3): 0.8, (0.2, 0.05): 0.5, (0.15, 0.1): 0.1}
     algo.sample_goals = lambda obs, n, clip=True: clipped if clip else full_prior
-    algo.score_goals = lambda goals, obs: torch.tensor([next(v for x, v in score.items() if torch.equal(g, at[x])) for g in goals])
+    algo.score_goals = lambda goals: torch.tensor([next(v for x, v in score.items() if torch.equal(g, at[x])) for g in goals])
     algo.reset_policy(torch.Generator().manual_seed(0))
     first = algo.plan(here)
     assert torch.equal(first.goal, best) and torch.equal(first.origin, here)
@@ -163,60 +163,6 @@ def test_iris_expectile_selector_scores_in_sample_and_reloads_to_identical_plans
     plans = [a.plan(obs) for a in (algo, reloaded)]
     assert torch.equal(plans[0].goal, plans[1].goal) and torch.equal(plans[0].scores, plans[1].scores)
     torch.testing.assert_close(plans[0].scores, algo.value.v(plans[0].candidates).squeeze(-1))
-
-
-def two_target_episodes(n: int = 40, seed: int = 0) -> list[Episode]:
-    """A hand walks from 0 towards +1 or -1; success (reward 1) only where it reaches the episode's
-    ``target`` (+1 or -1, fixed per episode), half the episodes walking the wrong way and failing.
-    Which way a hand position leads to success depends on ``target``, a key the goals leave out."""
-    rng = np.random.default_rng(seed)
-    eps = []
-    for i in range(n):
-        target, way = (1.0 if i % 2 else -1.0), (1.0 if i % 4 < 2 else -1.0)
-        hand = np.minimum(np.arange(12) * rng.uniform(0.09, 0.11), 1.0) * way
-        T = len(hand) - 1
-        rewards = np.zeros(T, np.float32)
-        success = way == target
-        rewards[-1] = float(success)
-        dones = np.zeros(T, bool)
-        dones[-1] = True
-        obs = {"hand": hand[:, None].astype(np.float32), "target": np.full((T + 1, 1), target, np.float32)}
-        actions = np.clip(np.diff(hand)[:, None] * 5 + rng.normal(0, 0.01, (T, 1)), -1, 1).astype(np.float32)
-        eps.append(Episode(obs=obs, actions=actions, rewards=rewards, dones=dones, success=bool(success)))
-    return eps
-
-
-def test_iris_plan_context_scores_goals_by_the_observation_they_are_proposed_from(tmp_path):
-    """Goals of the hand alone: with ``value.plan_context`` the selector reads the target from the
-    observation it plans from and picks the candidate on the way to it, whichever the target."""
-    data = DemoDataset(two_target_episodes(), ["hand", "target"])
-    torch.manual_seed(0)
-    settings = {**SMALL["iris"], "goal_keys": ["hand"], "value": {**SMALL["iris"]["value"], "plan_context": True}}
-    algo = algo_class("iris").build(settings, data.obs_spec, data.normalizers, data.action_dim)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(800):
-        algo.train_step(data, gen)
-    save_checkpoint(tmp_path / "ckpt", algo, step=800, meta={"task": "synthetic"})
-    reloaded = load_policy(tmp_path).algo
-    goal = {x: algo.encode_goal({"hand": torch.tensor([x])}) for x in (0.6, -0.6)}
-    for target in (1.0, -1.0):
-        here = features(data, {"hand": np.array([0.1 * target], np.float32), "target": np.array([target], np.float32)})
-        candidates = torch.stack([goal[0.6], goal[-0.6]])
-        for a in (algo, reloaded):
-            a.sample_goals = lambda obs, n, clip=True, c=candidates: c  # hand-made candidates instead of cVAE samples
-            a.reset_policy(torch.Generator().manual_seed(0))
-        plans = [a.plan(here) for a in (algo, reloaded)]
-        assert torch.equal(plans[0].goal, goal[0.6 * target]), f"target {target}: scores {plans[0].scores.tolist()}"
-        assert torch.equal(plans[0].scores, plans[1].scores)
-
-
-def test_transitions_plan_context_is_the_observation_lag_steps_before_within_the_episode(data):
-    batch = data.transitions(64, torch.Generator().manual_seed(0), context_lag=3)
-    rows = {float(x): i for i, x in enumerate(data.obs["pos"][:, 0])}
-    for obs, ctx, nxt in zip(batch["obs"]["pos"][:, 0], batch["context"]["pos"][:, 0], batch["next_context"]["pos"][:, 0]):
-        r = rows[float(obs)]
-        start = int(data.ep_start[(data.ep_start <= r).nonzero().max()])
-        assert rows[float(ctx)] == max(r - 3, start) and rows[float(nxt)] == max(r - 2, start)
 
 
 def test_iris_refuses_an_unknown_value_kind(data):

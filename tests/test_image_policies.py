@@ -193,29 +193,6 @@ def test_every_algorithm_trains_on_image_keys_and_reloads(name, tmp_path):
         assert reloaded.goal_keys == ["pos"] and list(reloaded.current_goal) == ["pos"]
 
 
-def test_iris_plan_context_lets_the_critic_train_the_image_encoder_and_reloads(tmp_path):
-    """With ``value.plan_context`` the selector scores goals with the camera features of the
-    observation they are proposed from, and its TD loss alone moves the encoder's weights."""
-    from robolearn.algos.bcq import PlanContext
-
-    data = DemoDataset(blob_episodes(), ["pos", "cam"])
-    torch.manual_seed(0)
-    params = {**PARAMS["iris"], "batch_size": 8, "lr": 3e-3, "image_encoder": TINY_IMAGE,
-              "value": {**PARAMS["iris"]["value"], "plan_context": True}}
-    algo = algo_class("iris").build(params, data.obs_spec, data.normalizers, data.action_dim, "launch/x.yaml: algo")
-    conv = algo.encoder.key_encoders["cam"].core.trunk[0].weight
-    before = conv.detach().clone()
-    gen = torch.Generator().manual_seed(0)
-    batch = algo.value.sample(data, 8, gen, algo.encode_goal, PlanContext(algo.cfg.subgoal_horizon, algo.encode))
-    assert batch["obs"].shape == (8, algo.goal_dim + algo.obs_dim)
-    algo.value.update(batch, gen)
-    assert not torch.equal(conv.detach(), before)
-    for _ in range(2):
-        assert all(np.isfinite(v) for v in algo.train_step(data, gen).values())
-    save_checkpoint(tmp_path / "ckpt", algo, step=3, meta={})
-    same_actions(Policy(algo, {}), load_policy(tmp_path / "ckpt"), observation())
-
-
 def test_goals_default_to_the_low_dimensional_keys_and_image_goal_keys_are_refused():
     data = DemoDataset(blob_episodes(), ["cam", "pos"])
     params = {**PARAMS["iris"], "goal_keys": None, "image_encoder": TINY_IMAGE}

@@ -59,33 +59,15 @@ class BCQCriticConfig:
     clip_target_to_return_bounds: bool = False
 
 
-@dataclass
-class PlanContext:
-    """What a goal selector's critic reads besides the goal: the features ``encode`` gives of the
-    observation ``lag`` steps before each state (the one a planner proposed that state from),
-    appended to the state's own features. The state's context keeps its gradient (the TD loss
-    trains whichever encoder weights the critic's optimiser holds); the next state's has none."""
-
-    lag: int
-    encode: Callable
-
-
-def critic_batch(cfg: BCQCriticConfig, data, batch_size: int, gen: torch.Generator, encode: Callable,
-                 context: PlanContext | None = None) -> dict[str, torch.Tensor]:
+def critic_batch(cfg: BCQCriticConfig, data, batch_size: int, gen: torch.Generator, encode: Callable) -> dict[str, torch.Tensor]:
     """A batch of transitions whose states are ``encode(obs_dict, gen)`` of their observation dicts:
     the critic's input features (the next states' without gradients: they only feed the target),
-    followed by the ``context`` features where given, with the demo's return-to-go
-    (``mc_return_floor``) and the return bounds (``clip_target_to_return_bounds``) when ``cfg``
-    asks for them."""
-    batch = data.transitions(batch_size, gen, gamma=cfg.gamma if cfg.mc_return_floor else None,
-                             context_lag=None if context is None else context.lag)
+    with the demo's return-to-go (``mc_return_floor``) and the return bounds
+    (``clip_target_to_return_bounds``) when ``cfg`` asks for them."""
+    batch = data.transitions(batch_size, gen, gamma=cfg.gamma if cfg.mc_return_floor else None)
     batch["obs"] = encode(batch["obs"], gen)
-    if context is not None:
-        batch["obs"] = torch.cat([batch["obs"], context.encode(batch.pop("context"), gen)], -1)
     with torch.no_grad():
         batch["next_obs"] = encode(batch["next_obs"], gen)
-        if context is not None:
-            batch["next_obs"] = torch.cat([batch["next_obs"], context.encode(batch.pop("next_context"), gen)], -1)
     if cfg.clip_target_to_return_bounds:
         lo, hi = data.return_bounds(cfg.gamma)
         batch["return_bounds"] = torch.tensor([lo, hi])
@@ -146,9 +128,8 @@ class BCQCritic(nn.Module):
         q = net(s.reshape(B * n, -1), a.reshape(B * n, -1)).reshape(-1, B, n)
         return self._combine(q).max(-1).values
 
-    def sample(self, data, batch_size: int, gen: torch.Generator, encode: Callable,
-               context: PlanContext | None = None) -> dict[str, torch.Tensor]:
-        return critic_batch(self.cfg, data, batch_size, gen, encode, context)
+    def sample(self, data, batch_size: int, gen: torch.Generator, encode: Callable) -> dict[str, torch.Tensor]:
+        return critic_batch(self.cfg, data, batch_size, gen, encode)
 
     def update(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
         vae_loss, vae_info = self.action_vae.loss(batch["action"], batch["obs"].detach(), self.cfg.action_vae_kl, gen)

@@ -18,13 +18,13 @@ The learners, on the same transitions and targets as ``BCQCritic`` (``critic_bat
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 from torch import nn
 
 from robolearn.algos.base import adam, step_optimizer
-from robolearn.algos.bcq import BCQCriticConfig, PlanContext, bounded_target, critic_batch, td_update
+from robolearn.algos.bcq import BCQCriticConfig, bounded_target, critic_batch, td_update
 from robolearn.algos.iql import expectile_loss
 from robolearn.models.nets import QEnsemble, mlp
 
@@ -33,16 +33,14 @@ class ExpectileValue(nn.Module):
     """``cfg``: the critic settings BCQ's selector has (its action cVAE and sampling settings are
     unused); ``expectile``: the level V fits, towards 1 the best recorded action's value."""
 
-    def __init__(self, cfg: BCQCriticConfig, obs_dim: int, action_dim: int, expectile: float,
-                 encoder_params: Iterable[nn.Parameter] = ()):
+    def __init__(self, cfg: BCQCriticConfig, obs_dim: int, action_dim: int, expectile: float):
         super().__init__()
         self.cfg = cfg
         self.expectile = float(expectile)
         self.critic = QEnsemble(obs_dim, action_dim, cfg.critic_hidden, cfg.num_critics)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
         self.v = mlp(obs_dim, cfg.critic_hidden, 1)
-        # ``encoder_params``: the weights of whoever computes the critic's input features, trained by the TD loss.
-        self.critic_opt = adam([*self.critic.parameters(), *encoder_params], lr=cfg.critic_lr)
+        self.critic_opt = adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.v_opt = adam(self.v.parameters(), lr=cfg.critic_lr)
 
     def optimizers(self):
@@ -54,12 +52,10 @@ class ExpectileValue(nn.Module):
         arguments (``BCQCritic.state_value``); V is in-sample and samples nothing."""
         return self.v(obs).squeeze(-1)
 
-    def sample(self, data, batch_size: int, gen: torch.Generator, encode: Callable,
-               context: PlanContext | None = None) -> dict[str, torch.Tensor]:
-        return critic_batch(self.cfg, data, batch_size, gen, encode, context)
+    def sample(self, data, batch_size: int, gen: torch.Generator, encode: Callable) -> dict[str, torch.Tensor]:
+        return critic_batch(self.cfg, data, batch_size, gen, encode)
 
     def update(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
-        # V and its target read the features without gradients; the TD loss alone trains an encoder.
         s, a = batch["obs"].detach(), batch["action"]
         with torch.no_grad():
             q_data = self.target(s, a).min(0).values
@@ -69,7 +65,7 @@ class ExpectileValue(nn.Module):
         with torch.no_grad():
             next_v = self.v(batch["next_obs"]).squeeze(-1)
             y = bounded_target(batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * next_v, batch)
-        q, critic_loss = td_update(self.critic, self.target, self.critic_opt, batch["obs"], a, y, self.cfg.tau)
+        q, critic_loss = td_update(self.critic, self.target, self.critic_opt, s, a, y, self.cfg.tau)
         return {
             "loss/critic": critic_loss.item(),
             "loss/state_value": value_loss.item(),

@@ -9,15 +9,13 @@ success reward backwards through every demo, the selector prefers subgoals that 
 the fastest way to success seen in *any* demo: it stitches the best pieces of many
 suboptimal demos together, which pure imitation (HBC, BC-RNN) cannot.
 
-The value selector shares the policy's observation encoder rather than owning one: by default it
-reads the goal keys' blocks of the same features the goal cVAE proposes and the low level is
-conditioned on, so V is learnt on exactly the space candidates live in, with no weights of its
-own in the encoder. That suffices when the goal keys hold what decides success (the object's
-pose among them). When they do not (proprioceptive goals, the object seen only by cameras),
-``value.plan_context`` has the critic read each goal together with the features of the
-observation it is proposed from (in training, the observation T steps before the state; when
-planning, the current one), and its TD loss then trains the shared encoder beside the low
-level's action loss: a proposed goal carries no image, but the observation it was proposed from does.
+The value selector shares the policy's observation encoder rather than owning one: it reads the
+goal keys' blocks of the same features the goal cVAE proposes and the low level is conditioned
+on, so V is learnt on exactly the space candidates live in. A critic with its own (image)
+encoder would have nothing to encode at planning time, since a proposed goal is goal-key
+features and carries no image; goal keys are low-dimensional, so the critic's input has no
+weights of its own to train and image keys reach the selector only through the goals the cVAE
+proposes from them.
 """
 from __future__ import annotations
 
@@ -26,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from robolearn.algos.base import register
-from robolearn.algos.bcq import BCQCritic, BCQCriticConfig, PlanContext
+from robolearn.algos.bcq import BCQCritic, BCQCriticConfig
 from robolearn.algos.expectile_value import ExpectileValue
 from robolearn.algos.hbc import HBC, HBCConfig, SubgoalPlan
 from robolearn.config import checked, positive
@@ -40,13 +38,6 @@ class IRISValueConfig(BCQCriticConfig):
     kind: str = checked("bcq", choices=("bcq", "expectile"))
     #: the level ``expectile`` V fits: 0.5 the behaviour's mean value, towards 1 the best recorded action's.
     expectile: float = checked(0.9, check="open_unit")
-    #: score a goal together with the observation it is proposed from: the critic reads a state's
-    #: goal features followed by every feature of the observation T steps earlier (the current
-    #: one when planning). Needed when the goal keys leave out what decides success, as
-    #: proprioceptive goals do where only cameras see the object: V(g) alone cannot tell a hand
-    #: pose above the cube from one beside it. The critic's TD loss then trains the shared
-    #: observation encoder too (image keys), beside the low level's action loss.
-    plan_context: bool = False
 
 
 @dataclass
@@ -72,14 +63,10 @@ class IRIS(HBC):
         super().__init__(cfg, obs_spec, normalizers, action_dim)
         # The value scores goals, so it is learnt on the goal keys' features of each state (the shared
         # encoder's goal blocks: low-dimensional keys, no weights to pass to its optimiser).
-        # With a plan context the critic reads the observation's features too, and its TD loss trains the
-        # shared encoder beside the low level's action loss: what decides success must be in those features.
-        context = cfg.value.plan_context
-        value_dim, encoder_params = self.goal_dim + (self.obs_dim if context else 0), list(self.encoder.parameters()) if context else []
         if cfg.value.kind == "expectile":
-            self.value = ExpectileValue(cfg.value, value_dim, action_dim, cfg.value.expectile, encoder_params)
+            self.value = ExpectileValue(cfg.value, self.goal_dim, action_dim, cfg.value.expectile)
         else:
-            self.value = BCQCritic(cfg.value, value_dim, action_dim, encoder_params)
+            self.value = BCQCritic(cfg.value, self.goal_dim, action_dim)
         self.last_scores: torch.Tensor | None = None
         #: (origin, goal) of the plan being pursued: where it was planned from, and its goal.
         self._pursued: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -89,25 +76,13 @@ class IRIS(HBC):
 
     def train_step(self, data, gen):
         metrics = super().train_step(data, gen)
-        context = PlanContext(self.cfg.subgoal_horizon, self.encode) if self.cfg.value.plan_context else None
-        metrics.update(self.value.update(self.value.sample(data, self.cfg.batch_size, gen, self.encode_goal, context), gen))
+        metrics.update(self.value.update(self.value.sample(data, self.cfg.batch_size, gen, self.encode_goal), gen))
         return metrics
 
-    def value_input(self, goals: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """The critic's input for goal features (N, goal_dim) proposed from observation features
-        (obs_dim,): the goals, followed by the observation with ``value.plan_context``."""
-        if not self.cfg.value.plan_context:
-            return goals
-        return torch.cat([goals, obs.expand(goals.shape[0], -1)], -1)
-
-    def start_value_features(self, obs) -> torch.Tensor:
-        """The critic's input for observation dicts that are episode starts (their own plan context)."""
-        return self.value_input(self.encode_goal(obs), self.encode(obs)) if self.cfg.value.plan_context else self.encode_goal(obs)
-
     @torch.no_grad()
-    def score_goals(self, goals: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """V(g) for each candidate goal (N, goal_dim) proposed from observation features (obs_dim,) -> (N,)."""
-        return self.value.state_value(self.value_input(goals, obs), self.cfg.num_value_action_samples, self._gen)
+    def score_goals(self, goals: torch.Tensor) -> torch.Tensor:
+        """V(g) for each candidate goal (N, goal_dim) -> (N,)."""
+        return self.value.state_value(goals, self.cfg.num_value_action_samples, self._gen)
 
     @torch.no_grad()
     def plan(self, obs: torch.Tensor) -> SubgoalPlan:
@@ -117,7 +92,7 @@ class IRIS(HBC):
         the goal is the best of those nearer to the current state than to the goal the low level
         did not approach (the best of all when none is)."""
         goals = self.sample_goals(obs, self.cfg.num_goal_samples)
-        scores = self.score_goals(goals, obs)
+        scores = self.score_goals(goals)
         here = self.goal_features(obs)
         failed = self._failed_goal(here)
         if failed is None:
@@ -126,7 +101,7 @@ class IRIS(HBC):
             # The clipped proposals from a state the low level is stuck in tend to lie in one cluster
             # round the goal it could not reach; the full prior's reach further.
             wide = self.sample_goals(obs, self.cfg.num_goal_samples, clip=False)
-            goals, scores = torch.cat([goals, wide]), torch.cat([scores, self.score_goals(wide, obs)])
+            goals, scores = torch.cat([goals, wide]), torch.cat([scores, self.score_goals(wide)])
             away = torch.linalg.vector_norm(goals - failed, dim=-1) > torch.linalg.vector_norm(goals - here, dim=-1)
             best = int(scores.masked_fill(~away, float("-inf")).argmax()) if bool(away.any()) else int(scores.argmax())
         self.last_scores = scores

@@ -153,14 +153,9 @@ class DemoDataset:
         lo, hi, dense = self._bounds
         return (lo / (1.0 - gamma), hi / (1.0 - gamma)) if dense else (lo, hi)
 
-    def transitions(self, batch: int, gen: torch.Generator, gamma: float | None = None,
-                    context_lag: int | None = None) -> dict[str, torch.Tensor]:
-        """(s, a, r, s', done); with ``gamma``, also the demo's own discounted return-to-go from s.
-
-        With ``context_lag`` L, also ``context`` and ``next_context``: the observations L steps
-        before s and before s' (the episode's first where that is before its start), the view a
-        planner had when it proposed s as a goal L steps ahead."""
-        rows, ep = self._rows(batch, gen)
+    def transitions(self, batch: int, gen: torch.Generator, gamma: float | None = None) -> dict[str, torch.Tensor]:
+        """(s, a, r, s', done); with ``gamma``, also the demo's own discounted return-to-go from s."""
+        rows, _ = self._rows(batch, gen)
         out = {
             "obs": self.observations(rows),
             "action": self.actions[rows],
@@ -170,10 +165,6 @@ class DemoDataset:
         }
         if gamma is not None:
             out["return"] = self.discounted_returns(gamma)[rows]
-        if context_lag is not None:
-            first = self.ep_start[ep]
-            out["context"] = self.observations(torch.maximum(rows - context_lag, first))
-            out["next_context"] = self.observations(torch.maximum(rows + 1 - context_lag, first))
         return out
 
     def observations(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,5 +1,12 @@
 """ControlLoop and EpisodeRecorder against the NoopArm (no timing thresholds: the machine is shared)."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,6 +84,42 @@ def test_ctrl_c_keeps_partial_episode(tmp_path):
     stats = ControlLoop(arm, Scripted(fail_at=8), hz=200, recorder=recorder_for(tmp_path, arm)).run(max_steps=100)
     assert stats.stopped_by == "interrupt" and stats.steps == 7 and arm.stop_count == 1
     assert DemoReader(tmp_path / "demos").load(0).length == 7
+
+
+def test_sigint_stops_a_library_loop_in_a_process_started_with_sigint_ignored():
+    """A script that runs ``ControlLoop.run`` itself, started the way a shell starts a background
+    job (``cmd &``, SIGINT ignored): SIGINT still stops the arm and ends the run as an interrupt."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from robolearn.hal.loop import ControlLoop
+        from robolearn.hal.noop_arm import NoopArm
+
+        class Still:
+            def reset(self):
+                pass
+
+            def act(self, obs):
+                return np.zeros(7, np.float32)
+
+        arm = NoopArm(control_hz=100.0)
+        arm.connect()
+        print("running", flush=True)
+        stats = ControlLoop(arm, Still(), hz=100).run(max_steps=100_000)
+        print("stopped by", stats.stopped_by, "after", stats.steps, "steps; arm stops", arm.stop_count, flush=True)
+    """)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.stdout.readline().strip() == "running"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    try:
+        out = proc.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the loop went on running after SIGINT")
+    assert proc.returncode == 0, out
+    assert "stopped by interrupt" in out and "arm stops 1" in out, out
 
 
 def test_ctrl_c_discard_when_configured(tmp_path):

@@ -264,7 +264,8 @@ class ControlLoop:
         self.realtime_active = False
 
     def run(self, max_steps: int | None = None, stop_when: Callable[[Mapping[str, np.ndarray]], bool] | None = None) -> LoopStats:
-        """Run until ``max_steps``, ``stop_when(obs)``, ``request_stop()`` or Ctrl-C.
+        """Run until ``max_steps``, ``stop_when(obs)``, ``request_stop()`` or Ctrl-C (SIGINT, also
+        where the process was started with it ignored; called from the main thread).
 
         Ctrl-C is handled (arm stopped, episode kept or discarded) and reported as
         ``stopped_by == "interrupt"`` rather than re-raised, so callers can still print
@@ -285,11 +286,13 @@ class ControlLoop:
         finished_ok = False
         prev_sched = self._enter_realtime()
         try:
-            if recorder is not None:
-                recorder.start()
-            run_episode(plant, self.source, reset_actor=self.reset_source, max_steps=max_steps, stop_on_success=False,
-                        stop_when=stop_when, stop_requested=self._stop.is_set, recorder=recorder, on_step=on_step,
-                        pacer=clock, progress=progress)
+            # Ctrl-C reaches the loop even in a process started with SIGINT ignored (``interrupts_raise``).
+            with interrupts_raise():
+                if recorder is not None:
+                    recorder.start()
+                run_episode(plant, self.source, reset_actor=self.reset_source, max_steps=max_steps, stop_on_success=False,
+                            stop_when=stop_when, stop_requested=self._stop.is_set, recorder=recorder, on_step=on_step,
+                            pacer=clock, progress=progress)
             stats.stopped_by = progress.ended_by
             finished_ok = True
         except KeyboardInterrupt:

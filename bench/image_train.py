@@ -61,7 +61,7 @@ def measure(launch: Path, steps: int, warmup: int, threads: int | None, episodes
     from robolearn.data.dataset import DemoDataset
     from robolearn.distributed import Ranks, training_threads
     from robolearn.launch import load_launch
-    from robolearn.train import load_dataset
+    from robolearn.train import load_dataset, training_only_keys
 
     cfg = load_launch(launch)
     threads = threads or training_threads(cfg.train, Ranks())
@@ -71,7 +71,8 @@ def measure(launch: Path, steps: int, warmup: int, threads: int | None, episodes
     if recorded:
         data = load_dataset(cfg)[3]
     else:
-        data = DemoDataset(synthetic_episodes(cfg.data.obs_keys, episodes, length), cfg.data.obs_keys)
+        keys = cfg.data.obs_keys + training_only_keys(cfg)  # goal-only keys are recorded in the demos too
+        data = DemoDataset(synthetic_episodes(keys, episodes, length), keys)
     algo = algo_class(cfg.algo_name).build(cfg.algo_params, data.obs_spec, data.normalizers, data.action_dim, str(launch))
     algo.train()
     gen = torch.Generator().manual_seed(0)

@@ -135,7 +135,7 @@ class Policy:
     def current_goal(self) -> dict[str, np.ndarray] | None:
         """The subgoal a hierarchical policy is pursuing, as a dict of its goal keys (recorded units)."""
         g = self.algo.current_goal()
-        return None if g is None else self.to_observation(g, self.goal_keys)
+        return None if g is None else self.algo.decode_goal(g)
 
     @property
     def goal_keys(self) -> list[str]:
@@ -191,6 +191,17 @@ def _naming_user_path(exc: OSError, staging: Path, folder: Path, file: Path | No
     return type(exc)(exc.errno, exc.strerror or str(exc), str(shown))
 
 
+def training_only_json(algo: Algo) -> dict[str, Any]:
+    """The spec and normalisers of the keys the algorithm reads only in training (goal-only keys),
+    under ``training_only``; nothing when it has none (checkpoints read as before)."""
+    spec = algo.training_only_spec
+    if not spec:
+        return {}
+    norms = algo.training_only_normalizers
+    return {"training_only": {"obs_keys": list(spec), "obs_spec": {k: s.to_json() for k, s in spec.items()},
+                              "normalizers": {k: n.to_json() for k, n in norms.items()}}}
+
+
 def save_checkpoint(
     folder: str | os.PathLike,
     algo: Algo,
@@ -225,6 +236,7 @@ def save_checkpoint(
         "obs_keys": list(algo.encoder.keys),
         "obs_spec": algo.encoder.spec_json(),
         "normalizers": algo.encoder.normalizers_json(),
+        **training_only_json(algo),
         "step": step,
         "optimizers": opt_meta,
         "meta": meta,
@@ -478,6 +490,7 @@ def _check_info(path: Path, info: dict[str, Any]) -> None:
     else:
         _check_obs_spec(path, info)
         _check_normalizers(path, info)
+        _check_training_only(path, info)
     if "step" in info and not _is_count(info["step"]):
         raise CheckpointError(path, "step", f"expected a non-negative integer, got {info['step']!r}")
     for key in ("meta", "optimizers"):
@@ -590,7 +603,44 @@ def read_checkpoint_info(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]
 
 
 def checkpoint_normalizers(info: dict[str, Any]) -> dict[str, Normalizer]:
-    return {k: Normalizer.from_json(v) for k, v in info["normalizers"].items()}
+    """Every key's normaliser: the policy's inputs and the keys only training read."""
+    norms = {**info["normalizers"], **(info.get("training_only") or {}).get("normalizers", {})}
+    return {k: Normalizer.from_json(v) for k, v in norms.items()}
+
+
+def checkpoint_spec(info: dict[str, Any]) -> ObsSpec:
+    """The spec the algorithm was built with: its inputs (``obs_keys``), then the keys only training read."""
+    part = info.get("training_only")
+    return {**_spec_of(info), **({} if part is None else _spec_of(part))}
+
+
+def training_only_keys(info: dict[str, Any]) -> list[str]:
+    """The keys a checked checkpoint.json's algorithm reads in training only (goal-only keys)."""
+    return list((info.get("training_only") or {}).get("obs_keys", []))
+
+
+def _check_training_only(path: Path, info: dict[str, Any]) -> None:
+    """``training_only`` (when present): keys apart from ``obs_keys``, each low-dimensional, with a
+    spec and a normaliser checked as the inputs' are; errors name ``training_only.<field>``."""
+    if "training_only" not in info:
+        return
+    part = info["training_only"]
+    try:
+        if not isinstance(part, dict):
+            raise CheckpointError(path, "", f"expected a mapping, got {part!r}")
+        keys = part.get("obs_keys")
+        if not (isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys) and len(set(keys)) == len(keys)):
+            raise CheckpointError(path, "obs_keys", f"expected a non-empty list of distinct key names, got {keys!r}")
+        if set(keys) & set(info["obs_keys"]):
+            raise CheckpointError(path, "obs_keys", f"{sorted(set(keys) & set(info['obs_keys']))} are the policy's inputs too")
+        _check_obs_spec(path, part)
+        spec = _spec_of(part)
+        images = [k for k, s in spec.items() if s.kind != "low_dim"]
+        if images:
+            raise CheckpointError(path, f"obs_spec.{images[0]}", "expected a low-dimensional key")
+        _check_normalizers(path, {**part, "obs_dim": sum(s.size for s in spec.values())})
+    except CheckpointError as exc:
+        raise CheckpointError(exc.source, "training_only" + (f".{exc.field}" if exc.field else ""), exc.problem) from None
 
 
 def _build_algo(ckpt: Path, info: dict[str, Any], device: str | None = None) -> Algo:
@@ -603,7 +653,7 @@ def _build_algo(ckpt: Path, info: dict[str, Any], device: str | None = None) -> 
     except ConfigError as exc:
         raise CheckpointError(source, "algo", exc.problem) from None
     try:
-        args = (info["algo_config"], _spec_of(info), checkpoint_normalizers(info), info["action_dim"], source)
+        args = (info["algo_config"], checkpoint_spec(info), checkpoint_normalizers(info), info["action_dim"], source)
         # Optimisers deferred: built only if something steps or saves them (not to act, nor to check shapes).
         with acting_only(), (contextlib.nullcontext() if device is None else torch.device(device)):
             algo = cls.build(*args)
@@ -615,6 +665,9 @@ def _build_algo(ckpt: Path, info: dict[str, Any], device: str | None = None) -> 
         raise CheckpointError(exc.source, f"{section}.{exc.field}", exc.problem) from None
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(source, "algo_config", f"cannot build {info['algo']} from it ({exc})") from None
+    if list(algo.training_only_spec) != training_only_keys(info):
+        raise CheckpointError(source, "training_only", f"the algorithm reads {list(algo.training_only_spec)} in training only, "
+                              f"the checkpoint describes {training_only_keys(info)}")
     if algo.obs_dim != info["obs_dim"]:
         raise CheckpointError(source, "obs_dim", f"the observation spec encodes to {algo.obs_dim} features, obs_dim is {info['obs_dim']}")
     return algo

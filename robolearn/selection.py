@@ -35,7 +35,7 @@ from robolearn.config import ConfigError
 from robolearn.data.dataset import DemoDataset
 from robolearn.data.format import META_NAME, DemoFormatError, DemoReader, Episode, atomic_write_bytes
 from robolearn.launch import resolve_path
-from robolearn.policy import CHECKPOINT_JSON, CheckpointError, load_algo, read_checkpoint_info
+from robolearn.policy import CHECKPOINT_JSON, CheckpointError, load_algo, read_checkpoint_info, training_only_keys
 from robolearn.algos.base import Algo, OptimizerStep, optimizer_steps
 
 START_VALUE = "start_value"
@@ -208,7 +208,7 @@ def _validation_data(run: str | os.PathLike, cfg: SelectionConfig, info: dict[st
         warnings.append(f"the run trained on {trained['episodes']} episodes but the folder's train split has "
                         f"{len(train_split)}: the split may have been drawn after training, so the "
                         f"{cfg.split!r} episodes may have been trained on")
-    return folder, DemoDataset(episodes, list(info["obs_keys"]), source=f"{folder}: split {cfg.split}")
+    return folder, DemoDataset(episodes, list(info["obs_keys"]) + training_only_keys(info), source=f"{folder}: split {cfg.split}")
 
 
 def markdown_table(table: dict[str, Any]) -> str:

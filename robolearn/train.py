@@ -95,23 +95,40 @@ def check_demo_rate(cfg: LaunchConfig, meta: Any, path: Path) -> None:
 
 
 def load_dataset(cfg: LaunchConfig):
-    """The folder's meta, its training episodes with only the launch file's observation keys
-    (camera frames the policy does not read are never decoded), those keys and the dataset."""
+    """The folder's meta, its training episodes with only the launch file's observation keys and
+    the algorithm's training-only keys (camera frames nothing reads are never decoded), the
+    observation keys (the policy's inputs) and the dataset of both."""
     path = cfg.data_path()
     meta = read_meta(path)
     if meta.task != cfg.task:
         raise ConfigError(cfg.source, "data.path", f"demo folder {path} holds task {meta.task!r}, the launch file trains {cfg.task!r}")
     check_demo_rate(cfg, meta, path)
-    obs_keys = cfg.data.obs_keys or list(meta.obs_spec)
+    extra = training_only_keys(cfg)
+    obs_keys = cfg.data.obs_keys or [k for k in meta.obs_spec if k not in extra]
     unknown = [k for k in obs_keys if k not in meta.obs_spec]
     if unknown:
         raise ConfigError(cfg.source, "data.obs_keys", f"{unknown} not recorded in {path} (have {list(meta.obs_spec)})")
-    meta, episodes = load_folder(path, cfg.data.split, keys=obs_keys)
+    unknown = [k for k in extra if k not in meta.obs_spec]
+    if unknown:
+        raise ConfigError(cfg.source, "algo.goal_only_keys", f"{unknown} not recorded in {path} (have {list(meta.obs_spec)})")
+    both = [k for k in extra if k in obs_keys]
+    if both:
+        raise ConfigError(cfg.source, "algo.goal_only_keys", f"{both[0]!r} is in data.obs_keys too: a goal-only key is one "
+                          "the policy does not read")
+    meta, episodes = load_folder(path, cfg.data.split, keys=obs_keys + extra)
     if cfg.data.success_only:
         episodes = [ep for ep in episodes if ep.success]
         if not episodes:
             raise ConfigError(cfg.source, "data.success_only", f"demo folder {path} has no successful episode to train on")
-    return meta, episodes, obs_keys, DemoDataset(episodes, obs_keys, source=str(path))
+    return meta, episodes, obs_keys, DemoDataset(episodes, obs_keys + extra, source=str(path))
+
+
+def training_only_keys(cfg: LaunchConfig) -> list[str]:
+    """The recorded keys the launch file's algorithm reads in training only (goal-only keys); the
+    algorithm's settings are checked here, before any demo is read."""
+    cls = algo_class(cfg.algo_name, cfg.source)
+    source = f"{cfg.source}: algo"
+    return cls.training_only_keys(from_dict(cls.Config, cls.without_retired(cfg.algo_params, source), source))
 
 
 def plot_losses(metrics_path: Path, out_png: Path) -> None:
@@ -178,10 +195,16 @@ def check_training(cfg: LaunchConfig, out: Path, resume: bool, ranks: Ranks) -> 
     if ranks.parallel:
         cls = algo_class(cfg.algo_name, cfg.source)
         source = f"{cfg.source}: algo"
-        batch = from_dict(cls.Config, cls.without_retired(cfg.algo_params, source), source).batch_size
+        algo_cfg = from_dict(cls.Config, cls.without_retired(cfg.algo_params, source), source)
+        batch = algo_cfg.batch_size
         if batch < ranks.world:
             raise ConfigError(cfg.source, "algo.batch_size", f"{batch} is less than the {ranks.world} ranks; the global "
                               "batch gives every rank a share of at least one")
+        # Gradients are weighted by each rank's share of batch_size; a second batch size must split in the same shares.
+        goal_batch = getattr(algo_cfg, "goal_batch_size", None)
+        if goal_batch is not None and goal_batch != batch and (goal_batch % ranks.world or batch % ranks.world):
+            raise ConfigError(cfg.source, "algo.goal_batch_size", f"{goal_batch} and batch_size {batch} must both be "
+                              f"multiples of the {ranks.world} ranks, so every rank's share of each is the same fraction")
     return device
 
 

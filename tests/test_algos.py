@@ -165,6 +165,22 @@ def test_iris_expectile_selector_scores_in_sample_and_reloads_to_identical_plans
     torch.testing.assert_close(plans[0].scores, algo.value.v(plans[0].candidates).squeeze(-1))
 
 
+def test_goal_batch_size_sizes_the_goal_cvae_and_value_updates_apart_from_the_low_level(data):
+    algo = algo_class("iris").build({**SMALL["iris"], "batch_size": 6, "goal_batch_size": 40}, data.obs_spec,
+                                    data.normalizers, data.action_dim)
+    sizes: dict[str, list[int]] = {}
+
+    class Recording:
+        def __getattr__(self, name):
+            attr = getattr(data, name)
+            if name not in ("goal_pairs", "goal_windows", "transitions"):
+                return attr
+            return lambda batch, *a, **k: sizes.setdefault(name, []).append(batch) or attr(batch, *a, **k)
+
+    algo.train_step(Recording(), torch.Generator().manual_seed(0))
+    assert sizes == {"goal_pairs": [40], "goal_windows": [6], "transitions": [40]}
+
+
 def test_iris_refuses_an_unknown_value_kind(data):
     with pytest.raises(ConfigError, match=r"value\.kind"):
         algo_class("iris").build({"value": {"kind": "cql"}}, data.obs_spec, data.normalizers, data.action_dim, "launch/x.yaml: algo")

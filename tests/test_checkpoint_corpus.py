@@ -218,6 +218,12 @@ INFO = f"checkpoints/{STEP}/checkpoint.json"
 LATEST = "checkpoints/latest.json"
 
 #: (id, damage, file named in the error, words of the error) -- loaded with load_policy.
+def _training_only(key: str, std: float = 1.0) -> dict:
+    """A ``training_only`` section for one 2-number key."""
+    return {"obs_keys": [key], "obs_spec": {key: {"shape": [2], "dtype": "float32"}},
+            "normalizers": {key: {"mean": [0.0, 0.0], "std": [std, 1.0]}}}
+
+
 LOAD_CORPUS = [
     ("model-missing", remove(MODEL), MODEL, "missing"),
     ("model-empty", truncate("model.safetensors", 0), MODEL, "truncated before the 8-byte header length"),
@@ -270,6 +276,16 @@ LOAD_CORPUS = [
     ("info-obs-spec-extra-field", edit_info(_set_info("obs_spec.pos.code", "x")), INFO, "obs_spec.pos"),
     ("info-obs-spec-image", edit_info(lambda info: info.update(obs_spec={"pos": {"shape": [8, 8, 3], "dtype": "uint8"}},
                                                                normalizers={})), INFO, "the observation spec encodes to"),
+    ("info-training-only-list", edit_info(_set_info("training_only", [1])), INFO, "training_only"),
+    ("info-training-only-input", edit_info(lambda info: info.update(training_only=_training_only("pos"))), INFO,
+     "training_only.obs_keys"),
+    ("info-training-only-nan", edit_info(lambda info: info.update(training_only=_training_only("vel", std=float("nan")))), INFO,
+     "training_only.normalizers.vel.std"),
+    ("info-training-only-image", edit_info(lambda info: info.update(training_only={
+        "obs_keys": ["cam"], "obs_spec": {"cam": {"shape": [8, 8, 3], "dtype": "uint8"}}, "normalizers": {}})), INFO,
+     "training_only.obs_spec.cam"),
+    ("info-training-only-unread", edit_info(lambda info: info.update(training_only=_training_only("vel"))), INFO,
+     "the checkpoint describes ['vel']"),
     ("info-step-negative", edit_info(_set_info("step", -1)), INFO, "step"),
     ("info-meta-list", edit_info(_set_info("meta", [])), INFO, "meta"),
     ("latest-invalid-json", write_file(LATEST, "{\"name\": "), LATEST, "unreadable JSON"),

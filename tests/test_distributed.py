@@ -270,6 +270,13 @@ def test_nproc_is_checked_before_any_rank_starts(argv, env, words, demos, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+def test_nproc_refuses_a_goal_batch_the_ranks_cannot_share_like_the_batch(demos, tmp_path, capsys):
+    assert main(train_argv("iris", demos, tmp_path / "run", steps=2) + ["--nproc", "2", "--set", "algo.goal_batch_size=7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "field 'algo.goal_batch_size': 7 and batch_size" in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_nproc_trains_on_two_gpus_with_nccl(demos, tmp_path):
     """``--nproc 2`` on CUDA: one GPU per rank, NCCL; the checkpoint is in CPU layout."""

@@ -210,6 +210,80 @@ def test_goals_default_to_the_low_dimensional_keys_and_image_goal_keys_are_refus
                                 only_images.obs_spec, only_images.normalizers, only_images.action_dim)
 
 
+def with_blob_position(episodes: list[Episode]) -> list[Episode]:
+    """Each episode also records ``blob``, the blob's position (what a pose estimator would have
+    logged beside the frames): a key for goals, which the policy never reads."""
+    for ep in episodes:
+        frames = ep.obs["cam"].astype(np.int32)
+        red = (frames[..., 0] > 200).astype(np.float32)
+        rows, cols = np.indices(red.shape[1:])
+        ep.obs["blob"] = np.stack([(red * rows).sum((1, 2)), (red * cols).sum((1, 2))], -1) / red.sum((1, 2))[:, None]
+    return episodes
+
+
+def test_goal_only_keys_train_the_goals_and_the_policy_acts_without_them(tmp_path):
+    """``goal_only_keys``: the goals hold a recorded key the policy does not read. Training sees it
+    (goals, the value); acting needs only the cameras and proprioception, and the reloaded policy
+    plans the same goals, which decode to both goal keys."""
+    data = DemoDataset(with_blob_position(blob_episodes()), ["pos", "cam", "blob"])
+    params = {**PARAMS["iris"], "goal_keys": ["pos", "blob"], "goal_only_keys": ["blob"], "batch_size": 8,
+              "image_encoder": TINY_IMAGE}
+    torch.manual_seed(0)
+    algo = algo_class("iris").build(params, data.obs_spec, data.normalizers, data.action_dim, "launch/x.yaml: algo")
+    assert algo.encoder.keys == ["pos", "cam"] and algo.goal_dim == 4 and algo.obs_dim == 2 + 8
+    gen = torch.Generator().manual_seed(0)
+    history = [algo.train_step(data, gen) for _ in range(30)]
+    assert np.mean([m["loss/goal_vae"] for m in history[-5:]]) < np.mean([m["loss/goal_vae"] for m in history[:5]])
+    save_checkpoint(tmp_path / "ckpt", algo, step=30, meta={})
+    reloaded = load_policy(tmp_path / "ckpt")
+    assert reloaded.obs_keys == ["pos", "cam"]
+    same_actions(Policy(algo, {}), reloaded, observation())  # no "blob" in the observation
+    goal = reloaded.current_goal
+    assert list(goal) == ["pos", "blob"] and goal["blob"].shape == (2,) and np.all(np.isfinite(goal["blob"]))
+
+
+def test_goal_only_keys_that_are_missing_images_or_not_goals_are_refused():
+    data = DemoDataset(with_blob_position(blob_episodes()), ["pos", "cam", "blob"])
+    base = {**PARAMS["iris"], "goal_keys": ["pos", "blob"], "goal_only_keys": ["blob"], "image_encoder": TINY_IMAGE}
+    cases = [({"goal_only_keys": ["blob", "arm"]}, "goal_only_keys", "expected distinct keys recorded in the demos"),
+             ({"goal_only_keys": ["blob", "cam"]}, "goal_only_keys", "'cam' is an image key; goals are low-dimensional"),
+             ({"goal_keys": ["pos"]}, "goal_only_keys", "'blob' is not one of goal_keys ['pos']"),
+             ({"stall_tolerance": 0.05}, "stall_tolerance", "goal_only_keys ['blob'] are not observed")]
+    for change, field, problem in cases:
+        with pytest.raises(ConfigError) as info:
+            algo_class("iris").build({**base, **change}, data.obs_spec, data.normalizers, data.action_dim, "launch/x.yaml: algo")
+        text = str(info.value)
+        assert text.startswith(f"launch/x.yaml: algo: field '{field}'") and problem in text and "\n" not in text, text
+
+
+def test_training_with_goal_only_keys_from_a_demo_folder_reads_them_and_refuses_them_as_inputs(tmp_path):
+    import yaml
+
+    from robolearn.data.format import ActionSpec, DemoMeta, DemoWriter, ObsFieldSpec
+    from robolearn.train import train_from_launch
+
+    meta = DemoMeta(task="lift", control_hz=20.0, action_spec=ActionSpec(dim=2),
+                    obs_spec={"pos": ObsFieldSpec((2,)), "cam": ObsFieldSpec((SIZE, SIZE, 3), "uint8"), "blob": ObsFieldSpec((2,))})
+    with DemoWriter(tmp_path / "demos", meta) as writer:
+        for ep in with_blob_position(blob_episodes()):
+            writer.write_episode(obs=ep.obs, actions=ep.actions, rewards=ep.rewards, dones=ep.dones, success=True)
+    algo = {"name": "iris", **PARAMS["iris"], "goal_keys": ["pos", "blob"], "goal_only_keys": ["blob"], "batch_size": 8,
+            "image_encoder": TINY_IMAGE}
+
+    def launch(obs_keys):
+        path = tmp_path / "lift_iris_tiny_image.yaml"
+        path.write_text(yaml.safe_dump({"task": "lift", "data": {"path": str(tmp_path / "demos"), "obs_keys": obs_keys},
+                                        "algo": algo, "train": {"steps": 4, "log_every": 2, "checkpoint_every": 4, "threads": 1}}))
+        return path
+
+    run = train_from_launch(launch(["pos", "cam"]), tmp_path / "run", progress=False)
+    policy = load_policy(run)
+    assert policy.obs_keys == ["pos", "cam"] and policy.goal_keys == ["pos", "blob"]
+    assert np.all(np.isfinite(policy.act(observation())))
+    with pytest.raises(ConfigError, match=r"field 'algo.goal_only_keys': 'blob' is in data.obs_keys too"):
+        train_from_launch(launch(["pos", "cam", "blob"]), tmp_path / "run2", progress=False)
+
+
 def test_policy_refuses_frames_that_are_not_the_trained_uint8_hwc(tmp_path):
     data = DemoDataset(blob_episodes(), ["pos", "cam"])
     save_checkpoint(tmp_path / "ckpt", build("bc", data), step=0, meta={})

@@ -103,9 +103,20 @@ class Algo(nn.Module):
     def __init__(self, cfg: AlgoConfig, obs_spec: ObsSpec, normalizers: Mapping[str, Normalizer], action_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.encoder = ObservationEncoder(obs_spec, normalizers, cfg.image_encoder)
+        training_only = set(self.training_only_keys(cfg))
+        #: the keys the policy reads when acting, and those only training reads (``training_only_keys``).
+        self.encoder = ObservationEncoder({k: s for k, s in obs_spec.items() if k not in training_only}, normalizers,
+                                          cfg.image_encoder)
+        self.training_only_spec: ObsSpec = {k: s for k, s in obs_spec.items() if k in training_only}
+        self.training_only_normalizers = {k: normalizers[k] for k in self.training_only_spec if k in normalizers}
         self.obs_dim = self.encoder.out_dim
         self.action_dim = action_dim
+
+    @classmethod
+    def training_only_keys(cls, cfg: AlgoConfig) -> list[str]:
+        """Recorded keys this algorithm reads in training but never when acting (none by default):
+        the demo folder must hold them, a cell running the policy need not observe them."""
+        return []
 
     @classmethod
     def build(cls, cfg_dict: dict[str, Any], obs_spec: ObsSpec, normalizers: Mapping[str, Normalizer], action_dim: int,

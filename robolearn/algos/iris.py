@@ -27,7 +27,7 @@ from robolearn.algos.base import register
 from robolearn.algos.bcq import BCQCritic, BCQCriticConfig
 from robolearn.algos.expectile_value import ExpectileValue
 from robolearn.algos.hbc import HBC, HBCConfig, SubgoalPlan
-from robolearn.config import checked, positive
+from robolearn.config import ConfigError, checked, positive
 
 
 @dataclass
@@ -61,6 +61,9 @@ class IRIS(HBC):
 
     def __init__(self, cfg: IRISConfig, obs_spec, normalizers, action_dim: int):
         super().__init__(cfg, obs_spec, normalizers, action_dim)
+        if cfg.stall_tolerance is not None and not self.goals_observed:
+            raise ConfigError("algo", "stall_tolerance", f"needs the state's goal features when acting, and goal_only_keys "
+                              f"{cfg.goal_only_keys} are not observed then: drop one of the two")
         # The value scores goals, so it is learnt on the goal keys' features of each state (the shared
         # encoder's goal blocks: low-dimensional keys, no weights to pass to its optimiser).
         if cfg.value.kind == "expectile":
@@ -76,7 +79,7 @@ class IRIS(HBC):
 
     def train_step(self, data, gen):
         metrics = super().train_step(data, gen)
-        metrics.update(self.value.update(self.value.sample(data, self.cfg.batch_size, gen, self.encode_goal), gen))
+        metrics.update(self.value.update(self.value.sample(data, self.high_batch_size, gen, self.encode_goal), gen))
         return metrics
 
     @torch.no_grad()
@@ -111,7 +114,7 @@ class IRIS(HBC):
         """The pursued goal when the state is still within ``stall_tolerance`` of where it was planned
         (the low level did not approach it), else None."""
         pursued, tol = self._pursued, self.cfg.stall_tolerance
-        if tol is None or pursued is None:
+        if tol is None or pursued is None or here is None:
             return None
         origin, goal = pursued
         return goal if float(torch.linalg.vector_norm(here - origin)) < tol else None

@@ -123,12 +123,17 @@ def load_dataset(cfg: LaunchConfig):
     return meta, episodes, obs_keys, DemoDataset(episodes, obs_keys + extra, source=str(path))
 
 
-def training_only_keys(cfg: LaunchConfig) -> list[str]:
-    """The recorded keys the launch file's algorithm reads in training only (goal-only keys); the
-    algorithm's settings are checked here, before any demo is read."""
+def launch_algo_config(cfg: LaunchConfig):
+    """The launch file's algorithm class and its typed config, checked before any demo is read."""
     cls = algo_class(cfg.algo_name, cfg.source)
     source = f"{cfg.source}: algo"
-    return cls.training_only_keys(from_dict(cls.Config, cls.without_retired(cfg.algo_params, source), source))
+    return cls, from_dict(cls.Config, cls.without_retired(cfg.algo_params, source), source)
+
+
+def training_only_keys(cfg: LaunchConfig) -> list[str]:
+    """The recorded keys the launch file's algorithm reads in training only (goal-only keys)."""
+    cls, algo_cfg = launch_algo_config(cfg)
+    return cls.training_only_keys(algo_cfg)
 
 
 def plot_losses(metrics_path: Path, out_png: Path) -> None:
@@ -193,9 +198,7 @@ def check_training(cfg: LaunchConfig, out: Path, resume: bool, ranks: Ranks) -> 
     if resume and (out / "checkpoints" / LATEST).exists():
         resume_world(out, read_checkpoint_info(out)[1], ranks)
     if ranks.parallel:
-        cls = algo_class(cfg.algo_name, cfg.source)
-        source = f"{cfg.source}: algo"
-        algo_cfg = from_dict(cls.Config, cls.without_retired(cfg.algo_params, source), source)
+        _, algo_cfg = launch_algo_config(cfg)
         batch = algo_cfg.batch_size
         if batch < ranks.world:
             raise ConfigError(cfg.source, "algo.batch_size", f"{batch} is less than the {ranks.world} ranks; the global "

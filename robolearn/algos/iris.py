@@ -64,8 +64,8 @@ class IRIS(HBC):
         if cfg.stall_tolerance is not None and not self.goals_observed:
             raise ConfigError("algo", "stall_tolerance", f"needs the state's goal features when acting, and goal_only_keys "
                               f"{cfg.goal_only_keys} are not observed then: drop one of the two")
-        # The value scores goals, so it is learnt on the goal keys' features of each state (the shared
-        # encoder's goal blocks: low-dimensional keys, no weights to pass to its optimiser).
+        # The value scores goals, so it is learnt on the goal keys' features of each state (``encode_goal``:
+        # low-dimensional keys, no weights to pass to its optimiser).
         if cfg.value.kind == "expectile":
             self.value = ExpectileValue(cfg.value, self.goal_dim, action_dim, cfg.value.expectile)
         else:
